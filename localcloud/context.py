@@ -1,0 +1,32 @@
+"""What a running execution knows about where it runs; shared by the runtime and the stdlib."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+# Sent as `Authorization: Bearer ...` wherever Google would send an OIDC or OAuth2 token.
+# The local API accepts any non-empty bearer token: on loopback there is no identity to check.
+LOCAL_TOKEN = "localcloud"
+
+
+def _print_log(severity: str, payload: Any) -> None:
+    import json
+    import sys
+    print(json.dumps({"severity": severity, "message": payload}, default=str), file=sys.stderr)
+
+
+@dataclass
+class Context:
+    project: str = "local-project"
+    location: str = "us-central1"
+    workflow_id: str = "workflow"
+    execution_id: str = "local-execution"
+    env: Mapping[str, str] = field(default_factory=dict)   # deploy-time env vars (--set-env-vars)
+    api_url: str | None = None                              # base URL of the local Executions API
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    log: Callable[[str, Any], None] = _print_log            # sys.log sink: (severity, payload)
+
+    @property
+    def workflow_name(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}/workflows/{self.workflow_id}"
