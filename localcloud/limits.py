@@ -1,0 +1,61 @@
+"""The execution limits a deployed workflow hits, with the errors Workflows raises for them.
+
+Memory is accounted per assignment: each variable remembers its own size, so an assignment
+costs one measurement of the assigned variable, not a walk over every variable.
+Limits: https://cloud.google.com/workflows/quotas#resource_limits
+"""
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+from .errors import fail
+
+MEMORY_LIMIT = 512 * 1024      # all variables, arguments and events together
+STEP_LIMIT = 100_000           # steps executed in one execution
+CALL_DEPTH_LIMIT = 20          # nested subworkflow calls
+DEFAULT_CONCURRENCY = 20       # branches or iterations running at once in one parallel step
+MAX_BRANCH_ERRORS = 100        # unhandled branch errors reported by one parallel step
+
+
+def size_of(value: Any) -> int:
+    """Bytes a value takes, measured as compact JSON; ASCII-escaped, so never under the UTF-8 size."""
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, str):
+        return len(value) + 2
+    if value is None or isinstance(value, (bool, int, float)):
+        return 8
+    return len(json.dumps(value, separators=(",", ":"), default=_bytes_as_text))
+
+
+def _bytes_as_text(value: Any) -> str:
+    if isinstance(value, (bytes, bytearray)):
+        return "x" * len(value)
+    raise TypeError(f"not a workflow value: {type(value).__name__}")
+
+
+class Budget:
+    """Counters shared by every branch of one execution."""
+
+    def __init__(self, memory_limit: int = MEMORY_LIMIT, step_limit: int = STEP_LIMIT):
+        self.memory_limit = memory_limit
+        self.step_limit = step_limit
+        self.memory = 0
+        self.steps = 0
+        self.lock = threading.RLock()   # also serialises writes to variables shared by branches
+
+    def resize(self, delta: int) -> None:
+        """Account `delta` bytes; refuse (before anything is stored) past the limit."""
+        with self.lock:
+            if delta > 0 and self.memory + delta > self.memory_limit:
+                fail(["ResourceLimitError", "MemoryLimitExceededError"],
+                     f"Memory usage limit exceeded: variables would use {self.memory + delta} bytes, "
+                     f"the limit is {self.memory_limit}")
+            self.memory += delta
+
+    def step(self) -> None:
+        self.steps += 1   # a lost increment between branches only delays the error by a step
+        if self.steps > self.step_limit:
+            fail("ResourceLimitError", f"Step limit exceeded: more than {self.step_limit} steps")

@@ -1,0 +1,453 @@
+"""Run a loaded workflow: steps, scopes, jumps, loops, parallel branches, try/retry/except.
+
+Scoping follows https://cloud.google.com/workflows/docs/reference/syntax/variables: a
+subworkflow call has its own variables; a `for` iteration and a parallel branch see their
+parent's variables, and variables they create stay inside them; inside `parallel` a parent
+variable is writable only when listed in `shared` (the loader rejects the rest).
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+from . import loader as ld
+from . import stdlib
+from .context import Context
+from .errors import Cancelled, WorkflowError, fail
+from .expressions import get_item, is_number, type_name
+from .limits import CALL_DEPTH_LIMIT, DEFAULT_CONCURRENCY, MAX_BRANCH_ERRORS, Budget, size_of
+
+UNHANDLED_BRANCH_MESSAGE = ("UnhandledBranchError: One or more branches or iterations "
+                            "encountered an unhandled runtime error")
+
+
+def run(workflow: ld.Workflow, argument: Any, context: Context) -> Any:
+    """Run `main` to completion and return its result.
+
+    Raises WorkflowError for an uncaught error (see `error_report`), Cancelled when
+    `context.cancelled` is set.
+    """
+    execution = Execution(workflow, context)
+    main = workflow.main
+    args = {main.params[0].name: argument} if main.params else {}
+    try:
+        return execution.run_subworkflow(main, args, depth=1)
+    except WorkflowError as err:
+        report = error_report(err)
+        err.context, err.stack_trace = report["context"], report["stackTrace"]
+        raise
+
+
+def error_report(err: WorkflowError) -> dict[str, Any]:
+    """Execution.error as the Executions API shows it: {payload (JSON string), context, stackTrace}."""
+    frames = getattr(err, "frames", [])
+    where = f'\nin step "{frames[0]["step"]}", routine "{frames[0]["routine"]}"' if frames else ""
+    payload = json.dumps(err.payload, separators=(",", ":"), default=str)
+    return {
+        "payload": payload,
+        "context": f"RuntimeError: {payload}{where}",
+        "stackTrace": {"elements": [{"step": f["step"], "routine": f["routine"]} for f in frames]},
+    }
+
+
+def copy_value(value: Any) -> Any:
+    """Workflows variables hold values, never references to other variables."""
+    if isinstance(value, list):
+        return [copy_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: copy_value(item) for key, item in value.items()}
+    return value
+
+
+# ------------------------------------------------------------------------------- signals
+
+@dataclass(frozen=True)
+class Jump:
+    target: str
+
+
+@dataclass(frozen=True)
+class Returned:
+    value: Any
+
+
+BREAK, CONTINUE, END = Jump("break"), Jump("continue"), Jump("end")
+Signal = Jump | Returned | None
+
+
+# -------------------------------------------------------------------------------- scopes
+
+class Scope:
+    """Variables of one subworkflow call, `for` iteration or parallel branch."""
+
+    def __init__(self, execution: "Execution", routine: str, depth: int,
+                 parent: "Scope | None" = None, shared: frozenset[str] | None = None):
+        self.execution = execution
+        self.routine = routine
+        self.depth = depth
+        self.parent = parent
+        self.shared = shared          # set for a parallel branch: the parent variables it may write
+        self.vars: dict[str, Any] = {}
+        self.sizes: dict[str, int] = {}
+
+    # what expressions need (expressions.Env)
+    def lookup(self, name: str) -> Any:
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.vars:
+                return scope.vars[name]
+            scope = scope.parent
+        fail(["KeyError", "LookupError"], f"variable '{name}' is not defined")
+
+    def call(self, name: str, args: list[Any]) -> Any:
+        return self.execution.call_function(name, args, self)
+
+    def owner(self, name: str) -> "Scope | None":
+        """The scope an assignment to `name` writes to, or None for a new local variable."""
+        scope: Scope | None = self
+        while scope is not None:
+            if name in scope.vars:
+                return scope
+            if scope.shared is not None and name not in scope.shared:
+                return None
+            scope = scope.parent
+        return None
+
+    def set(self, name: str, value: Any) -> None:
+        with self.execution.budget.lock:
+            (self.owner(name) or self).store(name, value)
+
+    def store(self, name: str, value: Any) -> None:
+        size = size_of(value)
+        self.execution.budget.resize(size - self.sizes.get(name, 0))
+        self.vars[name] = value
+        self.sizes[name] = size
+
+    def release(self) -> None:
+        self.execution.budget.resize(-sum(self.sizes.values()))
+        self.sizes.clear()
+
+
+def assign(scope: Scope, target: ld.Target, value: Any) -> None:
+    value = copy_value(value)
+    if not target.path:
+        scope.set(target.root, value)
+        return
+    keys = [node.eval(scope) for node in target.path]
+    with scope.execution.budget.lock:
+        owner = scope.owner(target.root)
+        if owner is None:                       # a parent value this branch may only read: copy it
+            owner, root = scope, copy_value(scope.lookup(target.root))
+        else:
+            root = owner.vars[target.root]
+        container = root
+        for key in keys[:-1]:
+            if isinstance(container, dict) and isinstance(key, str) and key not in container:
+                container[key] = {}             # `m.a.b: v` creates the map `a`
+            container = get_item(container, key)
+        key = keys[-1]
+        previous = _slot(container, key)
+        _set_slot(container, key, value)
+        try:
+            owner.store(target.root, root)
+        except WorkflowError:
+            _restore_slot(container, key, previous)
+            raise
+
+
+_MISSING = object()
+
+
+def _slot(container: Any, key: Any) -> Any:
+    if isinstance(container, dict):
+        if not isinstance(key, str):
+            fail("TypeError", f"map keys are strings, got {type_name(key)}")
+        return container.get(key, _MISSING)
+    if isinstance(container, list):
+        get_item(container, key)                # IndexError / TypeError as for a read
+        return container[key]
+    fail("TypeError", f"cannot assign into a {type_name(container)}")
+
+
+def _set_slot(container: Any, key: Any, value: Any) -> None:
+    container[key] = value
+
+
+def _restore_slot(container: Any, key: Any, previous: Any) -> None:
+    if previous is _MISSING:
+        del container[key]
+    else:
+        container[key] = previous
+
+
+# ----------------------------------------------------------------------------- execution
+
+class Execution:
+    def __init__(self, workflow: ld.Workflow, context: Context):
+        self.workflow = workflow
+        self.context = context
+        self.budget = Budget()
+
+    # -- calls
+
+    def run_subworkflow(self, routine: ld.Subworkflow, args: dict[str, Any], depth: int) -> Any:
+        if depth > CALL_DEPTH_LIMIT:
+            fail("RecursionError", f"maximum call stack depth ({CALL_DEPTH_LIMIT}) exceeded calling '{routine.name}'")
+        scope = Scope(self, routine.name, depth)
+        try:
+            for param in routine.params:
+                if param.name in args:
+                    scope.set(param.name, copy_value(args[param.name]))
+                elif param.has_default:
+                    scope.set(param.name, copy_value(param.default))
+                else:
+                    fail("TypeError", f"subworkflow '{routine.name}': missing argument '{param.name}'")
+            signal = self.run_steps(routine.steps, scope)
+            return signal.value if isinstance(signal, Returned) else None
+        finally:
+            scope.release()
+
+    def call_function(self, name: str, args: list[Any], scope: Scope) -> Any:
+        """A call inside an expression: positional arguments."""
+        routine = self.workflow.subworkflows.get(name)
+        if routine is not None:
+            if len(args) > len(routine.params):
+                fail("TypeError", f"subworkflow '{name}' takes {len(routine.params)} arguments, got {len(args)}")
+            bound = {param.name: arg for param, arg in zip(routine.params, args)}
+            return self.run_subworkflow(routine, bound, scope.depth + 1)
+        return self.call_builtin(name, args=args)
+
+    def call_builtin(self, name: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None) -> Any:
+        builtin = stdlib.get(name)
+        if builtin is None:
+            fail("KeyError", f"unknown function '{name}'")
+        try:
+            return builtin.call(self.context, args=args, kwargs=kwargs)
+        except WorkflowError:
+            raise
+        except Exception as err:                # a bug in a builtin: fail the run, say where
+            fail("SystemError", f"{name}: {type(err).__name__}: {err}")
+
+    def wait(self, seconds: float) -> None:
+        """Sleep that a cancellation interrupts at once."""
+        if self.context.cancelled.wait(max(0.0, seconds)):
+            raise Cancelled()
+
+    # -- steps
+
+    def run_steps(self, steps: ld.Steps, scope: Scope) -> Signal:
+        position = 0
+        while position < len(steps.steps):
+            step = steps.steps[position]
+            signal = self.run_step(step, scope)
+            if signal is None and step.next is not None:
+                signal = jump(step.next)
+            if signal is None:
+                position += 1
+            elif isinstance(signal, Jump) and signal.target in steps.index:
+                position = steps.index[signal.target]
+            else:
+                return signal
+        return None
+
+    def run_step(self, step: ld.Step, scope: Scope) -> Signal:
+        if self.context.cancelled.is_set():
+            raise Cancelled()
+        try:
+            self.budget.step()
+            return self.handlers[type(step)](self, step, scope)
+        except WorkflowError as err:
+            frames = err.__dict__.setdefault("frames", [])
+            if not frames or frames[-1]["depth"] != scope.depth:
+                frames.append({"step": step.name, "routine": scope.routine, "depth": scope.depth})
+            raise
+
+    def step_next(self, step: ld.Step, scope: Scope) -> Signal:
+        return None
+
+    def step_assign(self, step: ld.Assign, scope: Scope) -> Signal:
+        for target, node in step.items:
+            assign(scope, target, node.eval(scope))
+        return None
+
+    def step_call(self, step: ld.Call, scope: Scope) -> Signal:
+        args = {name: node.eval(scope) for name, node in step.args.items()}
+        if step.subworkflow:
+            result = self.run_subworkflow(self.workflow.subworkflows[step.function], args, scope.depth + 1)
+        else:
+            result = self.call_builtin(step.function, kwargs=args)
+        if step.result:
+            scope.set(step.result, copy_value(result))
+        return None
+
+    def step_switch(self, step: ld.Switch, scope: Scope) -> Signal:
+        for cond in step.conditions:
+            matched = cond.condition.eval(scope)
+            if not isinstance(matched, bool):
+                fail("TypeError", f"a switch condition must be a boolean, got {type_name(matched)}")
+            if not matched:
+                continue
+            for target, node in cond.assign or []:
+                assign(scope, target, node.eval(scope))
+            if cond.steps is not None:
+                signal = self.run_steps(cond.steps, scope)
+                if signal is not None:
+                    return signal
+            if cond.raise_ is not None:
+                raise WorkflowError(copy_value(cond.raise_.eval(scope)))
+            if cond.has_return:
+                return Returned(cond.return_.eval(scope))
+            return jump(cond.next) if cond.next else None
+        return None
+
+    def step_for(self, step: ld.For, scope: Scope) -> Signal:
+        for index, value in self.loop_values(step.loop, scope):
+            iteration = Scope(self, scope.routine, scope.depth, parent=scope)
+            try:
+                iteration.store(step.loop.value, copy_value(value))
+                if step.loop.index:
+                    iteration.store(step.loop.index, index)
+                signal = self.run_steps(step.loop.body, iteration)
+            finally:
+                iteration.release()
+            if signal is BREAK:
+                break
+            if signal is not None and signal is not CONTINUE:
+                return signal
+        return None
+
+    def loop_values(self, loop: ld.Loop, scope: Scope) -> Iterator[tuple[int, Any]]:
+        if loop.items is not None:
+            items = loop.items.eval(scope)
+            if not isinstance(items, list):
+                fail("TypeError", f"'for in' needs a list, got {type_name(items)} (use keys() for a map)")
+            return enumerate(copy_value(items))
+        bounds = loop.range.eval(scope)
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(is_number(b) for b in bounds)):
+            fail("TypeError", "'for range' needs a list of two numbers [start, end]")
+        return enumerate(_inclusive_range(bounds[0], bounds[1]))
+
+    def step_parallel(self, step: ld.Parallel, scope: Scope) -> Signal:
+        limit = DEFAULT_CONCURRENCY
+        if step.concurrency_limit is not None:
+            limit = step.concurrency_limit.eval(scope)
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                fail("ValueError", f"concurrency_limit must be a positive integer, got {limit!r}")
+        shared = frozenset(step.shared)
+        jobs: list[tuple[str, Callable[[], None]]] = []
+        if step.branches is not None:
+            for name, body in step.branches:
+                jobs.append((name, _bind(self.run_branch, body, scope, shared, {})))
+        else:
+            loop = step.loop
+            for index, value in self.loop_values(loop, scope):
+                bindings = {loop.value: value, **({loop.index: index} if loop.index else {})}
+                jobs.append((str(index), _bind(self.run_branch, loop.body, scope, shared, bindings)))
+        if not jobs:
+            return None
+        errors: list[tuple[str, WorkflowError]] = []
+        cancelled = False
+        with ThreadPoolExecutor(max_workers=min(limit, len(jobs)), thread_name_prefix="branch") as pool:
+            futures = [(branch_id, pool.submit(job)) for branch_id, job in jobs]
+            for branch_id, future in futures:
+                try:
+                    future.result()
+                except WorkflowError as err:     # continueAll: the other branches keep running
+                    errors.append((branch_id, err))
+                except Cancelled:
+                    cancelled = True
+        if cancelled or self.context.cancelled.is_set():
+            raise Cancelled()
+        if errors:
+            raise WorkflowError({
+                "message": UNHANDLED_BRANCH_MESSAGE,
+                "tags": ["UnhandledBranchError"],
+                "branches": [{"id": branch_id, "error": error_report(err)}
+                             for branch_id, err in errors[:MAX_BRANCH_ERRORS]],
+                "truncated": len(errors) > MAX_BRANCH_ERRORS,
+            })
+        return None
+
+    def run_branch(self, body: ld.Steps, parent: Scope, shared: frozenset[str], bindings: dict[str, Any]) -> None:
+        branch = Scope(self, parent.routine, parent.depth, parent=parent, shared=shared)
+        try:
+            for name, value in bindings.items():
+                branch.store(name, copy_value(value))
+            signal = self.run_steps(body, branch)
+            if signal is not None and signal is not CONTINUE:
+                fail("SystemError", f"cannot leave a parallel branch with '{signal}'")
+        finally:
+            branch.release()
+
+    def step_try(self, step: ld.Try, scope: Scope) -> Signal:
+        retries, delay, policy = 0, None, step.retry
+        while True:
+            try:
+                return self.run_step(step.body, scope)
+            except WorkflowError as err:
+                if policy is not None:
+                    max_retries, delay, max_delay, multiplier = self.backoff(policy, scope, delay)
+                    if retries < max_retries and self.should_retry(policy, err.payload, scope):
+                        retries += 1
+                        self.wait(delay)
+                        delay = min(delay * multiplier, max_delay)
+                        continue
+                if step.except_steps is None:
+                    raise
+                if step.except_as:
+                    scope.set(step.except_as, copy_value(err.payload))
+                return self.run_steps(step.except_steps, scope)
+
+    def backoff(self, policy: ld.RetryPolicy, scope: Scope, delay: float | None) -> tuple[int, float, float, float]:
+        max_retries = policy.max_retries.eval(scope)
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            fail("TypeError", f"max_retries must be a non-negative integer, got {max_retries!r}")
+        numbers = [node.eval(scope) for node in (policy.initial_delay, policy.max_delay, policy.multiplier)]
+        if not all(is_number(n) and n >= 0 for n in numbers):
+            fail("TypeError", "backoff initial_delay, max_delay and multiplier must be non-negative numbers")
+        initial, max_delay, multiplier = numbers
+        return max_retries, (initial if delay is None else delay), max_delay, multiplier
+
+    def should_retry(self, policy: ld.RetryPolicy, error: Any, scope: Scope) -> bool:
+        if policy.predicate_is_subworkflow:
+            routine = self.workflow.subworkflows[policy.predicate]
+            bound = {routine.params[0].name: error} if routine.params else {}
+            verdict = self.run_subworkflow(routine, bound, scope.depth + 1)
+        else:
+            verdict = self.call_builtin(policy.predicate, args=[error])
+        if not isinstance(verdict, bool):
+            fail("TypeError", f"retry predicate '{policy.predicate}' must return a boolean, got {type_name(verdict)}")
+        return verdict
+
+    def step_raise(self, step: ld.Raise, scope: Scope) -> Signal:
+        raise WorkflowError(copy_value(step.value.eval(scope)))
+
+    def step_return(self, step: ld.Return, scope: Scope) -> Signal:
+        return Returned(step.value.eval(scope))
+
+    def step_nested(self, step: ld.Nested, scope: Scope) -> Signal:
+        return self.run_steps(step.body, scope)
+
+    handlers: dict[type, Callable[..., Signal]] = {
+        ld.Step: step_next, ld.Assign: step_assign, ld.Call: step_call, ld.Switch: step_switch,
+        ld.For: step_for, ld.Parallel: step_parallel, ld.Try: step_try, ld.Raise: step_raise,
+        ld.Return: step_return, ld.Nested: step_nested,
+    }
+
+
+def jump(target: str) -> Jump:
+    return {"break": BREAK, "continue": CONTINUE, "end": END}.get(target) or Jump(target)
+
+
+def _bind(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
+    return lambda: fn(*args)
+
+
+def _inclusive_range(start: int | float, end: int | float) -> Iterator[int | float]:
+    """`range: [a, b]` includes both ends; with a double bound the values are doubles."""
+    value: int | float = start if isinstance(start, int) and isinstance(end, int) else float(start)
+    while value <= end:
+        yield value
+        value += 1
