@@ -1,0 +1,296 @@
+"""HTTP Cloud Function `proxy`: Cloud Scheduler (or the backfill) calls it instead of Workflows.
+
+POST /v1/projects/{p}/locations/{l}/workflows/{w}/executions?timezone=IANA&reprocess=MODE
+It writes the run's scheduled time into the body as `scheduleTime`, labels the execution so
+the run can be found again, and starts it only if the reprocess policy says so.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import scheduled_time
+import workflows_api
+from workflows_api import ApiError
+
+MAX_BODY_BYTES = 1024 * 1024
+MAX_ELEMENTS = 100
+MAX_ARGUMENT_BYTES = 32 * 1024  # Workflows' limit on `argument`, counted in UTF-8 bytes
+DEFAULT_DEADLINE_SECONDS = 60.0
+REPROCESS_MODES = ("none", "failed", "completed")
+
+# Google's naming rules: project ids (optionally domain-scoped), region ids, workflow ids.
+_PATH = re.compile(
+    r"/v1/projects/(?P<project>(?:[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])"
+    r"/locations/(?P<location>[a-z][a-z0-9-]{0,61}[a-z0-9])"
+    r"/workflows/(?P<workflow>[A-Za-z](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)/executions")
+_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
+_TRACE_HEADER = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?")
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def proxy(request):
+    """Entry point: always answers JSON, Google's error shape on failure, and logs one line."""
+    began = time.monotonic()
+    log: dict = {}
+    try:
+        code, payload = _handle(request, log, began)
+    except ApiError as error:
+        code, payload = error.code, error.body()
+        # Google's messages may quote the argument: log only their code.
+        message = f"Workflows API answered {error.code} {error.status}" if error.upstream else error.message
+        log.update(outcome="rejected", error=error.status, message=message)
+    except Exception as error:  # a bug: still Google's shape, never a traceback
+        code, payload = 500, ApiError(500, "internal error in the proxy").body()
+        log.update(outcome="internal_error", message=f"internal error: {type(error).__name__}")
+    _write_log(request, log, code, began)
+    return json.dumps(payload, ensure_ascii=False), code, {"Content-Type": "application/json"}
+
+
+def _handle(request, log: dict, began: float) -> tuple[int, dict]:
+    project, location, workflow = _route(request)
+    parent = f"projects/{project}/locations/{location}/workflows/{workflow}"
+    log["workflow"] = parent
+    _check_allowed(project, location, workflow)
+    zone, reprocess_param = _query(request)
+    header_time = request.headers.get("X-CloudScheduler-ScheduleTime")
+    reprocess = reprocess_param or ("none" if header_time is not None else "completed")
+    log["reprocess"] = reprocess
+    scheduled = None
+    if header_time is not None:
+        try:
+            scheduled = scheduled_time.parse(header_time)
+        except ValueError as error:
+            raise ApiError(400, f"X-CloudScheduler-ScheduleTime: {error}") from None
+    body = _read_json(request)
+    job = request.headers.get("X-CloudScheduler-JobName")
+    run = _Run(parent, zone, reprocess, scheduled, datetime.now(timezone.utc),
+               scheduled_time.job_label(job) if job else "", began + _deadline_seconds())
+    if isinstance(body, dict):
+        try:
+            execution = run.start(body)
+        finally:
+            log["scheduleTime"] = run.last_schedule_time
+        log.update(outcome="started" if execution["started"] else "existing",
+                   execution=execution.get("name"), message=_summary(execution))
+        return 200, execution
+    if not isinstance(body, list):
+        raise ApiError(400, "the body must be a JSON object or an array of objects")
+    if len(body) > MAX_ELEMENTS:
+        raise ApiError(413, f"an array body holds at most {MAX_ELEMENTS} elements")
+    results, outcomes, worst = [], [], 200
+    for element in body:
+        try:
+            execution = run.start(element)
+            results.append(execution)
+            outcomes.append({"scheduleTime": run.last_schedule_time, "execution": execution.get("name"),
+                             "outcome": "started" if execution["started"] else "existing"})
+        except ApiError as error:
+            results.append(error.body())
+            outcomes.append({"scheduleTime": run.last_schedule_time, "outcome": "rejected",
+                             "error": error.status, "code": error.code})
+            worst = max(worst, error.code)
+    log.update(outcome="array", elements=outcomes,
+               message=f"{len(body)} elements, {sum(o['outcome'] == 'started' for o in outcomes)} started")
+    return worst, {"executions": results}
+
+
+class _Run:
+    """What one request settles for each body object: argument, labels, lookup, create."""
+
+    def __init__(self, parent, zone, reprocess, header_time, arrival, job, deadline):
+        self.parent, self.zone, self.reprocess = parent, zone, reprocess
+        self.header_time, self.arrival, self.job, self.deadline = header_time, arrival, job, deadline
+        self.last_schedule_time = None
+
+    def start(self, body) -> dict:
+        self.last_schedule_time = None
+        if not isinstance(body, dict):
+            raise ApiError(400, "each array element must be a JSON object")
+        instant, trigger = self._scheduled(body)
+        rendered = _render(instant, self.zone)
+        self.last_schedule_time = rendered
+        rest = {key: value for key, value in body.items() if key != "scheduleTime"}
+        enriched = dict(body)
+        enriched["scheduleTime"] = rendered
+        argument = json.dumps(enriched, ensure_ascii=False, separators=(",", ":"))
+        try:
+            size = len(argument.encode())
+        except UnicodeEncodeError:
+            raise ApiError(400, "the body holds an unpaired UTF-16 surrogate (\\ud800-\\udfff)") from None
+        if size > MAX_ARGUMENT_BYTES:
+            raise ApiError(413, f"the argument with scheduleTime is {size} bytes of JSON; "
+                                f"Workflows accepts at most {MAX_ARGUMENT_BYTES}")
+        digest = scheduled_time.run_digest(self.parent, instant, rest)
+        labels = {scheduled_time.SCHEDULE_TIME_LABEL: scheduled_time.to_label(instant),
+                  scheduled_time.RUN_DIGEST_LABEL: digest,
+                  scheduled_time.TRIGGER_LABEL: trigger}
+        if self.job:
+            labels[scheduled_time.JOB_LABEL] = self.job
+        create_body = json.dumps({"argument": argument, "labels": labels}, ensure_ascii=False).encode()
+        return workflows_api.with_retries(lambda: self._lookup_then_create(digest, create_body),
+                                          self.deadline)
+
+    def _scheduled(self, body: dict):
+        if self.header_time is not None:
+            return self.header_time, "scheduler"
+        if "scheduleTime" in body:
+            if not isinstance(body["scheduleTime"], str):
+                raise ApiError(400, "scheduleTime must be an RFC 3339 string")
+            try:
+                return scheduled_time.parse(body["scheduleTime"]), "explicit"
+            except ValueError as error:
+                raise ApiError(400, f"scheduleTime: {error}") from None
+        return self.arrival, "manual"
+
+    def _lookup_then_create(self, digest: str, create_body: bytes) -> dict:
+        # One unit, retried whole: after an ambiguous create failure the lookup finds the run
+        # that create may have started, so a retry does not start a second one.
+        path = f"/v1/{self.parent}/executions"
+        found = workflows_api.call("GET", path, self.deadline, params={
+            "filter": f'labels.{scheduled_time.RUN_DIGEST_LABEL}="{digest}"',
+            "orderBy": "createTime desc", "pageSize": "1", "view": "FULL"})
+        executions = found.get("executions") or []
+        newest = executions[0] if executions and isinstance(executions[0], dict) else None
+        if newest is not None and not _should_start(self.reprocess, newest.get("state")):
+            return {**newest, "started": False}
+        created = workflows_api.call("POST", path, self.deadline, json_body=create_body)
+        return {**created, "started": True}
+
+
+def _should_start(reprocess: str, newest_state) -> bool:
+    """Judge the newest execution of the same run (the policy never starts one while the newest
+    is ACTIVE or QUEUED, so older ones are finished and the newest decides)."""
+    if reprocess == "none":
+        return False
+    if reprocess == "failed":
+        return newest_state in ("FAILED", "CANCELLED")
+    return newest_state not in ("ACTIVE", "QUEUED")
+
+
+def _route(request) -> tuple[str, str, str]:
+    if request.method != "POST":
+        raise ApiError(404, "not found: only POST /v1/projects/{project}/locations/{location}"
+                            "/workflows/{workflow}/executions is served")
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or request.path
+    raw_path = raw.split("?", 1)[0] if raw.startswith("/") else urlsplit(raw).path
+    if "%" in raw_path:
+        raise ApiError(400, "percent-encoded characters are not allowed in the path")
+    match = _PATH.fullmatch(raw_path)
+    if not match:
+        raise ApiError(404, "not found: the path must be /v1/projects/{project}/locations/{location}"
+                            "/workflows/{workflow}/executions with valid Google resource ids")
+    return match["project"], match["location"], match["workflow"]
+
+
+def _check_allowed(project: str, location: str, workflow: str) -> None:
+    entries, source = _allowlist()
+    wanted = (project, location, workflow)
+    for entry in entries:
+        if all(allowed in ("*", actual) for allowed, actual in zip(entry, wanted)):
+            return
+    name = f"projects/{project}/locations/{location}/workflows/{workflow}"
+    if source is None:
+        raise ApiError(403, f"{name} is not allowed: neither ALLOWED_WORKFLOWS nor GOOGLE_CLOUD_PROJECT "
+                            "is set, so the proxy starts no workflow")
+    raise ApiError(403, f"{name} is not allowed by {source}")
+
+
+def _allowlist() -> tuple[list[tuple[str, ...]], str | None]:
+    listed = os.environ.get("ALLOWED_WORKFLOWS", "").strip()
+    if listed:  # set but empty counts as unset, so the default applies
+        entries = [tuple(entry.strip().split("/")) for entry in listed.split(",")]
+        return [entry for entry in entries if len(entry) == 3 and all(entry)], "ALLOWED_WORKFLOWS"
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT")
+    if project:
+        return [(project, "*", "*")], f"the default allowlist {project}/*/* (GOOGLE_CLOUD_PROJECT)"
+    return [], None
+
+
+def _query(request) -> tuple[ZoneInfo | timezone, str | None]:
+    args = request.args
+    unknown = sorted(set(args) - {"timezone", "reprocess"})
+    if unknown:
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r}: only timezone and reprocess are read")
+    if any(len(args.getlist(key)) > 1 for key in args):
+        raise ApiError(400, "each query parameter may be given once")
+    zone: ZoneInfo | timezone = timezone.utc
+    if "timezone" in args:
+        name = args["timezone"]
+        try:
+            if not _ZONE_NAME.fullmatch(name) or len(name) > 64:
+                raise ValueError
+            zone = ZoneInfo(name)
+        except Exception:  # ZoneInfoNotFoundError, ValueError, or an unreadable file
+            raise ApiError(400, f"timezone {name!r} is not an IANA time zone name such as Europe/Stockholm") from None
+    reprocess = args.get("reprocess")
+    if reprocess is not None and reprocess not in REPROCESS_MODES:
+        raise ApiError(400, f"reprocess must be one of {', '.join(REPROCESS_MODES)}")
+    return zone, reprocess
+
+
+def _read_json(request):
+    """The body, at most MAX_BODY_BYTES, as JSON whatever the Content-Type; empty means {}."""
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    data = request.stream.read(MAX_BODY_BYTES + 1)
+    if len(data) > MAX_BODY_BYTES:
+        raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+    if not data.strip():
+        return {}
+    try:
+        return json.loads(data, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ApiError(400, "the body is not valid JSON") from None
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _render(instant: datetime, zone) -> str:
+    try:
+        return scheduled_time.render(instant, zone)
+    except ValueError as error:
+        raise ApiError(400, f"scheduleTime cannot be written in this timezone: {error}") from None
+
+
+def _deadline_seconds() -> float:
+    try:
+        seconds = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS") or DEFAULT_DEADLINE_SECONDS)
+    except ValueError:
+        seconds = DEFAULT_DEADLINE_SECONDS
+    return seconds if 0 < seconds < 3600 else DEFAULT_DEADLINE_SECONDS
+
+
+def _summary(execution: dict) -> str:
+    verb = "started" if execution["started"] else "returned existing"
+    return f"{verb} {execution.get('name', '(unnamed execution)')} ({execution.get('state', '?')})"
+
+
+def _write_log(request, log: dict, code: int, began: float) -> None:
+    """One JSON line for Cloud Logging. It carries no argument contents: messages the proxy
+    writes never quote the body, and Google's own messages are not logged."""
+    entry = {"severity": "INFO" if code < 400 else "WARNING" if code < 500 else "ERROR",
+             "message": log.pop("message", ""), "httpStatus": code, **log,
+             "latencyMs": round((time.monotonic() - began) * 1000, 2)}
+    trace = _trace_id(request)
+    project = os.environ.get("GOOGLE_CLOUD_PROJECT") or (log.get("workflow") or "/").split("/")[1]
+    if trace and project:
+        entry["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace}"
+    sys.stdout.write(json.dumps(entry) + "\n")
+    sys.stdout.flush()
+
+
+def _trace_id(request) -> str | None:
+    match = _TRACE_HEADER.fullmatch(request.headers.get("X-Cloud-Trace-Context", ""))
+    if match:
+        return match[1].lower()
+    match = _TRACEPARENT.fullmatch(request.headers.get("traceparent", "").strip().lower())
+    return match[1] if match else None

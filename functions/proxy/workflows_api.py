@@ -1,0 +1,132 @@
+"""The Workflows Executions API v1 over REST: one reused session, errors in Google's shape,
+transient faults retried with backoff and jitter within a deadline."""
+from __future__ import annotations
+
+import ipaddress
+import os
+import random
+import threading
+import time
+from urllib.parse import urlsplit
+
+import requests
+
+GOOGLE_API = "https://workflowexecutions.googleapis.com"
+LOCAL_TOKEN = "localcloud"  # what the local stand-in accepts; never sent to Google
+SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+RETRYABLE_CODES = {429, 500, 502, 503, 504}
+FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # seconds
+CALL_TIMEOUT = 30.0  # seconds, at most, for one HTTP call
+
+# Google's names for HTTP codes (google.rpc.Code), for error bodies that lack one.
+STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                404: "NOT_FOUND", 409: "ALREADY_EXISTS", 413: "INVALID_ARGUMENT",
+                429: "RESOURCE_EXHAUSTED", 499: "CANCELLED", 500: "INTERNAL",
+                501: "UNIMPLEMENTED", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+class ApiError(Exception):
+    """An answer in Google's error shape; `upstream` marks messages that came from Google."""
+
+    def __init__(self, code: int, message: str, status: str | None = None, upstream: bool = False):
+        super().__init__(message)
+        self.code, self.message, self.upstream = code, message, upstream
+        self.status = status or STATUS_NAMES.get(code, "UNKNOWN" if code >= 500 else "FAILED_PRECONDITION")
+
+    def body(self) -> dict:
+        return {"error": {"code": self.code, "status": self.status, "message": self.message}}
+
+
+class Transient(Exception):
+    """A fault worth retrying: 429, 5xx, or no answer."""
+
+
+def base_url() -> str:
+    return (os.environ.get("WORKFLOWS_API") or GOOGLE_API).rstrip("/")
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_session = None
+_transient_errors: tuple[type[BaseException], ...] = (requests.RequestException,)
+_session_lock = threading.Lock()
+
+
+def session() -> requests.Session:
+    """The one session, made on first use: nothing touches credentials at import."""
+    global _session, _transient_errors
+    with _session_lock:
+        if _session is None:
+            if is_loopback(base_url()):
+                local = requests.Session()
+                local.headers["Authorization"] = f"Bearer {LOCAL_TOKEN}"
+                _session = local
+            else:
+                import google.auth
+                import google.auth.exceptions
+                from google.auth.transport.requests import AuthorizedSession
+                try:
+                    credentials, _ = google.auth.default(scopes=[SCOPE])
+                except google.auth.exceptions.DefaultCredentialsError as error:
+                    raise ApiError(500, f"no Google credentials for the proxy: {error}") from None
+                # Token refreshes talk to the metadata server: their failures are transient too.
+                _transient_errors = (requests.RequestException, google.auth.exceptions.TransportError,
+                                     google.auth.exceptions.RefreshError)
+                _session = AuthorizedSession(credentials)
+        return _session
+
+
+def call(method: str, path: str, deadline: float, *, params: dict | None = None,
+         json_body: bytes | None = None) -> dict:
+    """One HTTP call to the API; the decoded JSON object, ApiError for a lasting refusal,
+    Transient for a fault worth retrying."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise Transient("deadline reached")
+    headers = {"Content-Type": "application/json; charset=utf-8"} if json_body is not None else None
+    try:
+        response = session().request(method, base_url() + path, params=params, data=json_body,
+                                     headers=headers, timeout=min(remaining, CALL_TIMEOUT))
+    except _transient_errors as error:
+        raise Transient(f"{type(error).__name__} from the Workflows API") from None
+    if response.status_code in RETRYABLE_CODES:
+        raise Transient(f"HTTP {response.status_code} from the Workflows API")
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if response.status_code >= 400:
+        error = answer.get("error") if isinstance(answer, dict) else None
+        error = error if isinstance(error, dict) else {}
+        code = response.status_code if response.status_code < 500 else 502
+        message = error.get("message") if isinstance(error.get("message"), str) else None
+        status = error.get("status") if isinstance(error.get("status"), str) else None
+        raise ApiError(code, message or f"the Workflows API answered HTTP {response.status_code}",
+                       status if code < 500 else "UNKNOWN", upstream=True)
+    if not isinstance(answer, dict):
+        raise Transient(f"HTTP {response.status_code} from the Workflows API without a JSON object")
+    return answer
+
+
+def with_retries(attempt, deadline: float):
+    """Run attempt() until it succeeds or raises ApiError; on Transient wait with exponential
+    backoff and equal jitter, and give up with 503 when the next wait would pass the deadline."""
+    delay = FIRST_BACKOFF
+    while True:
+        try:
+            return attempt()
+        except Transient as fault:
+            pause = delay / 2 + random.uniform(0, delay / 2)
+            if time.monotonic() + pause >= deadline:
+                raise ApiError(503, f"the Workflows API is unavailable, retries exhausted ({fault})",
+                               "UNAVAILABLE") from None
+            time.sleep(pause)
+            delay = min(delay * 2, MAX_BACKOFF)
