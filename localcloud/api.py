@@ -1,0 +1,548 @@
+"""The Workflows Executions v1 REST API on loopback, for the workflows in one folder.
+
+    POST /v1/projects/P/locations/L/workflows/W/executions              create (returns at once, ACTIVE)
+    GET  /v1/projects/P/locations/L/workflows/W/executions              list (filter, orderBy, paging, view)
+    GET  /v1/projects/P/locations/L/workflows/W/executions/ID           get (view, default FULL)
+    POST /v1/projects/P/locations/L/workflows/W/executions/ID:cancel    cancel
+
+Workflow W is the file W.yaml, W.yml or W.json in the folder, read again at each create (as the
+latest revision would be). Every request needs `Authorization: Bearer <anything>`. Errors come
+in Google's JSON shape. Each execution runs in its own thread; its record lives in SQLite.
+
+In-process use (tests, the stack launcher):
+    server = start("workflows", ".localcloud", env={"backfill": {"RANGE_URL": "..."}})
+    server.url ... server.stop()
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import traceback
+import uuid
+from collections import deque
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from . import filters
+from .context import Context
+from .errors import Cancelled, LoadError, WorkflowError
+from .store import Store
+
+Execution = dict[str, Any]
+LogSink = Callable[[dict[str, Any]], None]
+
+WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
+ARGUMENT_LIMIT = 32 * 1024                     # bytes, "The size limit is 32KB" (Execution.argument)
+PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 100, {"BASIC": 1000, "FULL": 100}
+BASIC_FIELDS = ("name", "startTime", "endTime", "duration", "state", "workflowRevisionId")
+CALL_LOG_LEVELS = {"CALL_LOG_LEVEL_UNSPECIFIED", "LOG_ALL_CALLS", "LOG_ERRORS_ONLY", "LOG_NONE"}
+EXECUTION_INPUT_FIELDS = {"argument", "labels", "callLogLevel", "disableConcurrencyQuotaOverflowBuffering"}
+EXECUTION_OUTPUT_FIELDS = {"name", "startTime", "endTime", "duration", "state", "result", "error",
+                           "workflowRevisionId", "status", "stateError", "createTime"}
+# Standard query parameters every Google API accepts (and which we ignore).
+SYSTEM_PARAMETERS = {"alt", "prettyPrint", "fields", "key", "quotaUser", "$.xgafv", "access_token",
+                     "callback", "uploadType", "upload_protocol"}
+UNAUTHENTICATED_MESSAGE = (
+    "Request is missing required authentication credential. Expected OAuth 2 access token, login "
+    "cookie or other valid authentication credential. See "
+    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
+INTERRUPTED_MESSAGE = "localcloud stopped while this execution was ACTIVE; it was not resumed"
+
+ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
+                   r"/workflows/(?P<workflow>[^/]+)/executions(?:/(?P<execution>[^/:]+))?"
+                   r"(?P<cancel>:cancel)?$")
+
+
+class ApiError(Exception):
+    """An error answered in Google's shape: {"error": {"code", "message", "status"}}."""
+
+    def __init__(self, code: int, status: str, message: str):
+        super().__init__(message)
+        self.code, self.status, self.message = code, status, message
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
+
+
+def invalid(message: str) -> ApiError:
+    return ApiError(400, "INVALID_ARGUMENT", message)
+
+
+def now_rfc3339() -> str:
+    return rfc3339(datetime.now(timezone.utc))
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def stdout_log(entry: dict[str, Any]) -> None:
+    print(json.dumps(entry, default=str), flush=True)
+
+
+class GoogleJSONHandler(BaseHTTPRequestHandler):
+    """JSON in, JSON out, Google's error shape, a bearer token on every request."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "localcloud"
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
+        pass
+
+    def send_json(self, code: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def read_json(self) -> Any:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not raw.strip():
+            return {}
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as error:
+            raise invalid(f"Invalid JSON payload received. {error}") from None
+
+    def require_bearer(self) -> None:
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE)
+
+    def handle_api(self, method: str) -> None:
+        try:
+            self.require_bearer()
+            code, body = self.route(method, urlsplit(self.path))
+        except ApiError as error:
+            code, body = error.code, error.body()
+        except Exception:  # a bug of ours: answer 500 in Google's shape, keep the traceback in the log
+            traceback.print_exc()
+            code, body = 500, ApiError(500, "INTERNAL", "Internal error encountered.").body()
+        self.send_json(code, body)
+
+    def route(self, method: str, url: Any) -> tuple[int, Any]:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self.handle_api("GET")
+
+    def do_POST(self) -> None:
+        self.handle_api("POST")
+
+    def do_DELETE(self) -> None:
+        self.handle_api("DELETE")
+
+    def do_PATCH(self) -> None:
+        self.handle_api("PATCH")
+
+
+def query_params(url: Any, allowed: set[str]) -> dict[str, str]:
+    params = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
+    for key in params:
+        if key not in allowed and key not in SYSTEM_PARAMETERS:
+            raise invalid(f'Invalid JSON payload received. Unknown name "{key}": '
+                          f"Cannot bind query parameter. Field '{key}' could not be found in request message.")
+    return params
+
+
+def not_found(resource: str) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"Resource '{resource}' was not found")
+
+
+class Executions:
+    """The API's behaviour, free of HTTP: create, get, list, cancel, and the runs themselves."""
+
+    def __init__(self, workflows_dir: str | Path, store: Store, project: str, location: str,
+                 env: Mapping[str, Mapping[str, str]] | None, log: LogSink):
+        self.workflows_dir = Path(workflows_dir)
+        self.store, self.project, self.location = store, project, location
+        self.env = {workflow: dict(values) for workflow, values in (env or {}).items()}
+        self.log = log
+        self.api_url: str | None = None
+        self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)   # what sys.log wrote, newest last
+        self._running: dict[str, tuple[threading.Thread, Context]] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._interrupt_leftovers()
+
+    # --- workflows -------------------------------------------------------------------------
+    def workflow_path(self, project: str, location: str, workflow_id: str) -> Path:
+        parent = f"projects/{project}/locations/{location}/workflows/{workflow_id}"
+        if (project, location) == (self.project, self.location):
+            for suffix in WORKFLOW_SUFFIXES:
+                path = self.workflows_dir / f"{workflow_id}{suffix}"
+                if path.is_file() and "/" not in workflow_id:
+                    return path
+        raise not_found(parent)
+
+    def parent(self, workflow_id: str) -> str:
+        return f"projects/{self.project}/locations/{self.location}/workflows/{workflow_id}"
+
+    # --- create ----------------------------------------------------------------------------
+    def create(self, project: str, location: str, workflow_id: str, body: Any) -> Execution:
+        path = self.workflow_path(project, location, workflow_id)
+        request = self._check_execution_body(body)
+        source = path.read_bytes()
+        from .loader import load_file   # the engine; imported late so the API module loads alone
+        try:
+            workflow = load_file(path)
+        except LoadError as error:
+            # Google would have refused to deploy it; say so rather than run it.
+            raise ApiError(400, "FAILED_PRECONDITION",
+                           f"workflow {self.parent(workflow_id)} does not deploy: {error}") from None
+        execution_id = str(uuid.uuid4())
+        now = now_rfc3339()
+        execution: Execution = {
+            "name": f"{self.parent(workflow_id)}/executions/{execution_id}",
+            "startTime": now,
+            "state": "ACTIVE",
+            "workflowRevisionId": f"000001-{hashlib.sha256(source).hexdigest()[:3]}",
+            "createTime": now,
+        }
+        for field in ("argument", "callLogLevel", "labels"):
+            if request.get(field):
+                execution[field] = request[field]
+        argument = json.loads(request["argument"]) if request.get("argument") else None
+        context = Context(project=self.project, location=self.location, workflow_id=workflow_id,
+                          execution_id=execution_id, env=dict(self.env.get(workflow_id, {})),
+                          api_url=self.api_url, cancelled=threading.Event(),
+                          log=self._execution_log(workflow_id, execution_id))
+        thread = threading.Thread(target=self._run, args=(execution["name"], workflow, argument, context),
+                                  name=f"execution-{execution_id}", daemon=True)
+        with self._lock:
+            if self._stopping:
+                raise ApiError(503, "UNAVAILABLE", "localcloud is stopping")
+            self.store.insert(execution)
+            self._running[execution["name"]] = (thread, context)
+        self.log({"severity": "INFO", "message": f"execution created: {execution['name']}",
+                  "execution": execution["name"]})
+        thread.start()
+        return execution
+
+    def _check_execution_body(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise invalid("Invalid JSON payload received. Expected an object for 'execution'.")
+        for key in body:
+            if key not in EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS:
+                raise invalid(f'Invalid JSON payload received. Unknown name "{key}" at \'execution\': '
+                              "Cannot find field.")
+        argument = body.get("argument")
+        if argument is not None:
+            if not isinstance(argument, str):
+                raise invalid("Invalid value at 'execution.argument' (TYPE_STRING): the argument must be "
+                              "a JSON string, e.g. \"{\\\"a\\\":1}\"")
+            if len(argument.encode()) > ARGUMENT_LIMIT:
+                raise invalid(f"execution.argument: the argument is {len(argument.encode())} bytes; "
+                              f"the limit is {ARGUMENT_LIMIT} bytes (32KB)")
+            if argument:
+                try:
+                    json.loads(argument)
+                except ValueError as error:
+                    raise invalid(f"execution.argument: the argument must be valid JSON: {error}") from None
+        level = body.get("callLogLevel")
+        if level is not None and level not in CALL_LOG_LEVELS:
+            raise invalid(f"Invalid value at 'execution.call_log_level' "
+                          f"(type.googleapis.com/google.cloud.workflows.executions.v1.Execution.CallLogLevel), "
+                          f"\"{level}\"")
+        check_labels(body.get("labels"))
+        return body
+
+    # --- runs ------------------------------------------------------------------------------
+    def _execution_log(self, workflow_id: str, execution_id: str) -> Callable[[str, Any], None]:
+        def write(severity: str, payload: Any) -> None:
+            entry = {"severity": severity, "message": payload,
+                     "logging.googleapis.com/labels": {
+                         "workflows.googleapis.com/workflow_id": workflow_id,
+                         "workflows.googleapis.com/execution_id": execution_id}}
+            self.logs.append(entry)
+            self.log(entry)
+        return write
+
+    def _run(self, name: str, workflow: Any, argument: Any, context: Context) -> None:
+        from .runtime import run
+        started = datetime.now(timezone.utc)
+        outcome: dict[str, Any]
+        try:
+            result = run(workflow, argument, context)
+            outcome = {"state": "SUCCEEDED", "result": compact_json(result)}
+        except Cancelled:
+            # cancel() has already recorded CANCELLED; a stop leaves the run interrupted.
+            outcome = interrupted() if self._stopping else {"state": "CANCELLED"}
+        except WorkflowError as error:
+            outcome = {"state": "FAILED", "error": error_record(error)}
+        except Exception as error:  # an engine bug must still end the execution, visibly
+            traceback.print_exc()
+            outcome = {"state": "FAILED", "error": {
+                "payload": compact_json({"message": f"{type(error).__name__}: {error}",
+                                         "tags": ["SystemError"]}),
+                "context": traceback.format_exc()}}
+        finally:
+            with self._lock:
+                self._running.pop(name, None)
+        ended = datetime.now(timezone.utc)
+        try:
+            self._finish(name, outcome, started, ended)
+        except sqlite3.ProgrammingError:
+            pass   # the server stopped and closed the store; stop() already recorded this run
+
+    def _finish(self, name: str, outcome: dict[str, Any], started: datetime, ended: datetime) -> None:
+        def change(execution: Execution) -> Execution | None:
+            if execution["state"] != "ACTIVE":
+                return None                      # cancelled meanwhile: the first ending wins
+            return {**execution, **outcome, "endTime": rfc3339(ended),
+                    "duration": f"{(ended - started).total_seconds():.6f}s"}
+        final = self.store.update(name, change)
+        if final is not None:
+            self.log({"severity": "ERROR" if final["state"] == "FAILED" else "INFO",
+                      "message": f"execution {final['state']}: {name}", "execution": name})
+
+    def _interrupt_leftovers(self) -> None:
+        # ACTIVE records from a previous process have no thread any more. Re-running them could
+        # repeat side effects twice, so they end FAILED, with a message that says why.
+        for execution in self.store.active():
+            ended = datetime.now(timezone.utc)
+            started = parse_time(execution["startTime"])
+            self._finish(execution["name"], interrupted(), started, ended)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._lock:
+            self._stopping = True
+            running = list(self._running.values())
+        for _, context in running:
+            context.cancelled.set()
+        for thread, _ in running:
+            thread.join(timeout)
+        self._interrupt_leftovers()
+
+    def wait(self, name: str, timeout: float | None = None) -> None:
+        """Block until execution `name` ends (tests and the CLI's run)."""
+        with self._lock:
+            entry = self._running.get(name)
+        if entry:
+            entry[0].join(timeout)
+
+    # --- get, list, cancel -----------------------------------------------------------------
+    def find(self, project: str, location: str, workflow_id: str, execution_id: str) -> Execution:
+        self.workflow_path(project, location, workflow_id)
+        name = f"{self.parent(workflow_id)}/executions/{execution_id}"
+        execution = self.store.get(name)
+        if execution is None:
+            raise not_found(f"projects/{project}/locations/{location}/workflows/{workflow_id}"
+                            f"/executions/{execution_id}")
+        return execution
+
+    def list(self, project: str, location: str, workflow_id: str, params: dict[str, str]) -> dict[str, Any]:
+        self.workflow_path(project, location, workflow_id)
+        parent = self.parent(workflow_id)
+        view = parse_view(params.get("view"), default="BASIC")
+        try:
+            predicate = filters.parse_filter(params.get("filter"))
+            order = filters.parse_order_by(params.get("orderBy"))
+        except ValueError as error:
+            raise invalid(str(error)) from None
+        page_size = parse_page_size(params.get("pageSize"), view)
+        query_key = hashlib.sha256(compact_json([parent, params.get("filter") or "",
+                                                 params.get("orderBy") or ""]).encode()).hexdigest()[:16]
+        offset, snapshot = 0, self.store.last_seq()
+        if params.get("pageToken"):
+            offset, snapshot = decode_page_token(params["pageToken"], query_key)
+        rows = [row for row in self.store.scan(parent, max_seq=snapshot) if predicate(row[1])]
+        page = filters.sort_executions(rows, order)[offset:offset + page_size]
+        response: dict[str, Any] = {}
+        if page:
+            response["executions"] = [shape(execution, view) for _, execution in page]
+        if offset + page_size < len(rows):
+            response["nextPageToken"] = encode_page_token(offset + page_size, snapshot, query_key)
+        return response
+
+    def cancel(self, project: str, location: str, workflow_id: str, execution_id: str) -> Execution:
+        name = self.find(project, location, workflow_id, execution_id)["name"]
+        ended = datetime.now(timezone.utc)
+
+        def change(execution: Execution) -> Execution | None:
+            if execution["state"] != "ACTIVE":
+                return None
+            started = parse_time(execution["startTime"])
+            return {**execution, "state": "CANCELLED", "endTime": rfc3339(ended),
+                    "duration": f"{(ended - started).total_seconds():.6f}s"}
+        cancelled = self.store.update(name, change)
+        if cancelled is None:
+            raise ApiError(400, "FAILED_PRECONDITION",
+                           f"Execution {name} is not active and cannot be cancelled")
+        with self._lock:
+            entry = self._running.get(name)
+        if entry:
+            entry[1].cancelled.set()
+        self.log({"severity": "INFO", "message": f"execution CANCELLED: {name}", "execution": name})
+        return cancelled
+
+
+def interrupted() -> dict[str, Any]:
+    return {"state": "FAILED", "error": {
+        "payload": compact_json({"message": INTERRUPTED_MESSAGE, "tags": ["UnavailableError"]}),
+        "context": INTERRUPTED_MESSAGE}}
+
+
+def error_record(error: WorkflowError) -> dict[str, Any]:
+    """Execution.error for an uncaught workflow error: payload is the error value as JSON."""
+    payload = error.payload
+    message = payload.get("message") if isinstance(payload, dict) else None
+    headline = message if isinstance(message, str) else compact_json(payload)
+    record: dict[str, Any] = {"payload": compact_json(payload)}
+    # The engine may say where the error was raised: a list of {step, routine, line?, column?}.
+    stack = getattr(error, "stack", None) or []
+    where = "".join(f"\nin step \"{frame.get('step')}\", routine \"{frame.get('routine')}\""
+                    + (f", line: {frame['line']}" if frame.get("line") else "") for frame in stack)
+    record["context"] = f"RuntimeError: {headline}{where}"
+    if stack:
+        record["stackTrace"] = {"elements": [
+            {key: value for key, value in {
+                "step": frame.get("step"), "routine": frame.get("routine"),
+                "position": {k: frame[k] for k in ("line", "column", "length") if frame.get(k)} or None,
+            }.items() if value is not None} for frame in stack]}
+    return record
+
+
+def shape(execution: Execution, view: str) -> Execution:
+    if view == "BASIC":
+        return {key: execution[key] for key in BASIC_FIELDS if key in execution}
+    return execution
+
+
+def parse_view(value: str | None, default: str) -> str:
+    if value in (None, "", "EXECUTION_VIEW_UNSPECIFIED"):
+        return default
+    if value not in ("BASIC", "FULL"):
+        raise invalid(f"Invalid value at 'view' (type.googleapis.com/google.cloud.workflows.executions."
+                      f"v1.ExecutionView), \"{value}\"")
+    return value
+
+
+def parse_page_size(value: str | None, view: str) -> int:
+    if value in (None, ""):
+        return PAGE_SIZE_DEFAULT
+    try:
+        size = int(value)
+    except ValueError:
+        raise invalid(f"Invalid value at 'page_size' (TYPE_INT32), \"{value}\"") from None
+    if size < 0:
+        raise invalid("page_size must not be negative")
+    # "Values greater than the max value will be coerced down to it"; 0 means the default.
+    return min(size or PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX[view])
+
+
+def encode_page_token(offset: int, snapshot: int, query_key: str) -> str:
+    raw = compact_json({"o": offset, "s": snapshot, "q": query_key}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_page_token(token: str, query_key: str) -> tuple[int, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        offset, snapshot, key = int(data["o"]), int(data["s"]), data["q"]
+    except (ValueError, KeyError, TypeError):
+        raise invalid("The page token is invalid.") from None
+    if key != query_key:
+        raise invalid("The page token does not match the request: filter and orderBy must stay the same.")
+    return offset, snapshot
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def check_labels(labels: Any) -> None:
+    """Labels: at most 64; keys and values at most 63 characters of lowercase letters, digits,
+    `_` and `-` (international lowercase letters allowed); keys start with a lowercase letter."""
+    if labels is None:
+        return
+    if not isinstance(labels, dict):
+        raise invalid("Invalid value at 'execution.labels': expected a map of strings")
+    if len(labels) > 64:
+        raise invalid(f"execution.labels: at most 64 labels are allowed, got {len(labels)}")
+
+    def allowed(char: str) -> bool:
+        return (char.isalpha() and char.islower()) or char.isdigit() or char in "_-"
+    for key, value in labels.items():
+        if not isinstance(value, str):
+            raise invalid(f"Invalid value at 'execution.labels[{key}]' (TYPE_STRING), {json.dumps(value)}")
+        if not (1 <= len(key) <= 63 and key[0].isalpha() and key[0].islower() and all(map(allowed, key))):
+            raise invalid(f"execution.labels: invalid label key {key!r}: keys are 1-63 lowercase letters, "
+                          "digits, '_' or '-', starting with a lowercase letter")
+        if not (len(value) <= 63 and all(map(allowed, value))):
+            raise invalid(f"execution.labels: invalid value {value!r} for label {key!r}: values are at most "
+                          "63 lowercase letters, digits, '_' or '-'")
+
+
+class ExecutionsHandler(GoogleJSONHandler):
+    server: "ApiServer"
+
+    def route(self, method: str, url: Any) -> tuple[int, Any]:
+        match = ROUTE.match(url.path)
+        if not match:
+            raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+        parts = {key: unquote(value) for key, value in match.groupdict().items() if value}
+        executions = self.server.executions
+        where = (parts["project"], parts["location"], parts["workflow"])
+        if "execution" not in parts and method == "POST" and "cancel" not in parts:
+            query_params(url, set())
+            return 200, executions.create(*where, self.read_json())
+        if "execution" not in parts and method == "GET" and "cancel" not in parts:
+            return 200, executions.list(*where, query_params(
+                url, {"filter", "orderBy", "pageSize", "pageToken", "view"}))
+        if "execution" in parts and "cancel" not in parts and method == "GET":
+            view = parse_view(query_params(url, {"view"}).get("view"), default="FULL")
+            return 200, shape(executions.find(*where, parts["execution"]), view)
+        if "execution" in parts and "cancel" in parts and method == "POST":
+            query_params(url, set())
+            self.read_json()
+            return 200, executions.cancel(*where, parts["execution"])
+        raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+
+
+class ApiServer(ThreadingHTTPServer):
+    daemon_threads = True
+    executions: Executions
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    @property
+    def logs(self) -> deque[dict[str, Any]]:
+        return self.executions.logs
+
+    def stop(self) -> None:
+        """Stop serving; running executions are interrupted (recorded FAILED, see README)."""
+        self.shutdown()
+        self.executions.stop()
+        self.server_close()
+        self.executions.store.close()
+
+
+def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0.1", port: int = 0,
+          env: Mapping[str, Mapping[str, str]] | None = None, project: str = "local-project",
+          location: str = "us-central1", log: LogSink = stdout_log) -> ApiServer:
+    """Serve the Executions API in a background thread; returns the server (`.url`, `.stop()`)."""
+    server = ApiServer((host, port), ExecutionsHandler)
+    server.executions = Executions(workflows_dir, Store(state_dir), project, location, env, log)
+    server.executions.api_url = server.url
+    threading.Thread(target=server.serve_forever, name="localcloud-api", daemon=True).start()
+    return server
+

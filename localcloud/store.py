@@ -1,0 +1,81 @@
+"""Executions persisted in one SQLite file, so a restarted stack keeps its history.
+
+Each execution is stored as its REST JSON document (camelCase, as the API returns it) beside the
+few columns that lists need. One connection guarded by a lock: SQLite serialises writes anyway,
+and executions are small. WAL mode lets `python -m localcloud executions list` read while a
+server writes.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS executions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,   -- creation order: ties on createTime and page snapshots
+    name TEXT UNIQUE NOT NULL,               -- projects/p/locations/l/workflows/w/executions/id
+    parent TEXT NOT NULL,                    -- projects/p/locations/l/workflows/w
+    doc TEXT NOT NULL                        -- the Execution resource as JSON
+);
+CREATE INDEX IF NOT EXISTS executions_parent ON executions (parent, seq);
+"""
+
+Execution = dict[str, Any]
+
+
+class Store:
+    def __init__(self, state_dir: str | Path):
+        self.path = Path(state_dir) / "executions.sqlite3"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                   timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def insert(self, execution: Execution) -> None:
+        parent = execution["name"].rsplit("/executions/", 1)[0]
+        with self._lock:
+            self._db.execute("INSERT INTO executions (name, parent, doc) VALUES (?, ?, ?)",
+                             (execution["name"], parent, json.dumps(execution)))
+
+    def get(self, name: str) -> Execution | None:
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM executions WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def update(self, name: str, change: Callable[[Execution], Execution | None]) -> Execution | None:
+        """Apply change(doc) atomically; if it returns None nothing is written. Returns the result."""
+        with self._lock:
+            row = self._db.execute("SELECT doc FROM executions WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return None
+            new = change(json.loads(row[0]))
+            if new is not None:
+                self._db.execute("UPDATE executions SET doc = ? WHERE name = ?", (json.dumps(new), name))
+            return new
+
+    def scan(self, parent: str | None = None, max_seq: int | None = None) -> Iterator[tuple[int, Execution]]:
+        """(seq, execution) pairs in creation order, for one workflow or all, up to max_seq."""
+        query, args = "SELECT seq, doc FROM executions WHERE 1=1", []
+        if parent is not None:
+            query, args = query + " AND parent = ?", args + [parent]
+        if max_seq is not None:
+            query, args = query + " AND seq <= ?", args + [max_seq]
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY seq", args).fetchall()
+        return ((seq, json.loads(doc)) for seq, doc in rows)
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM executions").fetchone()[0]
+
+    def active(self) -> list[Execution]:
+        return [doc for _, doc in self.scan() if doc.get("state") == "ACTIVE"]
