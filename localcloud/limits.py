@@ -39,9 +39,9 @@ def _bytes_as_text(value: Any) -> str:
 class Budget:
     """Counters shared by every branch of one execution."""
 
-    def __init__(self, memory_limit: int = MEMORY_LIMIT, step_limit: int = STEP_LIMIT):
-        self.memory_limit = memory_limit
-        self.step_limit = step_limit
+    def __init__(self, memory_limit: int | None = None, step_limit: int | None = None):
+        self.memory_limit = memory_limit or MEMORY_LIMIT
+        self.step_limit = step_limit or STEP_LIMIT
         self.memory = 0
         self.steps = 0
         self.lock = threading.RLock()   # also serialises writes to variables shared by branches

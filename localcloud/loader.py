@@ -562,7 +562,8 @@ class _Checker:
                         self.walk(cond.steps, visible + [cond.steps], defined, parallel, depth, in_loop)
             elif isinstance(step, For):
                 inner = set(defined) | {step.loop.value} | ({step.loop.index} if step.loop.index else set())
-                self.walk(step.loop.body, visible + [step.loop.body], inner, self.loop_scope(parallel, step.loop),
+                # "Jumping in or out of a for loop ... is not allowed" (syntax/iteration).
+                self.walk(step.loop.body, [step.loop.body], inner, self.loop_scope(parallel, step.loop),
                           depth, in_loop=True)
             elif isinstance(step, Parallel):
                 if depth + 1 > MAX_PARALLEL_DEPTH:
