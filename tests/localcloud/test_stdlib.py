@@ -17,22 +17,22 @@ from localcloud.errors import WorkflowError
 from localcloud.stdlib import get
 
 
-def call(name: str, *args: Any, context: Context | None = None, **kwargs: Any) -> Any:
+def call(function: str, /, *args: Any, context: Context | None = None, **kwargs: Any) -> Any:
     """Call a builtin as a workflow would: positional (expression) or named (`call` step)."""
-    builtin = get(name)
-    assert builtin is not None, f"{name} is not registered"
+    builtin = get(function)
+    assert builtin is not None, f"{function} is not registered"
     return builtin.call(context or Context(), list(args), kwargs)
 
 
-def error(name: str, *args: Any, context: Context | None = None, **kwargs: Any) -> dict:
+def error(function: str, /, *args: Any, context: Context | None = None, **kwargs: Any) -> dict:
     """The error map that `except: as: e` would bind."""
     with pytest.raises(WorkflowError) as caught:
-        call(name, *args, context=context, **kwargs)
+        call(function, *args, context=context, **kwargs)
     return caught.value.payload
 
 
-def tags(name: str, *args: Any, **kwargs: Any) -> list[str]:
-    return error(name, *args, **kwargs)["tags"]
+def tags(function: str, /, *args: Any, **kwargs: Any) -> list[str]:
+    return error(function, *args, **kwargs)["tags"]
 
 
 json_values = st.recursive(
