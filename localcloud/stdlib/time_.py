@@ -24,7 +24,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 
 
 @builtin("time.format")
-def format(context, seconds, timezone=None):
+def format_(context, seconds, timezone=None):
     if not is_number(seconds):
         fail("TypeError", f"time.format: seconds must be an integer or a double, got {type_name(seconds)}")
     if not math.isfinite(seconds):
