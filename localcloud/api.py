@@ -274,8 +274,7 @@ class Executions:
         return write
 
     def _run(self, name: str, workflow: Any, argument: Any, context: Context) -> None:
-        from .runtime import run
-        started = datetime.now(timezone.utc)
+        from .runtime import error_report, run
         outcome: dict[str, Any]
         try:
             result = run(workflow, argument, context)
@@ -284,7 +283,7 @@ class Executions:
             # cancel() has already recorded CANCELLED; a stop leaves the run interrupted.
             outcome = interrupted() if self._stopping else {"state": "CANCELLED"}
         except WorkflowError as error:
-            outcome = {"state": "FAILED", "error": error_record(error)}
+            outcome = {"state": "FAILED", "error": error_report(error)}
         except Exception as error:  # an engine bug must still end the execution, visibly
             traceback.print_exc()
             outcome = {"state": "FAILED", "error": {
@@ -294,30 +293,26 @@ class Executions:
         finally:
             with self._lock:
                 self._running.pop(name, None)
-        ended = datetime.now(timezone.utc)
         try:
-            self._finish(name, outcome, started, ended)
+            self._finish(name, outcome)
         except sqlite3.ProgrammingError:
             pass   # the server stopped and closed the store; stop() already recorded this run
 
-    def _finish(self, name: str, outcome: dict[str, Any], started: datetime, ended: datetime) -> None:
+    def _finish(self, name: str, outcome: dict[str, Any]) -> Execution | None:
+        """Record how an ACTIVE execution ended; the first ending wins (a cancel, a stop, the run)."""
         def change(execution: Execution) -> Execution | None:
-            if execution["state"] != "ACTIVE":
-                return None                      # cancelled meanwhile: the first ending wins
-            return {**execution, **outcome, "endTime": rfc3339(ended),
-                    "duration": f"{(ended - started).total_seconds():.6f}s"}
+            return ended(execution, outcome) if execution["state"] == "ACTIVE" else None
         final = self.store.update(name, change)
         if final is not None:
             self.log({"severity": "ERROR" if final["state"] == "FAILED" else "INFO",
                       "message": f"execution {final['state']}: {name}", "execution": name})
+        return final
 
     def _interrupt_leftovers(self) -> None:
         # ACTIVE records from a previous process have no thread any more. Re-running them could
         # repeat side effects twice, so they end FAILED, with a message that says why.
         for execution in self.store.active():
-            ended = datetime.now(timezone.utc)
-            started = parse_time(execution["startTime"])
-            self._finish(execution["name"], interrupted(), started, ended)
+            self._finish(execution["name"], interrupted())
 
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
@@ -372,15 +367,7 @@ class Executions:
 
     def cancel(self, project: str, location: str, workflow_id: str, execution_id: str) -> Execution:
         name = self.find(project, location, workflow_id, execution_id)["name"]
-        ended = datetime.now(timezone.utc)
-
-        def change(execution: Execution) -> Execution | None:
-            if execution["state"] != "ACTIVE":
-                return None
-            started = parse_time(execution["startTime"])
-            return {**execution, "state": "CANCELLED", "endTime": rfc3339(ended),
-                    "duration": f"{(ended - started).total_seconds():.6f}s"}
-        cancelled = self.store.update(name, change)
+        cancelled = self._finish(name, {"state": "CANCELLED"})
         if cancelled is None:
             raise ApiError(400, "FAILED_PRECONDITION",
                            f"Execution {name} is not active and cannot be cancelled")
@@ -388,34 +375,19 @@ class Executions:
             entry = self._running.get(name)
         if entry:
             entry[1].cancelled.set()
-        self.log({"severity": "INFO", "message": f"execution CANCELLED: {name}", "execution": name})
         return cancelled
+
+
+def ended(execution: Execution, outcome: dict[str, Any]) -> Execution:
+    now = datetime.now(timezone.utc)
+    seconds = (now - parse_time(execution["startTime"])).total_seconds()
+    return {**execution, **outcome, "endTime": rfc3339(now), "duration": f"{seconds:.6f}s"}
 
 
 def interrupted() -> dict[str, Any]:
     return {"state": "FAILED", "error": {
         "payload": compact_json({"message": INTERRUPTED_MESSAGE, "tags": ["UnavailableError"]}),
         "context": INTERRUPTED_MESSAGE}}
-
-
-def error_record(error: WorkflowError) -> dict[str, Any]:
-    """Execution.error for an uncaught workflow error: payload is the error value as JSON."""
-    payload = error.payload
-    message = payload.get("message") if isinstance(payload, dict) else None
-    headline = message if isinstance(message, str) else compact_json(payload)
-    record: dict[str, Any] = {"payload": compact_json(payload)}
-    # The engine may say where the error was raised: a list of {step, routine, line?, column?}.
-    stack = getattr(error, "stack", None) or []
-    where = "".join(f"\nin step \"{frame.get('step')}\", routine \"{frame.get('routine')}\""
-                    + (f", line: {frame['line']}" if frame.get("line") else "") for frame in stack)
-    record["context"] = f"RuntimeError: {headline}{where}"
-    if stack:
-        record["stackTrace"] = {"elements": [
-            {key: value for key, value in {
-                "step": frame.get("step"), "routine": frame.get("routine"),
-                "position": {k: frame[k] for k in ("line", "column", "length") if frame.get(k)} or None,
-            }.items() if value is not None} for frame in stack]}
-    return record
 
 
 def shape(execution: Execution, view: str) -> Execution:
