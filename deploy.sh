@@ -50,9 +50,12 @@ say() { printf '%s\n' "$*"; }
 
 # The words of a command as a shell would need them, single-quoted where necessary.
 quoted() {
-  local out="" word
+  local out="" word quote="'" escaped="'\\''"
   for word in "$@"; do
-    if [[ ! $word =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then word="'${word//\'/\'\\\'\'}'"; fi
+    if [[ ! $word =~ ^[A-Za-z0-9_@%+=:,./-]+$ ]]; then
+      word=${word//$quote/$escaped}
+      word="'$word'"
+    fi
     out="$out $word"
   done
   printf '%s' "${out# }"

@@ -216,16 +216,17 @@ def test_a_binding_that_keeps_failing_stops_the_deploy(tmp_path):
 
 
 def test_dry_run_changes_nothing_and_prints_what_a_real_run_does(tmp_path):
+    args = ("--region", R, "--allowed-workflows", f"{P}/*/*,other/{R}/it's")  # quoting: * ; ^ '
     dry = FakeCloud(tmp_path / "dry", project=P)
     before = dry.state_file.read_bytes()
-    result = dry.run("--region", R, "--dry-run")
+    result = dry.run(*args, "--dry-run")
     assert result.returncode == 0, result.stderr
     assert dry.state_file.read_bytes() == before
     assert dry.calls() and all(is_read_only(argv) for argv in dry.calls())
     printed = [shlex.split(line)[2:] for line in result.stdout.splitlines() if line.startswith("[dry-run] gcloud ")]
 
     real = FakeCloud(tmp_path / "real", project=P)
-    assert real.run("--region", R).returncode == 0
+    assert real.run(*args).returncode == 0
     # The same commands, quoted so a shell gives them back word for word; only the not yet
     # known function URLs differ.
     assert printed[:-1] == real.changes()[:-1]
