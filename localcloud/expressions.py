@@ -440,7 +440,8 @@ class _Parser:
         if token.kind == "op" and token.value == "[":
             return ListLit(tuple(self.items("]")))
         if token.kind == "op" and token.value == "{":
-            return self.map_literal()
+            # Not among the documented expression elements; refuse rather than accept what Google may not.
+            raise self.error(token, "map literals are not supported inside ${...}; write the map in YAML")
         raise self.error(token, "expected a value")
 
     def items(self, close: str) -> list[Node]:
@@ -455,21 +456,6 @@ class _Parser:
                 return items
             if not (token.kind == "op" and token.value == ","):
                 raise self.error(token, f"expected ',' or '{close}'")
-
-    def map_literal(self) -> Node:
-        pairs: list[tuple[Node, Node]] = []
-        if self.peek().kind == "op" and self.peek().value == "}":
-            self.take()
-            return MapLit(())
-        while True:
-            key = self.expression(0)
-            self.expect(":")
-            pairs.append((key, self.expression(0)))
-            token = self.take()
-            if token.kind == "op" and token.value == "}":
-                return MapLit(tuple(pairs))
-            if not (token.kind == "op" and token.value == ","):
-                raise self.error(token, "expected ',' or '}'")
 
     def postfix(self, node: Node) -> Node:
         while True:
