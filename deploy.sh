@@ -216,10 +216,10 @@ function_url() {
   printf '%s' "$url"
 }
 
-deploy_function() { # NAME SOURCE ENTRY-POINT SERVICE-ACCOUNT ENV-VARS-FLAG
+deploy_function() { # NAME SOURCE ENTRY-POINT SERVICE-ACCOUNT FLAG...
   run functions deploy "$1" --gen2 --region="$REGION" --project="$PROJECT" --runtime="$RUNTIME" \
     --source="$2" --entry-point="$3" --trigger-http --no-allow-unauthenticated \
-    --service-account="$(email "$4")" "$5" --quiet
+    --service-account="$(email "$4")" "${@:5}" --quiet
 }
 
 deploy() {
@@ -238,9 +238,10 @@ deploy() {
   grant_project_role "$SA_BACKFILL" roles/logging.logWriter
 
   deploy_function "$FN_RANGE" functions/range expand_range "$SA_RANGE" --clear-env-vars
-  # ^;^ makes ';' the list separator: ALLOWED_WORKFLOWS itself contains commas.
+  # ^;^ makes ';' the list separator: ALLOWED_WORKFLOWS itself contains commas. The timeout
+  # outlasts the proxy's own 60 s upstream deadline, so it answers a clean 503 first.
   deploy_function "$FN_PROXY" functions/proxy proxy "$SA_PROXY" \
-    "--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=$PROJECT;ALLOWED_WORKFLOWS=$ALLOWED"
+    "--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=$PROJECT;ALLOWED_WORKFLOWS=$ALLOWED" --timeout=120s
   local range_url proxy_url
   range_url=$(function_url "$FN_RANGE") || die "could not read the URL of $FN_RANGE"
   proxy_url=$(function_url "$FN_PROXY") || die "could not read the URL of $FN_PROXY"

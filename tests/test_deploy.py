@@ -28,16 +28,16 @@ def policy_flags(role, who):
             "--format=value(bindings.role)"]
 
 
-def function_deploy(name, entry, env_flag):
+def function_deploy(name, entry, *flags):
     return ["functions", "deploy", f"{PRE}-{name}", "--gen2", f"--region={R}", f"--project={P}",
             "--runtime=python312", f"--source=functions/{name}", f"--entry-point={entry}",
             "--trigger-http", "--no-allow-unauthenticated", f"--service-account={sa(name)}",
-            env_flag, "--quiet"]
+            *flags, "--quiet"]
 
 
 RANGE_DEPLOY = function_deploy("range", "expand_range", "--clear-env-vars")
 PROXY_DEPLOY = function_deploy(
-    "proxy", "proxy", f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS={P}/{R}/*")
+    "proxy", "proxy", f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS={P}/{R}/*", "--timeout=120s")
 RANGE_URL = f"https://{PRE}-range-fake1234-{R}.a.run.app"
 PROXY_URL = f"https://{PRE}-proxy-fake1234-{R}.a.run.app"
 
