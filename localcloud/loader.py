@@ -506,7 +506,9 @@ class _Compiler:
         if isinstance(raw, list):
             return ex.ListLit(tuple(self.value(item, where) for item in raw))
         if isinstance(raw, dict):
-            return ex.MapLit(tuple((ex.Const(str(k)), self.value(v, where)) for k, v in raw.items()))
+            # A key may itself be an expression: `${dynamicKey}: "Apple"` (syntax/variables, maps).
+            return ex.MapLit(tuple((self.value(k, where) if isinstance(k, str) else ex.Const(str(k)),
+                                    self.value(v, where)) for k, v in raw.items()))
         if raw is None or isinstance(raw, (bool, int, float)):
             if isinstance(raw, int) and not isinstance(raw, bool) and not ex.INT_MIN <= raw <= ex.INT_MAX:
                 raise LoadError(f"{where}: integer {raw} does not fit in 64 bits")

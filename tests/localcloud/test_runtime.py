@@ -160,6 +160,60 @@ def test_nested_values_evaluate_their_expressions():
     assert run(source) == {"plain": "text", "computed": 6, "list": [2, 4]}
 
 
+def test_map_keys_can_be_expressions():
+    # The "dynamicKey" map example: https://cloud.google.com/workflows/docs/reference/syntax/variables
+    source = """
+        - createMap:
+            assign:
+              - dynamicKey: "MiddleName"
+              - myMap:
+                  FirstName: "John"
+                  ${dynamicKey}: "Apple"
+                  Age: 26
+        - out:
+            return: ${myMap}
+    """
+    assert run(source) == {"FirstName": "John", "MiddleName": "Apple", "Age": 26}
+
+
+def test_map_iteration_over_sorted_keys():
+    # YAML keys 1, 2, 3 are map keys "1", "2", "3"; the iterate_map sample sums to 60.
+    # https://cloud.google.com/workflows/docs/reference/syntax/iteration
+    source = """
+        - assignStep:
+            assign:
+              - map:
+                  1: 10
+                  2: 20
+                  3: 30
+              - sum: 0
+        - loopStep:
+            for:
+              value: key
+              in: ${keys(map)}
+              steps:
+                - sumStep:
+                    assign:
+                      - sum: ${sum + map[key]}
+        - returnStep:
+            return: ${[sum, keys(map)]}
+    """
+    assert run(source) == [60, ["1", "2", "3"]]
+
+
+def test_expression_sample_mixes_int_and_double_arithmetic():
+    # 27 * 9 / 5 + 32: `/` of integers gives a double. https://cloud.google.com/workflows/docs/reference/syntax/expressions
+    source = """
+        - get_message:
+            assign:
+              - temperature_C: 27
+              - temperature_F: ${temperature_C * 9/5 + 32}
+        - out:
+            return: ${temperature_F}
+    """
+    assert run(source) == pytest.approx(80.6)
+
+
 def test_integer_overflow_fails_the_run():
     assert failure("- out:\n    return: ${9223372036854775807 + 1}\n").tags == ["ValueError"]
 
