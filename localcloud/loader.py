@@ -170,6 +170,16 @@ class Workflow:
 
 # ---------------------------------------------------------------------------- entry points
 
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML, except that unquoted dates and times stay the strings they were written as."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def load_file(path: str | Path) -> Workflow:
     return load_text(Path(path).read_text(encoding="utf-8"))
 
@@ -178,10 +188,10 @@ def load_text(text: str) -> Workflow:
     if len(text.encode("utf-8")) > MAX_SOURCE_BYTES:
         raise LoadError(f"workflow source is larger than {MAX_SOURCE_BYTES // 1024} KB")
     try:
-        document = json.loads(text) if text.lstrip()[:1] in ("{", "[") else yaml.safe_load(text)
+        document = json.loads(text) if text.lstrip()[:1] in ("{", "[") else yaml.load(text, _YamlLoader)
     except (ValueError, yaml.YAMLError) as err:
         try:
-            document = yaml.safe_load(text)
+            document = yaml.load(text, _YamlLoader)
         except yaml.YAMLError:
             raise LoadError(f"not valid YAML or JSON: {err}") from None
     return _Compiler(document).compile()

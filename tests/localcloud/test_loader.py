@@ -169,6 +169,11 @@ def test_load_file(tmp_path):
     assert loader.load_file(path).main.steps.index == {"first": 0, "last": 1}
 
 
+def test_unquoted_timestamps_stay_strings():
+    step = load("- s:\n    return: 2022-02-15T00:00:00Z\n").main.steps.steps[0]
+    assert step.value.value == "2022-02-15T00:00:00Z"
+
+
 def test_expressions_are_parsed_at_load_time():
     step = load(VALID["steps_list"]).main.steps.steps[1]
     assert not isinstance(step.value, str) and type(step.value).__name__ == "Var"
