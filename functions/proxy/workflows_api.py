@@ -67,6 +67,7 @@ def session() -> requests.Session:
         if _session is None:
             if is_loopback(base_url()):
                 local = requests.Session()
+                local.trust_env = False  # no proxy for loopback; and reading proxy variables costs per call
                 local.headers["Authorization"] = f"Bearer {LOCAL_TOKEN}"
                 _session = local
             else:

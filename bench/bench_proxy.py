@@ -1,0 +1,138 @@
+"""What the proxy costs: latency it adds over a direct POST to the same loopback Workflows
+stand-in, and its cold start (import) beside that of its third-party dependencies.
+
+Targets: under 2 ms added at p50; import no more than 20% above the dependencies' own.
+The stand-in here is a tiny HTTP/1.1 server answering list with no executions and create
+with an execution; localcloud's Executions API may replace it later.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.serving import free_port, serve_function, wait_for_port  # noqa: E402
+
+import os
+REQUESTS, WARMUP, IMPORT_RUNS = int(os.environ.get('BENCH_N', 2000)), 200, 9
+PATH = "/v1/projects/bench-project/locations/us-central1/workflows/bench/executions"
+DEPS = "import functions_framework, google.auth, google.auth.transport.requests, requests, zoneinfo"
+
+
+class StandIn(BaseHTTPRequestHandler):
+    """executions.list -> no executions; executions.create -> an ACTIVE execution."""
+    protocol_version = "HTTP/1.1"  # keep-alive, as Google's front end
+    disable_nagle_algorithm = True  # headers and body go out in two writes
+    count = 0
+
+    def do_GET(self):
+        self.answer(b"{}")
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        StandIn.count += 1
+        self.answer(json.dumps({"name": f"{self.path[4:]}/{StandIn.count}", "state": "ACTIVE",
+                                "argument": body["argument"], "labels": body.get("labels", {})}).encode())
+
+    def answer(self, data: bytes):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def post(connection: http.client.HTTPConnection, body: bytes, headers: dict) -> float:
+    began = time.perf_counter()
+    connection.request("POST", PATH, body, {"Content-Type": "application/json", **headers})
+    response = connection.getresponse()
+    response.read()
+    elapsed = time.perf_counter() - began
+    assert response.status == 200, response.status
+    return elapsed * 1000
+
+
+def latency() -> None:
+    port = free_port()
+    stand_in = subprocess.Popen([sys.executable, __file__, "--stand-in", str(port)])
+    try:
+        wait_for_port(port, stand_in)
+        env = {"WORKFLOWS_API": f"http://127.0.0.1:{port}", "ALLOWED_WORKFLOWS": "*/*/*"}
+        with tempfile.TemporaryDirectory() as folder, \
+                serve_function("proxy", "proxy", env=env, log_path=Path(folder) / "proxy.log") as url:
+            direct = http.client.HTTPConnection("127.0.0.1", port)
+            via = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+            direct_ms, proxy_ms = [], []
+            for number in range(WARMUP + REQUESTS):  # alternate, so drift hits both alike
+                schedule_time = (start + timedelta(minutes=number)).isoformat().replace("+00:00", "Z")
+                body = {"table": "sales", "scheduleTime": schedule_time}
+                create = json.dumps({"argument": json.dumps(body), "labels": {"trigger": "bench"}}).encode()
+                d = post(direct, create, {"Authorization": "Bearer localcloud"})
+                p = post(via, b'{"table": "sales"}', {"X-CloudScheduler": "true",
+                                                      "X-CloudScheduler-ScheduleTime": schedule_time})
+                if number >= WARMUP:
+                    direct_ms.append(d)
+                    proxy_ms.append(p)
+    finally:
+        stand_in.terminate()
+        stand_in.wait()
+    print(f"latency over {REQUESTS} POSTs each (proxy = executions.list + executions.create upstream):")
+    print(f"  {'':8} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, samples in (("direct", direct_ms), ("proxy", proxy_ms)):
+        print(f"  {name:8} {percentile(samples, .5):8.3f} {percentile(samples, .99):8.3f}")
+    p50_added = percentile(proxy_ms, .5) - percentile(direct_ms, .5)
+    p99_added = percentile(proxy_ms, .99) - percentile(direct_ms, .99)
+    print(f"  added    {p50_added:8.3f} {p99_added:8.3f}   "
+          f"ratio p50 {percentile(proxy_ms, .5) / percentile(direct_ms, .5):.2f}x   "
+          f"target: < 2 ms added at p50 -> {'met' if p50_added < 2 else 'NOT met'}")
+
+
+def import_ms(statement: str) -> float:
+    code = f"import sys, time; sys.path.insert(0, {str(ROOT / 'functions' / 'proxy')!r}); " \
+           f"t = time.perf_counter(); {statement}; print((time.perf_counter() - t) * 1000)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=tempfile.gettempdir())
+    return float(result.stdout)
+
+
+def cold_start() -> None:
+    cases = {"deps only": DEPS, "deps + main.py": f"{DEPS}; import main", "main.py alone": "import main"}
+    for statement in cases.values():
+        import_ms(statement)  # compile .pyc files first
+    medians = {}
+    for _ in range(IMPORT_RUNS):  # interleaved, so background noise hits each case alike
+        for name, statement in cases.items():
+            medians.setdefault(name, []).append(import_ms(statement))
+    medians = {name: statistics.median(runs) for name, runs in medians.items()}
+    print(f"cold start: import in a fresh interpreter, median of {IMPORT_RUNS} runs:")
+    for name, value in medians.items():
+        print(f"  {name:16} {value:8.1f} ms")
+    ratio = medians["deps + main.py"] / medians["deps only"]
+    print(f"  ratio (deps + main.py) / deps = {ratio:.3f}   "
+          f"target: <= 1.20 -> {'met' if ratio <= 1.2 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--stand-in"]:
+        ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), StandIn).serve_forever()
+    else:
+        latency()
+        cold_start()
