@@ -498,13 +498,13 @@ def parse(text: str) -> Node:
     return _Parser(text).parse()
 
 
-def function_names(node: Node) -> list[str]:
-    """Every function called in the expression, for load-time checks."""
-    found: list[str] = []
+def calls(node: Node) -> list[Call]:
+    """Every call in the expression, for load-time checks."""
+    found: list[Call] = []
 
     def walk(n: Any) -> None:
         if isinstance(n, Call):
-            found.append(n.name)
+            found.append(n)
         if isinstance(n, Node):
             for value in vars(n).values():
                 walk(value)
@@ -513,6 +513,10 @@ def function_names(node: Node) -> list[str]:
                 walk(value)
     walk(node)
     return found
+
+
+def function_names(node: Node) -> list[str]:
+    return [call.name for call in calls(node)]
 
 
 # ------------------------------------------------------------------ `${...}` inside values

@@ -336,12 +336,11 @@ class _Compiler:
         result = _identifier(body["result"], f"{where} result") if "result" in body else None
         subworkflow = function in self.routines
         if subworkflow:
-            params = {p.name for p in self.routines[function]}
-            unknown = sorted(set(args) - params)
-            if unknown:
-                raise LoadError(f"{where}: subworkflow '{function}' has no parameter '{unknown[0]}'")
+            self.check_arguments(function, [p.name for p in self.routines[function]],
+                                 {p.name for p in self.routines[function] if not p.has_default}, [], args, where)
         else:
-            self.check_function(function, where)
+            builtin = self.check_function(function, where)
+            self.check_arguments(function, builtin.params, builtin.required, [], args, where)
         compiled = {str(k): self.value(v, f"{where} args.{k}") for k, v in args.items()}
         return Call(name, nxt, function, subworkflow, compiled, result)
 
@@ -527,13 +526,34 @@ class _Compiler:
 
     def functions(self, node_list: list[ex.Node], where: str) -> None:
         for node in node_list:
-            for name in ex.function_names(node):
-                if name not in self.routines:
-                    self.check_function(name, where)
+            for call in ex.calls(node):
+                if call.name in self.routines:
+                    params = self.routines[call.name]
+                    names, required = [p.name for p in params], {p.name for p in params if not p.has_default}
+                else:
+                    builtin = self.check_function(call.name, where)
+                    names, required = list(builtin.params), builtin.required
+                self.check_arguments(call.name, names, required, call.args, {}, where)
 
-    def check_function(self, name: str, where: str) -> None:
-        if stdlib.get(name) is not None:
-            return
+    @staticmethod
+    def check_arguments(function: str, names: list[str] | tuple[str, ...], required: set[str] | frozenset[str],
+                        positional: tuple | list, named: dict, where: str) -> None:
+        """The same binding as Builtin.call and subworkflow calls, done once before running."""
+        if len(positional) > len(names):
+            raise LoadError(f"{where}: {function} takes at most {len(names)} arguments, got {len(positional)}")
+        given = set(names[:len(positional)])
+        for name in named:
+            if name not in names:
+                raise LoadError(f"{where}: {function} has no parameter '{name}'")
+            given.add(name)
+        missing = sorted(set(required) - given)
+        if missing:
+            raise LoadError(f"{where}: {function} is missing argument '{missing[0]}'")
+
+    def check_function(self, name: str, where: str) -> stdlib.Builtin:
+        builtin = stdlib.get(name)
+        if builtin is not None:
+            return builtin
         if name.startswith("googleapis."):
             raise LoadError(f"{where}: connector '{name}' is not supported by localcloud")
         raise LoadError(f"{where}: unknown function or subworkflow '{name}'")

@@ -274,6 +274,22 @@ def test_unknown_argument_to_a_subworkflow():
     assert "nope" in rejected(source)
 
 
+@pytest.mark.parametrize("call, words", [
+    ("call: sub\n      args: {}", ["missing", "needed"]),
+    ("return: ${sub()}", ["missing", "needed"]),
+    ("return: ${sub(1, 2, 3)}", ["at most 2"]),
+    ("call: sys.log\n      args: {nope: 1}", ["sys.log", "nope"]),
+    ("return: ${len()}", ["len", "missing"]),
+    ("return: ${len(1, 2)}", ["len", "at most 1"]),
+])
+def test_arguments_are_bound_at_load_time(call, words):
+    source = f"main:\n  steps:\n  - c:\n      {call}\n" \
+             "sub:\n  params: [needed, optional: 1]\n  steps:\n  - r:\n      return: ${needed}\n"
+    message = rejected(source)
+    for word in words:
+        assert word in message
+
+
 def test_invalid_expression_names_the_expression():
     message = rejected("- s:\n    return: ${1 +}\n")
     assert "${1 +}" in message

@@ -248,22 +248,6 @@ def test_subworkflow_named_args_defaults_and_expression_calls():
     assert run(SUBWORKFLOWS) == ["Hello Ada Lovelace", "Hello Sherlock Unknown", "Hello Grace Hopper"]
 
 
-def test_subworkflow_missing_argument_is_an_error():
-    source = """
-        main:
-          steps:
-            - c:
-                call: sub
-                args: {}
-        sub:
-          params: [needed]
-          steps:
-            - r:
-                return: ${needed}
-    """
-    assert "needed" in failure(source).payload["message"]
-
-
 def test_subworkflows_do_not_see_the_callers_variables():
     source = """
         main:
