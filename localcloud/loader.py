@@ -212,6 +212,8 @@ class _Compiler:
             raw_routines = doc
             if "main" not in doc:
                 raise LoadError("no 'main' workflow: a file is a list of steps or a map of subworkflows with 'main'")
+            if next(iter(doc)) != "main":
+                raise LoadError("'main' must come first: subworkflows are defined after the main workflow")
         else:
             raise LoadError("a workflow is a list of steps or a map of subworkflows with 'main'")
         for name, body in raw_routines.items():

@@ -195,6 +195,8 @@ def test_expressions_are_parsed_at_load_time():
     ("- end:\n    return: 1\n", ["reserved"]),
     ("main:\n  params: [a, b]\n  steps:\n    - s:\n        return: 1\n", ["at most one parameter"]),
     ("sub:\n  steps:\n    - s:\n        return: 1\n", ["no 'main'"]),
+    # "Subworkflows are always defined after the main body" (syntax/subworkflows)
+    ("sub:\n  steps:\n    - s:\n        return: 1\nmain:\n  steps:\n    - t:\n        return: 1\n", ["first"]),
     ("main:\n  steps:\n    - s:\n        return: 1\n  param: []\n", ["unknown", "param"]),
     ("- s:\n    call: sys.log\n    result: 1bad\n", ["variable name"]),
     ("- s:\n    for:\n      value: v\n      steps:\n        - a:\n            return: 1\n", ["'in' and 'range'"]),

@@ -403,6 +403,7 @@ def test_next_loops_back_and_end_stops():
 
 
 def test_next_end_in_a_subworkflow_returns_null_to_the_caller():
+    # "In a subworkflow, you can use next: end ... and return null", syntax/completing
     source = """
         main:
           steps:
