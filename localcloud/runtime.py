@@ -95,9 +95,14 @@ class Scope:
     # what expressions need (expressions.Env)
     def lookup(self, name: str) -> Any:
         scope: Scope | None = self
+        shared = False
         while scope is not None:
             if name in scope.vars:
-                return scope.vars[name]
+                if not shared:
+                    return scope.vars[name]
+                with self.execution.budget.lock:     # another branch may be writing it right now
+                    return copy_value(scope.vars[name])
+            shared = shared or (scope.shared is not None and name in scope.shared)
             scope = scope.parent
         fail(["KeyError", "LookupError"], f"variable '{name}' is not defined")
 
