@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from .errors import fail
 
@@ -422,9 +422,7 @@ class _Parser:
     def primary(self) -> Node:
         token = self.take()
         if token.kind == "number":
-            if isinstance(token.value, int) and token.value > INT_MAX + 1:
-                raise self.error(token, "integer literal out of range")
-            return Const(token.value)
+            return Const(token.value)          # range-checked after folding a leading minus
         if token.kind == "string":
             return Const(token.value)
         if token.kind == "name":
@@ -495,24 +493,27 @@ def parse(text: str) -> Node:
     """Parse the inside of `${...}`."""
     if not text.strip():
         raise ExpressionSyntaxError("empty expression")
-    return _Parser(text).parse()
+    tree = _Parser(text).parse()
+    for node in _nodes(tree):
+        if isinstance(node, Const) and is_number(node.value) and isinstance(node.value, int) \
+                and not INT_MIN <= node.value <= INT_MAX:
+            raise ExpressionSyntaxError(f"integer literal {node.value} does not fit in 64 bits")
+    return tree
+
+
+def _nodes(node: Any) -> Iterator[Node]:
+    if isinstance(node, Node):
+        yield node
+        for value in vars(node).values():
+            yield from _nodes(value)
+    elif isinstance(node, tuple):
+        for value in node:
+            yield from _nodes(value)
 
 
 def calls(node: Node) -> list[Call]:
     """Every call in the expression, for load-time checks."""
-    found: list[Call] = []
-
-    def walk(n: Any) -> None:
-        if isinstance(n, Call):
-            found.append(n)
-        if isinstance(n, Node):
-            for value in vars(n).values():
-                walk(value)
-        elif isinstance(n, tuple):
-            for value in n:
-                walk(value)
-    walk(node)
-    return found
+    return [n for n in _nodes(node) if isinstance(n, Call)]
 
 
 def function_names(node: Node) -> list[str]:

@@ -44,7 +44,7 @@ def error_report(err: WorkflowError) -> dict[str, Any]:
     """Execution.error as the Executions API shows it: {payload (JSON string), context, stackTrace}."""
     frames = getattr(err, "frames", [])
     where = f'\nin step "{frames[0]["step"]}", routine "{frames[0]["routine"]}"' if frames else ""
-    payload = json.dumps(err.payload, separators=(",", ":"), default=str)
+    payload = json.dumps(err.payload, separators=(",", ":"), ensure_ascii=False, default=str)
     return {
         "payload": payload,
         "context": f"RuntimeError: {payload}{where}",

@@ -223,7 +223,8 @@ def test_function_names_are_listed_for_load_time_checks():
 # --- syntax errors are caught at parse time
 
 @pytest.mark.parametrize("text", ["", "1 +", "(1", "a..b", "[1, 2", "1 2", "[1 2]", "f(", "x[]",
-                                  "\"unterminated", "a = 1", "not", "1 +* 2", "(1)(2)", "and"])
+                                  "\"unterminated", "a = 1", "not", "1 +* 2", "(1)(2)", "and",
+                                  "9223372036854775808", "-9223372036854775809"])
 def test_syntax_errors(text):
     with pytest.raises(ex.ExpressionSyntaxError):
         ex.parse(text)
