@@ -50,7 +50,7 @@ def proxy(request):
         code, payload = 500, ApiError(500, "internal error in the proxy").body()
         log.update(outcome="internal_error", message=f"internal error: {type(error).__name__}")
     _write_log(request, log, code, began)
-    return json.dumps(payload, ensure_ascii=False), code, {"Content-Type": "application/json"}
+    return json.dumps(payload), code, {"Content-Type": "application/json"}
 
 
 def _handle(request, log: dict, began: float) -> tuple[int, dict]:
