@@ -22,8 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.serving import free_port, serve_function, wait_for_port  # noqa: E402
 
-import os
-REQUESTS, WARMUP, IMPORT_RUNS = int(os.environ.get('BENCH_N', 2000)), 200, 9
+REQUESTS, WARMUP, IMPORT_RUNS = 2000, 200, 9
 PATH = "/v1/projects/bench-project/locations/us-central1/workflows/bench/executions"
 DEPS = "import functions_framework, google.auth, google.auth.transport.requests, requests, zoneinfo"
 
