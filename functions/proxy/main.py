@@ -156,8 +156,9 @@ class _Run:
         found = workflows_api.call("GET", path, self.deadline, params={
             "filter": f'labels.{scheduled_time.RUN_DIGEST_LABEL}="{digest}"',
             "orderBy": "createTime desc", "pageSize": "1", "view": "FULL"})
-        executions = found.get("executions") or []
-        newest = executions[0] if executions and isinstance(executions[0], dict) else None
+        executions = found.get("executions")
+        newest = executions[0] if isinstance(executions, list) and executions else None
+        newest = newest if isinstance(newest, dict) else None
         if newest is not None and not _should_start(self.reprocess, newest.get("state")):
             return {**newest, "started": False}
         created = workflows_api.call("POST", path, self.deadline, json_body=create_body)
