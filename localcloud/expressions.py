@@ -516,6 +516,11 @@ def calls(node: Node) -> list[Call]:
     return [n for n in _nodes(node) if isinstance(n, Call)]
 
 
+def variables(node: Node) -> set[str]:
+    """Every variable the expression reads, for load-time checks."""
+    return {n.name for n in _nodes(node) if isinstance(n, Var)}
+
+
 def function_names(node: Node) -> list[str]:
     return [call.name for call in calls(node)]
 

@@ -2,11 +2,11 @@
 
 Memory is accounted per assignment: each variable remembers its own size, so an assignment
 costs one measurement of the assigned variable, not a walk over every variable.
+Memory usage: https://cloud.google.com/workflows/docs/reference/syntax/variables
 Limits: https://cloud.google.com/workflows/quotas#resource_limits
 """
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -20,20 +20,18 @@ MAX_BRANCH_ERRORS = 100        # unhandled branch errors reported by one paralle
 
 
 def size_of(value: Any) -> int:
-    """Bytes a value takes, measured as compact JSON; ASCII-escaped, so never under the UTF-8 size."""
-    if isinstance(value, (bytes, bytearray)):
-        return len(value)
+    """Bytes a value takes, as Workflows counts them (syntax/variables, "Memory usage"):
+    8 for a number, boolean or null; 8 + its elements for a string, bytes or list;
+    8 + keys + values for a map. A character counts as its UTF-8 bytes."""
     if isinstance(value, str):
-        return len(value) + 2
-    if value is None or isinstance(value, (bool, int, float)):
-        return 8
-    return len(json.dumps(value, separators=(",", ":"), default=_bytes_as_text))
-
-
-def _bytes_as_text(value: Any) -> str:
+        return 8 + (len(value) if value.isascii() else len(value.encode("utf-8")))
+    if isinstance(value, list):
+        return 8 + sum(map(size_of, value))
+    if isinstance(value, dict):
+        return 8 + sum(size_of(key) + size_of(item) for key, item in value.items())
     if isinstance(value, (bytes, bytearray)):
-        return "x" * len(value)
-    raise TypeError(f"not a workflow value: {type(value).__name__}")
+        return 8 + len(value)
+    return 8
 
 
 class Budget:

@@ -233,6 +233,7 @@ class _Compiler:
             steps = self.steps(body["steps"], f"subworkflow '{name}'")
             result[name] = Subworkflow(name, self.routines[name], steps)
             _Checker(result[name]).check()
+            _References(result[name]).check()
         return Workflow(result)
 
     def params(self, raw: Any, where: str) -> list[Param]:
@@ -652,6 +653,100 @@ class _Checker:
             return
         if not any(target in steps.index for steps in visible):
             raise LoadError(f"{where}: 'next: {target}' does not name a step it can jump to")
+
+
+class _References:
+    """Every variable an expression reads must exist in its scope, as a deploy checks.
+
+    "A variable created inside a for loop belongs to the local scope of that loop ... accessing
+    it outside of the loop will raise an error when deploying the workflow. This local scoping
+    also applies to any variable created inside an except block." (syntax/variables). A parallel
+    branch or iteration is a scope too. Within one scope the order of steps is not considered:
+    `next` can jump backwards, so only the run can tell.
+    """
+
+    def __init__(self, routine: Subworkflow):
+        self.routine = routine
+
+    def check(self) -> None:
+        self.scope(self.routine.steps, {p.name for p in self.routine.params})
+
+    def scope(self, steps: Steps, outer: set[str], *own: str | None) -> None:
+        visible = outer | {name for name in own if name} | self.defined(steps.steps)
+        for step in steps.steps:
+            self.step(step, visible)
+
+    def defined(self, steps: list[Step]) -> set[str]:
+        """Variables a list of steps creates in its own scope (not in loops, branches, excepts)."""
+        names: set[str] = set()
+        for step in steps:
+            if isinstance(step, Assign):
+                names |= {t.root for t, _ in step.items if not t.path}
+            elif isinstance(step, Call) and step.result:
+                names.add(step.result)
+            elif isinstance(step, Switch):
+                for cond in step.conditions:
+                    names |= {t.root for t, _ in cond.assign or [] if not t.path}
+                    names |= self.defined(cond.steps.steps) if cond.steps else set()
+            elif isinstance(step, Try):
+                names |= self.defined([step.body])
+            elif isinstance(step, Nested):
+                names |= self.defined(step.body.steps)
+        return names
+
+    def step(self, step: Step, visible: set[str]) -> None:
+        where = f"step '{step.name}'"
+        if isinstance(step, Assign):
+            self.assignments(step.items, visible, where)
+        elif isinstance(step, Call):
+            self.reads(step.args.values(), visible, where)
+        elif isinstance(step, Switch):
+            for cond in step.conditions:
+                self.reads([cond.condition, cond.raise_, cond.return_], visible, where)
+                self.assignments(cond.assign or [], visible, where)
+                for inner in cond.steps.steps if cond.steps else []:
+                    self.step(inner, visible)
+        elif isinstance(step, For):
+            self.loop(step.loop, visible, where)
+        elif isinstance(step, Parallel):
+            self.reads([step.concurrency_limit], visible, where)
+            if step.loop is not None:
+                self.loop(step.loop, visible, where)
+            for _, body in step.branches or []:
+                self.scope(body, visible)
+        elif isinstance(step, Try):
+            self.step(step.body, visible)
+            if step.retry is not None:
+                policy = step.retry
+                self.reads([policy.max_retries, policy.initial_delay, policy.max_delay, policy.multiplier],
+                           visible, where)
+            if step.except_steps is not None:
+                self.scope(step.except_steps, visible, step.except_as)
+        elif isinstance(step, (Raise, Return)):
+            self.reads([step.value], visible, where)
+        elif isinstance(step, Nested):
+            for inner in step.body.steps:
+                self.step(inner, visible)
+
+    def loop(self, loop: Loop, visible: set[str], where: str) -> None:
+        self.reads([loop.items, loop.range], visible, where)
+        self.scope(loop.body, visible, loop.value, loop.index)
+
+    def assignments(self, items: list[tuple[Target, ex.Node]], visible: set[str], where: str) -> None:
+        for target, value in items:
+            if target.path and target.root not in visible:
+                raise LoadError(f"{where}: assigns into '{target.text}' but '{target.root}' is not defined here")
+            self.reads([*target.path, value], visible, where)
+
+    @staticmethod
+    def reads(nodes: Any, visible: set[str], where: str) -> None:
+        for node in nodes:
+            if node is None:
+                continue
+            missing = sorted(ex.variables(node) - visible)
+            if missing:
+                raise LoadError(f"{where}: variable '{missing[0]}' is not defined here (variables created "
+                                "in a for loop, an except block or a parallel branch stay inside it)")
 
 
 # -------------------------------------------------------------------------------- helpers

@@ -308,20 +308,21 @@ class Execution:
         return None
 
     def step_for(self, step: ld.For, scope: Scope) -> Signal:
-        for index, value in self.loop_values(step.loop, scope):
-            iteration = Scope(self, scope.routine, scope.depth, parent=scope)
-            try:
-                iteration.store(step.loop.value, copy_value(value))
+        # Variables created in the loop live in the loop's scope, "cleared after exiting the loop".
+        loop_scope = Scope(self, scope.routine, scope.depth, parent=scope)
+        try:
+            for index, value in self.loop_values(step.loop, scope):
+                loop_scope.store(step.loop.value, copy_value(value))
                 if step.loop.index:
-                    iteration.store(step.loop.index, index)
-                signal = self.run_steps(step.loop.body, iteration)
-            finally:
-                iteration.release()
-            if signal is BREAK:
-                break
-            if signal is not None and signal is not CONTINUE:
-                return signal
-        return None
+                    loop_scope.store(step.loop.index, index)
+                signal = self.run_steps(step.loop.body, loop_scope)
+                if signal is BREAK:
+                    break
+                if signal is not None and signal is not CONTINUE:
+                    return signal
+            return None
+        finally:
+            loop_scope.release()
 
     def loop_values(self, loop: ld.Loop, scope: Scope) -> Iterator[tuple[int, Any]]:
         if loop.items is not None:
@@ -401,9 +402,17 @@ class Execution:
                         continue
                 if step.except_steps is None:
                     raise
-                if step.except_as:
-                    scope.set(step.except_as, copy_value(err.payload))
-                return self.run_steps(step.except_steps, scope)
+                return self.run_except(step, err.payload, scope)
+
+    def run_except(self, step: ld.Try, error: Any, scope: Scope) -> Signal:
+        # Variables created in an except block, `as` included, stay in it (syntax/variables).
+        handler = Scope(self, scope.routine, scope.depth, parent=scope)
+        try:
+            if step.except_as:
+                handler.store(step.except_as, copy_value(error))
+            return self.run_steps(step.except_steps, handler)
+        finally:
+            handler.release()
 
     def backoff(self, policy: ld.RetryPolicy, scope: Scope, delay: float | None) -> tuple[int, float, float, float]:
         max_retries = policy.max_retries.eval(scope)

@@ -373,6 +373,26 @@ def test_shared_variables_must_be_defined_before_the_parallel_step():
     assert "later" in rejected(source)
 
 
+def test_reading_an_undefined_variable_is_a_load_error():
+    assert "'nowhere'" in rejected("- s:\n    return: ${nowhere + 1}\n")
+    assert "'m'" in rejected("- s:\n    assign:\n      - m.k: 1\n")
+    assert "'i'" in rejected("- s:\n    assign:\n      - l: [1]\n      - l[i]: 2\n")
+
+
+def test_order_within_a_scope_is_left_to_the_run():
+    # A later step may define what an earlier one reads, reached again through `next`.
+    load("""
+        - first:
+            switch:
+              - condition: ${defined_later == 1}
+                return: done
+        - later:
+            assign:
+              - defined_later: 1
+            next: first
+    """)
+
+
 def test_only_the_continue_all_exception_policy_exists():
     source = """
         - fan_out:
