@@ -397,7 +397,7 @@ class Execution:
                     max_retries, delay, max_delay, multiplier = self.backoff(policy, scope, delay)
                     if retries < max_retries and self.should_retry(policy, err.payload, scope):
                         retries += 1
-                        self.wait(delay)
+                        self.wait(min(delay, max_delay))
                         delay = min(delay * multiplier, max_delay)
                         continue
                 if step.except_steps is None:
