@@ -105,12 +105,20 @@ def serve(args: argparse.Namespace) -> int:
     env = load_env_file(args.env_file)
     for workflow, key, value in args.env:
         env.setdefault(workflow, {})[key] = value
-    jobs = scheduler.load_jobs(args.jobs) if args.jobs else None
-    server = api.start(args.workflows, args.state, args.host, args.port, env=env,
-                       project=args.project, location=args.location)
-    jobs_server = None
-    if jobs is not None:
-        jobs_server = scheduler.start(jobs, args.host, args.scheduler_port, args.project, args.location)
+    try:
+        jobs = scheduler.load_jobs(args.jobs) if args.jobs else None
+    except (OSError, ValueError) as error:
+        print(f"--jobs {args.jobs}: {error}", file=sys.stderr)
+        return 2
+    try:
+        server = api.start(args.workflows, args.state, args.host, args.port, env=env,
+                           project=args.project, location=args.location)
+        jobs_server = None
+        if jobs is not None:
+            jobs_server = scheduler.start(jobs, args.host, args.scheduler_port, args.project, args.location)
+    except OSError as error:       # typically: the port is taken
+        print(f"cannot serve on {args.host}: {error}", file=sys.stderr)
+        return 1
     print(json.dumps({"api": server.url, "scheduler": jobs_server.url if jobs_server else None}), flush=True)
     names = sorted(path.stem for path in Path(args.workflows).glob("*") if path.suffix in api.WORKFLOW_SUFFIXES)
     print(f"Workflow Executions API on {server.url} for projects/{args.project}/locations/{args.location}: "
