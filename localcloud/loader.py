@@ -50,6 +50,8 @@ class Target:
 class Step:
     name: str
     next: str | None = None
+    line: int = field(default=0, kw_only=True)      # where the step is written, for stack traces
+    column: int = field(default=0, kw_only=True)
 
 
 @dataclass
@@ -194,15 +196,46 @@ def load_text(text: str) -> Workflow:
             document = yaml.load(text, _YamlLoader)
         except yaml.YAMLError:
             raise LoadError(f"not valid YAML or JSON: {err}") from None
-    return _Compiler(document).compile()
+    return _Compiler(document, _step_positions(text)).compile()
+
+
+def _step_positions(text: str) -> dict[tuple[str, str], tuple[int, int]]:
+    """(routine, step name) -> (line, column), both from 1, read from the YAML node tree."""
+    try:
+        root = yaml.compose(text, _YamlLoader)
+    except yaml.YAMLError:
+        return {}
+    positions: dict[tuple[str, str], tuple[int, int]] = {}
+
+    def walk(node: Any, routine: str) -> None:
+        if isinstance(node, yaml.SequenceNode):
+            for item in node.value:
+                if isinstance(item, yaml.MappingNode) and len(item.value) == 1:
+                    key, value = item.value[0]
+                    if isinstance(key, yaml.ScalarNode) and isinstance(value, yaml.MappingNode):
+                        mark = key.start_mark
+                        positions.setdefault((routine, key.value), (mark.line + 1, mark.column + 1))
+                walk(item, routine)
+        elif isinstance(node, yaml.MappingNode):
+            for _, value in node.value:
+                walk(value, routine)
+
+    if isinstance(root, yaml.MappingNode):
+        for key, value in root.value:
+            walk(value, key.value)
+    else:
+        walk(root, "main")
+    return positions
 
 
 # ------------------------------------------------------------------------------ compiling
 
 class _Compiler:
-    def __init__(self, document: Any):
+    def __init__(self, document: Any, positions: dict[tuple[str, str], tuple[int, int]]):
         self.document = document
+        self.positions = positions
         self.routines: dict[str, list[Param]] = {}
+        self.routine = "main"
 
     def compile(self) -> Workflow:
         doc = self.document
@@ -230,6 +263,7 @@ class _Compiler:
         result = {}
         for name, body in raw_routines.items():
             self.step_names: set[str] = set()
+            self.routine = name
             steps = self.steps(body["steps"], f"subworkflow '{name}'")
             result[name] = Subworkflow(name, self.routines[name], steps)
             _Checker(result[name]).check()
@@ -267,7 +301,9 @@ class _Compiler:
             if name in self.step_names:
                 raise LoadError(f"{where}: duplicate step name '{name}'")
             self.step_names.add(name)
-            steps.append(self.step(name, body, f"step '{name}'"))
+            step = self.step(name, body, f"step '{name}'")
+            step.line, step.column = self.positions.get((self.routine, name), (0, 0))
+            steps.append(step)
         return Steps(steps, {step.name: i for i, step in enumerate(steps)})
 
     def step(self, name: str, body: Any, where: str) -> Step:

@@ -43,12 +43,16 @@ def run(workflow: ld.Workflow, argument: Any, context: Context) -> Any:
 def error_report(err: WorkflowError) -> dict[str, Any]:
     """Execution.error as the Executions API shows it: {payload (JSON string), context, stackTrace}."""
     frames = getattr(err, "frames", [])
-    where = f'\nin step "{frames[0]["step"]}", routine "{frames[0]["routine"]}"' if frames else ""
+    where = ""
+    if frames:
+        first = frames[0]
+        where = f'\nin step "{first["step"]}", routine "{first["routine"]}", line: {first["position"]["line"]}'
+
     payload = json.dumps(err.payload, separators=(",", ":"), ensure_ascii=False, default=str)
     return {
         "payload": payload,
         "context": f"RuntimeError: {payload}{where}",
-        "stackTrace": {"elements": [{"step": f["step"], "routine": f["routine"]} for f in frames]},
+        "stackTrace": {"elements": [{key: f[key] for key in ("step", "routine", "position")} for f in frames]},
     }
 
 
@@ -266,7 +270,8 @@ class Execution:
         except WorkflowError as err:
             frames = err.__dict__.setdefault("frames", [])
             if not frames or frames[-1]["depth"] != scope.depth:
-                frames.append({"step": step.name, "routine": scope.routine, "depth": scope.depth})
+                frames.append({"step": step.name, "routine": scope.routine, "depth": scope.depth,
+                               "position": {"line": step.line, "column": step.column}})
             raise
 
     def step_next(self, step: ld.Step, scope: Scope) -> Signal:

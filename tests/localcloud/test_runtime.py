@@ -852,9 +852,11 @@ def test_uncaught_error_report_for_the_executions_api():
     err = failure(source)
     report = runtime.error_report(err)
     assert json.loads(report["payload"]) == {"code": 55, "message": "Something went wrong."}
-    assert report["stackTrace"]["elements"] == [{"step": "raise_error", "routine": "inner"},
-                                                {"step": "c", "routine": "main"}]
-    assert "raise_error" in report["context"]
+    # The source starts with a blank line: `main:` is on line 2.
+    assert report["stackTrace"]["elements"] == [
+        {"step": "raise_error", "routine": "inner", "position": {"line": 8, "column": 7}},
+        {"step": "c", "routine": "main", "position": {"line": 4, "column": 7}}]
+    assert "raise_error" in report["context"] and "line: 8" in report["context"]
     assert err.context == report["context"] and err.stack_trace == report["stackTrace"]
 
 
