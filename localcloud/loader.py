@@ -652,10 +652,11 @@ class _Checker:
                         self.walk(body, [body], set(defined), scope, depth + 1, in_loop=False)
             elif isinstance(step, Try):
                 self.walk(Steps([step.body], {}), visible, defined, parallel, depth, in_loop)
-                if step.except_as:
-                    self.assigns([step.except_as], defined, parallel, where)
                 if step.except_steps:
-                    self.walk(step.except_steps, visible + [step.except_steps], defined, parallel, depth, in_loop)
+                    # An except block is a scope of its own; `as` binds a new variable in it.
+                    inner = set(defined) | ({step.except_as} if step.except_as else set())
+                    handler = None if parallel is None else (parallel[0] - {step.except_as}, parallel[1])
+                    self.walk(step.except_steps, visible + [step.except_steps], inner, handler, depth, in_loop)
             elif isinstance(step, Nested):
                 self.walk(step.body, visible + [step.body], defined, parallel, depth, in_loop)
             elif isinstance(step, Return) and parallel is not None:
