@@ -515,6 +515,6 @@ def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0
     server = ApiServer((host, port), ExecutionsHandler)
     server.executions = Executions(workflows_dir, Store(state_dir), project, location, env, log)
     server.executions.api_url = server.url
-    threading.Thread(target=server.serve_forever, name="localcloud-api", daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.05,), name="localcloud-api", daemon=True).start()
     return server
 

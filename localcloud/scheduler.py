@@ -356,7 +356,8 @@ def start(jobs: list[Job], host: str = "127.0.0.1", port: int = 0, project: str 
     """Start the scheduler (ticking unless tick is None) and its small REST API; `.url`, `.stop()`."""
     scheduler = Scheduler(jobs, clock=clock, log=log, project=project, location=location)
     server = SchedulerServer(scheduler, host, port)
-    threading.Thread(target=server.http.serve_forever, name="localcloud-scheduler-api", daemon=True).start()
+    threading.Thread(target=server.http.serve_forever, args=(0.05,), name="localcloud-scheduler-api",
+                     daemon=True).start()
     if tick is not None:
         scheduler.start(tick)
     return server
