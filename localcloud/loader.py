@@ -173,7 +173,18 @@ class Workflow:
 # ---------------------------------------------------------------------------- entry points
 
 class _YamlLoader(yaml.SafeLoader):
-    """Safe YAML, except that unquoted dates and times stay the strings they were written as."""
+    """Safe YAML, except that unquoted dates and times stay the strings they were written as,
+    and a key written twice in one map is an error rather than silently the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _YamlLoader.yaml_implicit_resolvers = {

@@ -205,6 +205,7 @@ def test_expressions_are_parsed_at_load_time():
     ("- s:\n    switch:\n      - next: end\n", ["condition"]),
     ("- s:\n    try:\n      return: 1\n", ["retry", "except"]),
     ("key: [unclosed\n", ["YAML"]),
+    ("- s:\n    assign:\n      - x: 1\n    assign:\n      - y: 2\n", ["duplicate key", "assign"]),
     ("42\n", ["list of steps"]),
 ])
 def test_wrong_shapes_and_unknown_keys(source, words):
