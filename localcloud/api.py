@@ -25,7 +25,6 @@ import traceback
 import uuid
 from collections import deque
 from datetime import datetime, timezone
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -34,6 +33,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from . import filters
 from .context import Context
 from .errors import Cancelled, LoadError, WorkflowError
+from .loader import load_text
+from .runtime import error_report, run
 from .store import Store
 
 Execution = dict[str, Any]
@@ -176,6 +177,7 @@ class Executions:
         self.api_url: str | None = None
         self.logs: deque[dict[str, Any]] = deque(maxlen=10_000)   # what sys.log wrote, newest last
         self._running: dict[str, tuple[threading.Thread, Context]] = {}
+        self._loaded: dict[str, Any] = {}      # parsed workflows by source hash: parse once, run many
         self._lock = threading.Lock()
         self._stopping = False
         self._interrupt_leftovers()
@@ -183,10 +185,10 @@ class Executions:
     # --- workflows -------------------------------------------------------------------------
     def workflow_path(self, project: str, location: str, workflow_id: str) -> Path:
         parent = f"projects/{project}/locations/{location}/workflows/{workflow_id}"
-        if (project, location) == (self.project, self.location):
+        if (project, location) == (self.project, self.location) and "/" not in workflow_id:
             for suffix in WORKFLOW_SUFFIXES:
                 path = self.workflows_dir / f"{workflow_id}{suffix}"
-                if path.is_file() and "/" not in workflow_id:
+                if path.is_file():
                     return path
         raise not_found(parent)
 
@@ -198,20 +200,22 @@ class Executions:
         path = self.workflow_path(project, location, workflow_id)
         request = self._check_execution_body(body)
         source = path.read_bytes()
-        from .loader import load_file   # the engine; imported late so the API module loads alone
-        try:
-            workflow = load_file(path)
-        except LoadError as error:
-            # Google would have refused to deploy it; say so rather than run it.
-            raise ApiError(400, "FAILED_PRECONDITION",
-                           f"workflow {self.parent(workflow_id)} does not deploy: {error}") from None
+        revision = hashlib.sha256(source).hexdigest()
+        workflow = self._loaded.get(revision)
+        if workflow is None:
+            try:
+                workflow = self._loaded[revision] = load_text(source.decode())
+            except (LoadError, UnicodeDecodeError) as error:
+                # Google would have refused to deploy it; say so rather than run it.
+                raise ApiError(400, "FAILED_PRECONDITION",
+                               f"workflow {self.parent(workflow_id)} does not deploy: {error}") from None
         execution_id = str(uuid.uuid4())
         now = now_rfc3339()
         execution: Execution = {
             "name": f"{self.parent(workflow_id)}/executions/{execution_id}",
             "startTime": now,
             "state": "ACTIVE",
-            "workflowRevisionId": f"000001-{hashlib.sha256(source).hexdigest()[:3]}",
+            "workflowRevisionId": f"000001-{revision[:3]}",
             "createTime": now,
         }
         for field in ("argument", "callLogLevel", "labels"):
@@ -274,7 +278,6 @@ class Executions:
         return write
 
     def _run(self, name: str, workflow: Any, argument: Any, context: Context) -> None:
-        from .runtime import error_report, run
         outcome: dict[str, Any]
         try:
             result = run(workflow, argument, context)

@@ -408,3 +408,11 @@ def test_sys_log_lines_are_structured_and_labelled(workflows, state):
     (logged,) = [line for line in lines if line["message"] == "going to sleep"]
     assert logged["logging.googleapis.com/labels"]["workflows.googleapis.com/execution_id"] == \
         created["name"].rsplit("/", 1)[1]
+
+
+def test_each_create_uses_the_latest_file_as_a_new_revision(client, workflows):
+    first = client.wait(client.create("noargs")["name"])
+    (workflows / "noargs.json").write_text(json.dumps([{"done": {"return": "${2 + 2}"}}]))
+    second = client.wait(client.create("noargs")["name"])
+    assert (json.loads(first["result"]), json.loads(second["result"])) == (2, 4)
+    assert first["workflowRevisionId"] != second["workflowRevisionId"]
