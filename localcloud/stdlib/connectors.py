@@ -28,7 +28,7 @@ from . import builtin
 
 PREFIX = "googleapis.workflowexecutions.v1.projects.locations.workflows.executions."
 RETRIED_STATUSES = (429, 503)
-ATTEMPTS = 5
+ATTEMPTS = 4                  # the first try and 3 retries, 0.1 s, 0.2 s and 0.4 s apart
 POLLING = {"initial_delay": 0.05, "multiplier": 1.5, "max_delay": 1.0}
 CONNECTOR_PARAMS = {"timeout", "polling_policy", "skip_polling", "scopes"}
 
@@ -63,14 +63,14 @@ def _params(connector_params: Any) -> dict[str, Any]:
 def _call(context: Context, method: str, path: str, body: Any = None,
           query: dict[str, Any] | None = None) -> Any:
     if not context.api_url:
-        fail("ConnectionFailedError", "no Workflow Executions API is reachable from this execution "
+        fail(["ConnectionFailedError", "OSError"], "no Workflow Executions API is reachable from this execution "
                                       "(run it through `python -m localcloud run` or `serve`)")
     query = {key: _query_value(value) for key, value in (query or {}).items() if value is not None}
     url = f"{context.api_url}/v1/{quote(path, safe='/:-_.~')}" + (f"?{urlencode(query)}" if query else "")
     data = None if body is None else json.dumps(body).encode()
     headers = {"Authorization": f"Bearer {LOCAL_TOKEN}", "Content-Type": "application/json"}
     for attempt in range(ATTEMPTS):
-        if attempt and context.cancelled.wait(0.1 * 2 ** attempt):
+        if attempt and context.cancelled.wait(0.05 * 2 ** attempt):
             raise Cancelled()
         request = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
@@ -85,12 +85,18 @@ def _call(context: Context, method: str, path: str, body: Any = None,
             except ValueError:
                 payload = raw.decode(errors="replace")
             fail("HttpError", f"HTTP server responded with error code {error.code}", code=error.code,
-                 headers={key.lower(): value for key, value in error.headers.items()}, body=payload)
+                 headers={_canonical(key): value for key, value in error.headers.items()}, body=payload)
         except OSError as error:
             if attempt + 1 < ATTEMPTS:
                 continue
-            fail("ConnectionError", f"cannot reach the Workflow Executions API at {context.api_url}: {error}")
+            fail(["ConnectionFailedError", "OSError"],
+                 f"cannot reach the Workflow Executions API at {context.api_url}: {error}")
     raise AssertionError("unreachable")
+
+
+def _canonical(name: str) -> str:
+    # Header names as the http.* functions give them: Content-Type, X-Goog-Thing.
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _query_value(value: Any) -> str:

@@ -111,7 +111,11 @@ main:
           as: e
           steps:
             - caught:
-                return: {tags: "${e.tags}", code: "${e.code}", status: "${e.body.error.status}"}
+                return:
+                  tags: ${e.tags}
+                  code: ${e.code}
+                  status: ${e.body.error.status}
+                  type: ${e.headers["Content-Type"]}
 """ % PREFIX,
     "too_slow.yaml": HEAD + """
     - go:
@@ -209,7 +213,8 @@ def test_a_failed_child_raises_operation_error_with_the_execution(client):
 
 
 def test_api_errors_raise_http_error_with_code_and_body(client):
-    assert client("missing") == {"tags": ["HttpError"], "code": 404, "status": "NOT_FOUND"}
+    assert client("missing") == {"tags": ["HttpError"], "code": 404, "status": "NOT_FOUND",
+                                 "type": "application/json; charset=UTF-8"}
 
 
 def test_waiting_longer_than_the_timeout_raises_timeout_error(client):
@@ -224,6 +229,12 @@ def test_list_with_a_label_filter_and_cancel(client):
 def test_without_an_api_url_connectors_fail_with_a_connection_error():
     with pytest.raises(WorkflowError) as caught:
         builtin(f"{PREFIX}.get").call(Context(api_url=None), kwargs={"name": f"{PARENT}/w/executions/x"})
+    assert "ConnectionFailedError" in caught.value.tags
+
+
+def test_an_unreachable_api_is_a_connection_failure():
+    with pytest.raises(WorkflowError) as caught:
+        builtin(f"{PREFIX}.list").call(Context(api_url="http://127.0.0.1:9"), kwargs={"parent": f"{PARENT}/w"})
     assert "ConnectionFailedError" in caught.value.tags
 
 
