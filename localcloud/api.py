@@ -293,13 +293,13 @@ class Executions:
                 "payload": compact_json({"message": f"{type(error).__name__}: {error}",
                                          "tags": ["SystemError"]}),
                 "context": traceback.format_exc()}}
-        finally:
-            with self._lock:
-                self._running.pop(name, None)
         try:
             self._finish(name, outcome)
         except sqlite3.ProgrammingError:
             pass   # the server stopped and closed the store; stop() already recorded this run
+        finally:
+            with self._lock:   # only now: wait() returns once the ending is recorded
+                self._running.pop(name, None)
 
     def _finish(self, name: str, outcome: dict[str, Any]) -> Execution | None:
         """Record how an ACTIVE execution ended; the first ending wins (a cancel, a stop, the run)."""
