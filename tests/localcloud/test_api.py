@@ -416,3 +416,27 @@ def test_each_create_uses_the_latest_file_as_a_new_revision(client, workflows):
     second = client.wait(client.create("noargs")["name"])
     assert (json.loads(first["result"]), json.loads(second["result"])) == (2, 4)
     assert first["workflowRevisionId"] != second["workflowRevisionId"]
+
+
+# --- the filter language itself (AIP-160), on small documents -------------------------------------
+
+def doc(state, labels=None, duration="1s"):
+    return {"name": f"{PARENT}/w/executions/x", "state": state, "labels": labels or {}, "duration": duration}
+
+
+@pytest.mark.parametrize("text, document, expected", [
+    # AIP-160: OR binds tighter than AND, so this is a AND (b OR c).
+    ('state="FAILED" AND state="SUCCEEDED" OR labels.k="v"', doc("SUCCEEDED", {"k": "v"}), False),
+    ('state="FAILED" AND state="SUCCEEDED" OR labels.k="v"', doc("FAILED", {"k": "v"}), True),
+    ('state="FAILED" labels.k="v"', doc("FAILED", {"k": "w"}), False),       # juxtaposition is AND
+    ('-state="FAILED"', doc("FAILED"), False),
+    ('NOT (state="FAILED" OR state="CANCELLED")', doc("SUCCEEDED"), True),
+    ("labels:k", doc("FAILED", {"k": ""}), True),
+    ("labels.k:*", doc("FAILED", {}), False),
+    ('duration>"2.5s"', doc("FAILED", duration="3.000000s"), True),
+    ('duration<="2.5s"', doc("FAILED", duration="3.000000s"), False),
+    ("state=FAILED", doc("FAILED"), True),                                    # bare words are values
+])
+def test_filter_language(text, document, expected):
+    from localcloud.filters import parse_filter
+    assert parse_filter(text)(document) is expected
