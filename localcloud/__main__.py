@@ -102,6 +102,9 @@ def load_env_file(path: str | None) -> dict[str, dict[str, str]]:
 
 
 def serve(args: argparse.Namespace) -> int:
+    if not Path(args.workflows).is_dir():
+        print(f"--workflows {args.workflows}: no such folder", file=sys.stderr)
+        return 2
     env = load_env_file(args.env_file)
     for workflow, key, value in args.env:
         env.setdefault(workflow, {})[key] = value

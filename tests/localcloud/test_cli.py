@@ -140,3 +140,12 @@ def test_demo_is_dispatched_to_localcloud_demo_main(monkeypatch):
     monkeypatch.setitem(sys.modules, "localcloud.demo", demo)
     assert cli.main(["demo", "--fast", "x"]) == 5
     assert calls == [["--fast", "x"]]
+
+
+def test_serve_refuses_a_missing_workflows_folder_or_a_bad_jobs_file(tmp_path):
+    missing = localcloud("serve", "--workflows", str(tmp_path / "nope"), "--state", str(tmp_path / "s"))
+    assert missing.returncode == 2 and "no such folder" in missing.stderr
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("- name: j\n  schedule: '* * *'\n  uri: http://127.0.0.1:9/\n")
+    bad_jobs = localcloud("serve", "--workflows", str(tmp_path), "--state", str(tmp_path / "s"), "--jobs", str(jobs))
+    assert bad_jobs.returncode == 2 and "job j: invalid schedule" in bad_jobs.stderr
