@@ -187,26 +187,33 @@ class CronWindow:
         """(instant, offset) of each time on a day a transition touches, per the DST rules."""
         day = date.fromordinal(ordinal)
         midnight = (ordinal - EPOCH_ORDINAL) * DAY
-        items = []
-        gap_exit = None  # (wall, instant, offset) of the first real minute after the current gap
-        for second in self.schedule.seconds:
-            wall = datetime(day.year, day.month, day.day, second // 3600, second // 60 % 60)
-            before, after = self._offset(wall), self._offset(wall.replace(fold=1))
-            if before == after:  # an ordinary time
-                items.append((midnight + second - before, before))
-            elif after < before:  # repeated: first occurrence, and the second unless fixed
-                items.append((midnight + second - before, before))
+        seconds = self.schedule.seconds
+
+        def wall(second: int, fold: int = 0) -> datetime:
+            return datetime(day.year, day.month, day.day, second // 3600, second // 60 % 60, fold=fold)
+
+        # Only times between the gap's or repeat's edges need the per-time rules.
+        before, after = self._offset(wall(0)), self._offset(wall(DAY - 60, fold=1))
+        a = bisect_left(seconds, True, key=lambda s: self._offset(wall(s, fold=1)) != before)
+        b = bisect_left(seconds, True, key=lambda s: self._offset(wall(s)) == after)
+        items = [(midnight + s - before, before) for s in seconds[:a]]
+        gap_exit = None  # (wall, instant, offset) of the first real minute after the gap
+        for second in seconds[a:b]:
+            first, second_offset = self._offset(wall(second)), self._offset(wall(second, fold=1))
+            if second_offset < first:  # repeated: first occurrence, and the second unless fixed
+                items.append((midnight + second - first, first))
                 if not self.schedule.fixed:
-                    items.append((midnight + second - after, after))
+                    items.append((midnight + second - second_offset, second_offset))
             elif self.schedule.fixed:  # skipped: fixed jobs fire at the first minute after the gap
-                if gap_exit is None or gap_exit[0] <= wall:
-                    exit_wall = wall
+                if gap_exit is None or gap_exit[0] <= wall(second):
+                    exit_wall = wall(second)
                     while self._offset(exit_wall) < self._offset(exit_wall.replace(fold=1)):
                         exit_wall += timedelta(minutes=1)
                     offset = self._offset(exit_wall)
                     local = (exit_wall - datetime(1970, 1, 1)) // timedelta(seconds=1)
                     gap_exit = (exit_wall, local - offset, offset)
                 items.append(gap_exit[1:])
+        items += [(midnight + s - after, after) for s in seconds[b:]]
         return items
 
     def _clock(self, offset: int) -> list[str]:
