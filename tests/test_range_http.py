@@ -1,0 +1,244 @@
+"""The range function as its callers see it: real HTTP to functions-framework on loopback."""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.cron_oracle import brute_force, cronsim_times
+from tests.serving import serve_function
+
+STOCKHOLM = "Europe/Stockholm"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("range") / "server.log"
+    with serve_function("range", "expand_range", env={"GOOGLE_CLOUD_PROJECT": "demo-project"},
+                        log_path=log_path) as url:
+        yield url, log_path
+
+
+def call(server, body=None, *, method="POST", path="/", raw: bytes | None = None, headers=None):
+    url, _ = server
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def times(server, **body):
+    status, answer = call(server, body)
+    assert status == 200, answer
+    return answer
+
+
+def all_pages(server, size, **body):
+    got, token = [], None
+    while True:
+        page = times(server, **body, pageSize=size, **({"pageToken": token} if token else {}))
+        assert len(page["scheduleTimes"]) <= size
+        got += page["scheduleTimes"]
+        token = page.get("nextPageToken")
+        if token is None:
+            return got
+        assert len(page["scheduleTimes"]) == size
+
+
+def aware(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+# -- documented examples ---------------------------------------------------------------------
+def test_original_documented_example(server):
+    assert times(server, start="2022-02-15T00:00:00Z", stop="2022-02-18T00:00:00Z", step="0 1 * * *") == [
+        "2022-02-15T01:00:00+00:00", "2022-02-16T01:00:00+00:00", "2022-02-17T01:00:00+00:00"]
+
+
+def test_range_path_answers_the_same(server):
+    body = {"start": "2022-02-15T00:00:00Z", "stop": "2022-02-18T00:00:00Z", "step": "0 1 * * *"}
+    assert call(server, body, path="/range") == call(server, body)
+
+
+def test_skipped_time_fires_once_after_the_gap(server):
+    day = {"start": "2022-03-27T00:00:00", "stop": "2022-03-28T00:00:00", "timezone": STOCKHOLM}
+    assert times(server, step="30 2 * * *", **day) == ["2022-03-27T03:00:00+02:00"]
+    hourly = times(server, step="0 * * * *", **day)
+    assert len(hourly) == 23 and "2022-03-27T01:00:00+01:00" in hourly and "2022-03-27T03:00:00+02:00" in hourly
+
+
+def test_repeated_time_fires_once_at_its_first_occurrence(server):
+    day = {"start": "2022-10-30T00:00:00", "stop": "2022-10-31T00:00:00", "timezone": STOCKHOLM}
+    assert times(server, step="30 2 * * *", **day) == ["2022-10-30T02:30:00+02:00"]
+    hourly = times(server, step="0 * * * *", **day)
+    assert len(hourly) == 25
+    assert hourly[2:4] == ["2022-10-30T02:00:00+02:00", "2022-10-30T02:00:00+01:00"]
+
+
+@pytest.mark.parametrize("zone,start,stop,step", [
+    (STOCKHOLM, "2022-03-26T12:00:00Z", "2022-03-28T00:00:00Z", "*/20 1-3 * * *"),
+    ("America/New_York", "2022-11-05T00:00:00-04:00", "2022-11-07T00:00:00-05:00", "15,45 1 * * *"),
+    ("Australia/Lord_Howe", "2022-10-01T12:00:00Z", "2022-10-02T12:00:00Z", "*/10 * * * *"),
+    ("Asia/Kathmandu", "1985-12-31T12:00:00Z", "1986-01-01T06:00:00Z", "5 0 * * *"),
+    ("UTC", "2024-02-27T00:00:00Z", "2024-03-02T00:00:00Z", "0 12 29 2 *"),
+])
+def test_lists_match_the_minute_scan(server, zone, start, stop, step):
+    got = times(server, start=start, stop=stop, step=step, timezone=zone)
+    assert got == brute_force(step, zone, aware(start), aware(stop))
+
+
+def test_aliases_names_and_sunday_as_7(server):
+    window = {"start": "2024-01-01T00:00:00Z", "stop": "2024-03-01T00:00:00Z", "timezone": STOCKHOLM}
+    for step in ["@weekly", "@monthly", "0 9 * JAN-FEB SUN", "0 9 * * 7", "30 8 1,15 * mon-fri"]:
+        expected = cronsim_times(step, STOCKHOLM, aware(window["start"]), aware(window["stop"]))
+        assert times(server, step=step, **window) == expected, step
+
+
+def test_naive_times_are_read_in_the_zone(server):
+    naive = times(server, start="2022-06-01T00:00:00", stop="2022-06-02T00:00:00", step="0 0 * * *",
+                  timezone=STOCKHOLM)
+    assert naive == ["2022-06-01T00:00:00+02:00"]
+    assert times(server, start="2022-06-01T00:00:00Z", stop="2022-06-02T00:00:00Z", step="0 0 * * *",
+                 timezone=STOCKHOLM) == ["2022-06-02T00:00:00+02:00"]
+
+
+def test_window_is_half_open_and_fractions_round_up(server):
+    body = {"stop": "2022-01-01T03:00:00Z", "step": "0 * * * *"}
+    assert times(server, start="2022-01-01T01:00:00Z", **body) == [
+        "2022-01-01T01:00:00+00:00", "2022-01-01T02:00:00+00:00"]
+    assert times(server, start="2022-01-01T01:00:00.5Z", **body) == ["2022-01-01T02:00:00+00:00"]
+    assert times(server, start="2022-01-01T03:00:00Z", **body) == []
+
+
+# -- paging, order, count ---------------------------------------------------------------------
+DST_YEAR = {"start": "2022-01-01T00:00:00", "stop": "2023-01-01T00:00:00", "timezone": STOCKHOLM}
+
+
+def test_pages_concatenate_to_the_list_and_desc_reverses_it(server):
+    step = "0 */2 * * *"  # 4,379 times across both changes
+    full = times(server, step=step, **DST_YEAR)
+    assert full == cronsim_times(step, STOCKHOLM, datetime(2022, 1, 1, tzinfo=ZoneInfo(STOCKHOLM)),
+                                 datetime(2023, 1, 1, tzinfo=ZoneInfo(STOCKHOLM)))
+    assert all_pages(server, 1000, step=step, **DST_YEAR) == full
+    assert times(server, step=step, order="desc", **DST_YEAR) == full[::-1]
+    assert all_pages(server, 777, step=step, order="desc", **DST_YEAR) == full[::-1]
+
+
+def test_count_only(server):
+    step = "0 */2 * * *"
+    full = times(server, step=step, **DST_YEAR)
+    assert times(server, step=step, countOnly=True, **DST_YEAR) == {
+        "count": len(full), "first": full[0], "last": full[-1]}
+    assert times(server, start="2022-01-01T00:00:00Z", stop="2022-01-01T00:00:00Z", step="* * * * *",
+                 countOnly=True) == {"count": 0, "first": None, "last": None}
+
+
+def test_unpaged_limit_is_decided_by_counting(server):
+    thirty_years = {"start": "1995-01-01T00:00:00Z", "stop": "2025-01-01T00:00:00Z", "step": "* * * * *"}
+    status, answer = call(server, thirty_years)
+    assert status == 400 and "pageSize" in answer["error"]["message"]
+    minutes = (aware(thirty_years["stop"]) - aware(thirty_years["start"])) // timedelta(minutes=1)
+    assert times(server, countOnly=True, **thirty_years)["count"] == minutes
+    # Exactly 10,000 is allowed unpaged; one more is not.
+    ten_thousand = {"start": "2022-01-01T00:00:00Z", "stop": "2022-01-07T22:40:00Z", "step": "* * * * *"}
+    assert len(times(server, **ten_thousand)) == 10_000
+    assert call(server, {**ten_thousand, "stop": "2022-01-07T22:41:00Z"})[0] == 400
+
+
+def test_a_page_deep_in_a_long_window_resumes_where_the_token_says(server):
+    body = {"start": "1995-01-01T00:00:00Z", "stop": "2025-01-01T00:00:00", "step": "* * * * *",
+            "timezone": STOCKHOLM, "order": "desc"}
+    newest = aware("2024-12-31T23:59:00+01:00")
+    page = times(server, **body, pageSize=10_000)
+    assert page["scheduleTimes"][0] == "2024-12-31T23:59:00+01:00"
+    assert [aware(t) for t in page["scheduleTimes"]] == [newest - timedelta(minutes=k) for k in range(10_000)]
+    following = times(server, **body, pageSize=3, pageToken=page["nextPageToken"])
+    assert [aware(t) for t in following["scheduleTimes"]] == [
+        newest - timedelta(minutes=k) for k in range(10_000, 10_003)]
+
+
+def test_token_is_bound_to_its_query(server):
+    body = {"start": "2022-01-01T00:00:00Z", "stop": "2022-01-02T00:00:00Z", "step": "0 * * * *", "pageSize": 5}
+    token = times(server, **body)["nextPageToken"]
+    for changed in [{"step": "30 * * * *"}, {"stop": "2022-01-03T00:00:00Z"}, {"order": "desc"},
+                    {"timezone": STOCKHOLM}]:
+        status, answer = call(server, {**body, **changed, "pageToken": token})
+        assert status == 400 and "pageToken" in answer["error"]["message"], changed
+    forged = base64.urlsafe_b64encode(b'{"after": 0, "query": "x"}').decode()
+    for bad in [forged, "not a token", "%%%", 12]:
+        status, answer = call(server, {**body, "pageToken": bad})
+        assert status == 400 and "pageToken" in answer["error"]["message"], bad
+
+
+# -- bad input --------------------------------------------------------------------------------
+GOOD = {"start": "2022-01-01T00:00:00Z", "stop": "2022-01-02T00:00:00Z", "step": "0 * * * *"}
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"start": None}, "start"), ({"stop": None}, "stop"), ({"step": None}, "step"),
+    ({"start": "2022-01-01"}, "start"), ({"start": "yesterday"}, "start"), ({"stop": 5}, "stop"),
+    ({"start": "2022-02-30T00:00:00Z"}, "start"), ({"stop": "2022-01-02T00:00:00+25:00"}, "stop"),
+    ({"start": "1800-01-01T00:00:00Z"}, "start"),
+    ({"stop": "2021-12-31T00:00:00Z"}, "stop is before start"),
+    ({"timezone": "Mars/Olympus"}, "timezone"), ({"timezone": "../../etc/passwd"}, "timezone"),
+    ({"timezone": 1}, "timezone"),
+    ({"step": "0 0 30 2 *"}, "never matches"), ({"step": "61 * * * *"}, "minute"),
+    ({"step": "0 0 * * 8"}, "day-of-week"), ({"step": "0 0 * 13 *"}, "month"), ({"step": "*/0 * * * *"}, "minute"),
+    ({"step": "5-1 * * * *"}, "minute"), ({"step": "0 0 * *"}, "5 fields"),
+    ({"step": "0 0 0 * * *"}, "seconds"), ({"step": "0 0 L * *"}, "not supported"),
+    ({"step": "0 0 * * 5L"}, "not supported"), ({"step": "0 0 * * 1#2"}, "not supported"),
+    ({"step": "0 0 15W * *"}, "not supported"), ({"step": "0 0 ? * *"}, "not supported"),
+    ({"step": "@reboot"}, "alias"), ({"step": 7}, "step"),
+    ({"pageSize": 0}, "pageSize"), ({"pageSize": 10_001}, "pageSize"), ({"pageSize": "10"}, "pageSize"),
+    ({"pageSize": True}, "pageSize"), ({"pageToken": "abc"}, "pageToken"),
+    ({"order": "newest"}, "order"), ({"countOnly": "yes"}, "countOnly"),
+    ({"countOnly": True, "pageSize": 5}, "countOnly"), ({"stepp": "0 * * * *"}, "stepp"),
+])
+def test_bad_fields_are_400_naming_the_field(server, change, field):
+    body = {key: value for key, value in {**GOOD, **change}.items() if value is not None}
+    status, answer = call(server, body)
+    assert status == 400
+    assert answer["error"]["code"] == 400 and answer["error"]["status"] == "INVALID_ARGUMENT"
+    assert field in answer["error"]["message"]
+
+
+@pytest.mark.parametrize("raw,needle", [
+    (b"not json", "JSON"), (b"[1, 2]", "object"), (b'"text"', "object"), (b"", "JSON"),
+    (b"[" * 20000 + b"]" * 20000, "JSON"), (b'{"start": "' + b"x" * 70_000 + b'"}', "64 KB"),
+])
+def test_bad_bodies_are_400(server, raw, needle):
+    status, answer = call(server, raw=raw)
+    assert status == 400 and needle in answer["error"]["message"]
+
+
+def test_other_methods_and_paths(server):
+    for method in ["GET", "PUT", "DELETE"]:
+        status, answer = call(server, method=method)
+        assert (status, answer["error"]["code"]) == (405, 405)
+    status, answer = call(server, GOOD, path="/elsewhere")
+    assert (status, answer["error"]["status"]) == (404, "NOT_FOUND")
+
+
+# -- logs -------------------------------------------------------------------------------------
+def test_one_structured_log_line_per_request(server):
+    _, log_path = server
+    marker = "0 7 * * *"
+    call(server, {**GOOD, "step": marker}, headers={"X-Cloud-Trace-Context": "4bf92f3577b34da6/1;o=1"})
+    call(server, {**GOOD, "step": marker, "order": "sideways"})
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    mine = [line for line in lines if line.get("window", {}).get("step") == marker]
+    assert len(mine) == 2
+    ok, bad = mine
+    assert ok["severity"] == "INFO" and ok["count"] == 1 and ok["durationMs"] >= 0
+    assert ok["window"] == {"start": GOOD["start"], "stop": GOOD["stop"], "step": marker}
+    assert ok["logging.googleapis.com/trace"] == "projects/demo-project/traces/4bf92f3577b34da6"
+    assert bad["severity"] == "WARNING" and "order" in bad["message"] and "logging.googleapis.com/trace" not in bad
