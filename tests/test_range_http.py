@@ -154,6 +154,15 @@ def test_unpaged_limit_is_decided_by_counting(server):
     assert call(server, {**ten_thousand, "stop": "2022-01-07T22:41:00Z"})[0] == 400
 
 
+def test_count_only_over_the_widest_window(server):
+    """Every real minute of three centuries in New York, counted without listing them."""
+    widest = {"start": "1900-01-01T00:00:00Z", "stop": "2200-01-01T00:00:00Z", "step": "* * * * *",
+              "timezone": "America/New_York", "countOnly": True}
+    minutes = (aware(widest["stop"]) - aware(widest["start"])) // timedelta(minutes=1)
+    assert times(server, **widest) == {"count": minutes, "first": "1899-12-31T19:00:00-05:00",
+                                       "last": "2199-12-31T18:59:00-05:00"}
+
+
 def test_a_page_deep_in_a_long_window_resumes_where_the_token_says(server):
     body = {"start": "1995-01-01T00:00:00Z", "stop": "2025-01-01T00:00:00", "step": "* * * * *",
             "timezone": STOCKHOLM, "order": "desc"}
@@ -187,7 +196,7 @@ GOOD = {"start": "2022-01-01T00:00:00Z", "stop": "2022-01-02T00:00:00Z", "step":
     ({"start": None}, "start"), ({"stop": None}, "stop"), ({"step": None}, "step"),
     ({"start": "2022-01-01"}, "start"), ({"start": "yesterday"}, "start"), ({"stop": 5}, "stop"),
     ({"start": "2022-02-30T00:00:00Z"}, "start"), ({"stop": "2022-01-02T00:00:00+25:00"}, "stop"),
-    ({"start": "1800-01-01T00:00:00Z"}, "start"),
+    ({"start": "1800-01-01T00:00:00Z"}, "start"), ({"stop": "2300-01-01T00:00:00Z"}, "stop"),
     ({"stop": "2021-12-31T00:00:00Z"}, "stop is before start"),
     ({"timezone": "Mars/Olympus"}, "timezone"), ({"timezone": "../../etc/passwd"}, "timezone"),
     ({"timezone": 1}, "timezone"),
