@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import urllib.error
 import urllib.request
 from datetime import datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -62,6 +64,22 @@ def aware(text):
 def test_original_documented_example(server):
     assert times(server, start="2022-02-15T00:00:00Z", stop="2022-02-18T00:00:00Z", step="0 1 * * *") == [
         "2022-02-15T01:00:00+00:00", "2022-02-16T01:00:00+00:00", "2022-02-17T01:00:00+00:00"]
+
+
+def test_readme_examples_hold_verbatim(server):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("<!-- section: range -->")[1].split("<!-- /section: range -->")[0]
+    examples = re.findall(r"^POST (\S+) (\{.*\})\n(\d{3}) (.*)$", section, re.M)
+    assert len(examples) >= 10
+    token = None
+    for path, request, status, response in examples:
+        body = json.loads(request)
+        if body.get("pageToken") == "<token>":
+            body["pageToken"] = token
+        got_status, got = call(server, body, path=path)
+        if isinstance(got, dict) and "nextPageToken" in got:
+            token, got = got["nextPageToken"], {**got, "nextPageToken": "<token>"}
+        assert (got_status, got) == (int(status), json.loads(response)), request
 
 
 def test_range_path_answers_the_same(server):
