@@ -11,6 +11,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.cron_oracle import brute_force, cronsim_times
 from tests.serving import serve_function
@@ -269,3 +271,28 @@ def test_one_structured_log_line_per_request(server):
     assert ok["window"] == {"start": GOOD["start"], "stop": GOOD["stop"], "step": marker}
     assert ok["logging.googleapis.com/trace"] == "projects/demo-project/traces/4bf92f3577b34da6"
     assert bad["severity"] == "WARNING" and "order" in bad["message"] and "logging.googleapis.com/trace" not in bad
+
+
+# -- never a 500 ------------------------------------------------------------------------------
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.floats() | st.text(max_size=30),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+                           max_leaves=6)
+plausible = {
+    "start": st.sampled_from(["2022-03-26T00:00:00Z", "2022-10-30T02:30:00", "1900-01-01T00:00:00Z", "2022-13-01T00:00:00Z"]),
+    "stop": st.sampled_from(["2022-03-28T00:00:00+02:00", "2199-12-31T23:59:59.999Z", "2022-03-26T00:00:00Z"]),
+    "step": st.sampled_from(["* * * * *", "30 2 * * *", "0 0 31 2 MON", "@yearly", "*/0 * * * *", "0 0 L * *"]) | st.text(max_size=20),
+    "timezone": st.sampled_from(["Europe/Stockholm", "Australia/Lord_Howe", "Etc/GMT+14", "", "Europe", "UTC/../UTC"]),
+    "pageSize": st.sampled_from([1, 10_000, 0, -1, 2.5]),
+    "pageToken": st.sampled_from(["", "e30", "eyJhZnRlciI6MX0", "=="]),
+    "order": st.sampled_from(["asc", "desc", "DESC"]),
+    "countOnly": st.booleans(),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.fixed_dictionaries({}, optional={key: value | json_values for key, value in plausible.items()}))
+def test_any_body_is_answered_without_a_500(server, body):
+    status, answer = call(server, body)
+    assert status in (200, 400), answer
+    if status == 400:
+        assert set(answer["error"]) == {"code", "status", "message"} and answer["error"]["code"] == 400

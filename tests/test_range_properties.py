@@ -27,7 +27,7 @@ spec.loader.exec_module(cron_window)
 UTC = timezone.utc
 ZONES = ["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu", "UTC"]
 WHOLE_HOUR_SHIFTS = {"Europe/Stockholm", "America/New_York", "UTC"}
-SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def transitions(zone: str, years: range) -> list[datetime]:
