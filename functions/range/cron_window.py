@@ -169,8 +169,8 @@ class CronWindow:
     def _day_offset(self, year: int, month: int, day: int) -> int | None:
         """The day's single UTC offset, or None when a transition touches its wall times.
 
-        Transitions are always days apart, so one before midnight and one after 23:59 (fold=1
-        reads the post-transition offset inside a gap or a repeat) bracket the whole day."""
+        Transitions are always days apart, so reading the offset at 00:00 (fold=0: the offset
+        before any change) and at 23:59 (fold=1: the offset after it) brackets the whole day."""
         first = self.tz.utcoffset(datetime(year, month, day))
         if first != self.tz.utcoffset(datetime(year, month, day, 23, 59, fold=1)):
             return None
@@ -292,14 +292,14 @@ class CronWindow:
                 if a >= b:
                     continue
                 prefix = "%04d-%02d-%02d" % (year, month, day)
-                clock = self._clock(offset)
+                day_seconds, clock = seconds[a:b], self._clock(offset)[a:b]
                 if desc:
                     hi = base + seconds[a]
-                    yield Run(base, seconds[a:b][::-1], lambda n=None, p=prefix, c=clock[a:b][::-1]: [p + t for t in c[:n]])
+                    day_seconds.reverse()
+                    clock.reverse()
                 else:
                     lo = base + seconds[b - 1] + 1
-                    yield Run(base, seconds[a:b], lambda n=None, p=prefix, c=clock, a=a, b=b:
-                              [p + t for t in c[a:b if n is None else min(b, a + n)]])
+                yield Run(base, day_seconds, lambda n=None, p=prefix, c=clock: [p + t for t in c[:n]])
         if pending and (run := flush()):
             yield run
 
