@@ -123,6 +123,14 @@ def test_aliases_names_and_sunday_as_7(server):
         assert times(server, step=step, **window) == expected, step
 
 
+def test_offsets_with_seconds_keep_them(server):
+    """Liberia kept local mean time, -00:44:30, until 1972: RFC 3339 has no seconds in an offset."""
+    window = {"start": "1970-06-01T00:00:00Z", "stop": "1970-06-03T00:00:00Z", "timezone": "Africa/Monrovia"}
+    got = times(server, step="0 12 * * *", **window)
+    assert got == cronsim_times("0 12 * * *", "Africa/Monrovia", aware(window["start"]), aware(window["stop"]))
+    assert got[0] == "1970-06-01T12:00:00-00:44:30"
+
+
 def test_naive_times_are_read_in_the_zone(server):
     naive = times(server, start="2022-06-01T00:00:00", stop="2022-06-02T00:00:00", step="0 0 * * *",
                   timezone=STOCKHOLM)
