@@ -1,0 +1,132 @@
+"""The whole local stack on loopback, as `make run`, the end-to-end tests and the benchmarks use it.
+
+The Executions API with every file of workflows/ deployed (backfill with RANGE_URL and PROXY_URL
+set, as deploy.sh sets them on Google), both functions served by functions-framework in their
+own processes, the proxy pointed at the local API, and optionally the scheduler.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from . import api, scheduler
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECT, LOCATION = "local-project", "us-central1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def start_function(folder: str, target: str, port: int, env: dict[str, str] | None = None,
+                   log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
+    """Run functions/<folder>/main.py:<target> exactly as `functions-framework` runs it."""
+    source = ROOT / "functions" / folder / "main.py"
+    command = [str(Path(sys.executable).parent / "functions-framework"), "--target", target,
+               "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+                               stdout=log, stderr=subprocess.STDOUT, cwd=source.parent)
+    try:
+        wait_for_port(port, process)
+    except BaseException:
+        stop_process(process)
+        raise
+    return process
+
+
+def stop_process(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@contextlib.contextmanager
+def serve_function(folder: str, target: str, env: dict[str, str] | None = None,
+                   log_path: Path | None = None) -> Iterator[str]:
+    """Serve one function on a free loopback port; yields its base URL."""
+    port = free_port()
+    with open(log_path, "wb") if log_path else contextlib.nullcontext(subprocess.DEVNULL) as log:
+        process = start_function(folder, target, port, env, log)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(process)
+
+
+@dataclass
+class Stack:
+    api: api.ApiServer
+    range_url: str
+    proxy_url: str
+    scheduler: scheduler.SchedulerServer | None = None
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    logs: list[IO[bytes]] = field(default_factory=list)
+
+    def proxy_path(self, workflow: str) -> str:
+        """The proxy URL that starts `workflow`, as a Cloud Scheduler job targets it."""
+        return f"{self.proxy_url}/v1/projects/{PROJECT}/locations/{LOCATION}/workflows/{workflow}/executions"
+
+    def stop(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+        for process in self.processes:
+            stop_process(process)
+        self.api.stop()
+        for log in self.logs:
+            log.close()
+
+
+def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
+          jobs: list[dict[str, Any]] | None = None, log_dir: str | Path | None = None,
+          proxy_env: dict[str, str] | None = None, api_log: api.LogSink | None = None) -> Stack:
+    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}`."""
+    range_port, proxy_port = free_port(), free_port()
+    range_url, proxy_url = f"http://127.0.0.1:{range_port}", f"http://127.0.0.1:{proxy_port}"
+    server = api.start(workflows_dir, state_dir, project=PROJECT, location=LOCATION,
+                       env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url}},
+                       **({"log": api_log} if api_log else {}))
+    stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
+    try:
+        def log_file(name: str) -> IO[bytes] | int:
+            if log_dir is None:
+                return subprocess.DEVNULL
+            Path(log_dir).mkdir(parents=True, exist_ok=True)
+            stack.logs.append(open(Path(log_dir) / f"{name}.log", "ab"))
+            return stack.logs[-1]
+
+        stack.processes.append(start_function("range", "expand_range", range_port, log=log_file("range")))
+        stack.processes.append(start_function(
+            "proxy", "proxy", proxy_port, log=log_file("proxy"),
+            env={"WORKFLOWS_API": server.url, "GOOGLE_CLOUD_PROJECT": PROJECT, **(proxy_env or {})}))
+        if jobs:
+            configs = [{**job, "uri": job["uri"].format(proxy=proxy_url)} for job in jobs]
+            stack.scheduler = scheduler.start([scheduler.job_from_config(c) for c in configs],
+                                              project=PROJECT, location=LOCATION)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
