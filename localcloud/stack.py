@@ -102,12 +102,14 @@ class Stack:
 
 def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
           jobs: list[dict[str, Any]] | None = None, log_dir: str | Path | None = None,
-          proxy_env: dict[str, str] | None = None, api_log: api.LogSink | None = None) -> Stack:
-    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}`."""
+          proxy_env: dict[str, str] | None = None, api_log: api.LogSink | None = None,
+          backfill_env: dict[str, str] | None = None) -> Stack:
+    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}`.
+    `backfill_env` overrides backfill's env (e.g. RANGE_URL through a fault-injecting relay)."""
     range_port, proxy_port = free_port(), free_port()
     range_url, proxy_url = f"http://127.0.0.1:{range_port}", f"http://127.0.0.1:{proxy_port}"
     server = api.start(workflows_dir, state_dir, project=PROJECT, location=LOCATION,
-                       env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url}},
+                       env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url, **(backfill_env or {})}},
                        **({"log": api_log} if api_log else {}))
     stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
     try:
