@@ -8,9 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements-dev.txt functions/*/requir
 .PHONY: run test bench clean
 
 run: $(STAMP)
-	@echo 'Serving the range function on http://127.0.0.1:8080 (Ctrl-C stops it). Try:'
-	@echo "  curl -s -X POST localhost:8080 -H 'Content-Type: application/json' -d '{\"start\":\"2022-02-15T00:00:00Z\",\"stop\":\"2022-02-18T00:00:00Z\",\"step\":\"0 1 * * *\"}'"
-	$(BIN)/functions-framework --target expand_range --source functions/range/main.py --host 127.0.0.1 --port 8080
+	$(BIN)/python -m localcloud demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
