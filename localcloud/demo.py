@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -37,6 +37,7 @@ WINDOW = {"start": "2024-03-01T00:00:00", "stop": "2024-03-06T00:00:00", "step":
 # What the window means, worked out here without the range function: every day at 01:00.
 WINDOW_TIMES = [datetime(2024, 3, day, 1, tzinfo=ZoneInfo(ZONE)).isoformat() for day in range(1, 6)]
 PARENT = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}"
+PAGE_SIZE = 2                  # small pages, so the backfill logs progress more than once
 WAIT_SECONDS = 60
 
 
@@ -66,6 +67,12 @@ def short(name: str) -> str:
 def label_of(moment: datetime) -> str:
     """The proxy's schedule_time label for a whole-second instant (README, Labels)."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dt%H-%M-%Sz")
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    names = [short(name) for name in summary.get("executions", [])]
+    return (", ".join(f"{key} {summary.get(key)}" for key in ("planned", "started", "skipped", "failed"))
+            + f", firstFailures {compact(summary.get('firstFailures'))}, executions [{', '.join(names)}]")
 
 
 class JsonLines:
@@ -159,9 +166,9 @@ class Story:
 
     # --- 1. a scheduled run ---------------------------------------------------------------------
     def scheduled_run(self) -> dict[str, Any]:
-        say(f"1. A scheduled run receives its scheduleTime")
+        say("1. A scheduled run receives its scheduleTime")
         say(f"   Cloud Scheduler job {JOB}: every minute in {ZONE}, POST {compact(BODY)} to the proxy")
-        say(f"   Run it now, as `gcloud scheduler jobs run` does (Google stamps it with the next scheduled time):")
+        say("   Run it now, as `gcloud scheduler jobs run` does (Google stamps it with the next scheduled time):")
         # Away from a minute boundary, so the job's own tick cannot fire while this step runs.
         while datetime.now().second >= 57:
             time.sleep(0.2)
@@ -204,7 +211,7 @@ class Story:
         check(answer["name"] == first["name"], "the repeated delivery answered another execution")
         found = self.list("example", f'labels.schedule_time="{label}"')
         check(len(found) == 1, f"expected one execution for {sent}, found {len(found)}")
-        say(f"   Re-running it with reprocess=failed starts nothing either, as it succeeded:")
+        say("   Re-running it with reprocess=failed starts nothing either, as it succeeded:")
         answer = self.run_through_proxy({**BODY, "scheduleTime": sent}, reprocess="failed")
         say(f"     started: {json.dumps(answer.get('started'))}, execution {short(answer.get('name', '?'))}")
         check(answer.get("started") is False and answer["name"] == first["name"],
@@ -216,7 +223,7 @@ class Story:
     def rerun_failed(self) -> None:
         when = FAILED_TIME.isoformat()
         body = {**BODY, "failFor": [when]}
-        say(f"3. An explicit re-run of a failed time")
+        say("3. An explicit re-run of a failed time")
         say(f"   Scheduler delivers {when} with {compact(body)} (example fails on purpose for failFor):")
         first = self.run_through_proxy(body, FAILED_TIME.astimezone(timezone.utc).isoformat())
         check(first.get("started") is True, "the first delivery started nothing")
@@ -240,7 +247,7 @@ class Story:
 
     # --- 4 and 5. backfills ---------------------------------------------------------------------
     def start_backfill(self, **options: Any) -> dict[str, Any]:
-        argument = {"workflow": "example", **WINDOW, "params": BODY, **options}
+        argument = {"workflow": "example", **WINDOW, "params": BODY, "pageSize": PAGE_SIZE, **options}
         say(f"   $ curl -X POST {self.workflows}/backfill/executions -H 'Authorization: Bearer x' \\")
         say(f"       -d '{compact({'argument': compact(argument)})}'")
         status, execution = http("POST", f"{self.workflows}/backfill/executions", {"argument": compact(argument)})
@@ -248,16 +255,17 @@ class Story:
         return execution
 
     def dry_run(self) -> None:
-        say(f"4. A dry run of a backfill: every day at 01:00 {ZONE}, {WINDOW['start']} to {WINDOW['stop']}")
+        say(f"4. A dry run of a backfill: every day at 01:00 {ZONE} from {WINDOW['start']} to {WINDOW['stop']},"
+            f" {PAGE_SIZE} times per page")
         execution = self.ended(self.start_backfill(dryRun=True)["name"])
         check(execution["state"] == "SUCCEEDED", f"the dry run ended {execution['state']}: {execution.get('error')}")
         result = json.loads(execution["result"])
-        say(f"     count {result.get('count')}, first {result.get('first')}, last {result.get('last')}")
+        say(f"     planned {result.get('planned')}, first {result.get('first')}, last {result.get('last')}")
         say(f"     first page {compact(result.get('firstPage'))}")
-        check(result.get("count") == len(WINDOW_TIMES), f"dry run count {result.get('count')}")
+        check(result.get("planned") == len(WINDOW_TIMES), f"the dry run plans {result.get('planned')} runs")
         check((result.get("first"), result.get("last")) == (WINDOW_TIMES[0], WINDOW_TIMES[-1]),
-              "dry run first/last differ from the window")
-        check(result.get("firstPage") == WINDOW_TIMES, "dry run first page differs from the window")
+              "the dry run's first or last time is not the window's")
+        check(result.get("firstPage") == WINDOW_TIMES[:PAGE_SIZE], "the dry run's first page is not the window's")
         check(not self.list("example", self.any_of(WINDOW_TIMES)), "the dry run started runs")
         say("   ok: nothing started")
 
@@ -267,7 +275,7 @@ class Story:
         execution = self.follow(backfill)
         check(execution["state"] == "SUCCEEDED", f"the backfill ended {execution['state']}: {execution.get('error')}")
         summary = json.loads(execution["result"])
-        say(f"   summary: {compact(summary)}")
+        say(f"   summary: {summary_line(summary)}")
         check((summary.get("planned"), summary.get("started"), summary.get("skipped"), summary.get("failed"))
               == (len(WINDOW_TIMES), len(WINDOW_TIMES), 0, 0), "the backfill summary is not 5 started")
         for when in WINDOW_TIMES:
@@ -275,12 +283,12 @@ class Story:
             check(len(runs) == 1, f"expected one run for {when}, found {len(runs)}")
             check(runs[0]["state"] == "SUCCEEDED" and json.loads(runs[0]["result"]) == {"scheduleTime": when},
                   f"the run for {when} ended {runs[0]['state']} with {runs[0].get('result')}")
-        say(f"   ok: one run per day, each received its own scheduleTime")
+        say("   ok: one run per day, each received its own scheduleTime")
         say("   The same backfill again (reprocess: none) skips the days that ran:")
         again = self.ended(self.start_backfill(concurrency=2)["name"])
         check(again["state"] == "SUCCEEDED", f"the second backfill ended {again['state']}: {again.get('error')}")
         summary = json.loads(again["result"])
-        say(f"   summary: {compact(summary)}")
+        say(f"   summary: {summary_line(summary)}")
         check((summary.get("started"), summary.get("skipped")) == (0, len(WINDOW_TIMES)),
               "the second backfill did not skip every day")
         say("   ok: nothing ran twice")
@@ -295,7 +303,8 @@ class Story:
             logs = [entry["message"] for entry in list(self.stack.api.logs)
                     if entry["logging.googleapis.com/labels"]["workflows.googleapis.com/execution_id"] == backfill_id]
             for message in logs[printed_logs:]:
-                say(f"     log: {message if isinstance(message, str) else compact(message)}")
+                text = message.get("message") if isinstance(message, dict) else message
+                say(f"     log: {text if isinstance(text, str) else compact(message)}")
             printed_logs = len(logs)
             for run in self.list("example", f'labels.trigger="explicit" AND createTime>="{backfill["createTime"]}"'):
                 if run["name"] not in printed_runs and run["state"] not in ("ACTIVE", "QUEUED"):
@@ -314,7 +323,7 @@ def reset(state: Path) -> None:
         path.unlink()
 
 
-def try_it(stack: local_stack.Stack, state: Path, workflows: Path) -> None:
+def try_it(stack: local_stack.Stack, state: Path) -> None:
     python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
     when = "2024-03-10T00:00:00Z"
     range_body = compact({**WINDOW, "countOnly": True})
@@ -325,9 +334,8 @@ def try_it(stack: local_stack.Stack, state: Path, workflows: Path) -> None:
     say(f"    -H 'X-CloudScheduler-ScheduleTime: {when}' -d '{compact(BODY)}'")
     say(f"  curl -s -X POST {stack.range_url} -d '{range_body}'")
     say(f"  curl -s -X POST {stack.scheduler.url}/v1/{PARENT}/jobs/{JOB}:run -H 'Authorization: Bearer x'")
-    if (workflows / "backfill.yaml").is_file():
-        say(f"  curl -s -X POST {stack.api.url}/v1/{PARENT}/workflows/backfill/executions \\")
-        say(f"    -H 'Authorization: Bearer x' -d '{backfill}'")
+    say(f"  curl -s -X POST {stack.api.url}/v1/{PARENT}/workflows/backfill/executions \\")
+    say(f"    -H 'Authorization: Bearer x' -d '{backfill}'")
     say(f"  {python} -m localcloud executions list --api {stack.api.url} --workflow example")
     say(f"  {python} -m localcloud executions list --state {state} --filter 'state=\"FAILED\"'")
     say(f"  tail -f {state}/logs/proxy.log")
@@ -384,18 +392,17 @@ def main(argv: list[str] | None = None) -> int:
             say()
             story.rerun_failed()
             say()
-            if (args.workflows / "backfill.yaml").is_file():
-                story.dry_run()
-                say()
-                story.backfill()
-                say()
+            story.dry_run()
+            say()
+            story.backfill()
+            say()
             status = 0
             say("All steps passed.")
         except StepFailed as error:
             say(f"   FAILED: {error}")
         if not args.no_serve:
             say()
-            try_it(stack, state, args.workflows)
+            try_it(stack, state)
             serving.set()
             threading.Event().wait()
     except KeyboardInterrupt:
