@@ -109,6 +109,8 @@ def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None
             return error.code, json.loads(text)
         except ValueError:
             return error.code, text.decode(errors="replace")
+    except OSError as error:        # refused, reset, timed out: a piece of the stack is down
+        raise StepFailed(f"{method} {url}: {getattr(error, 'reason', error)}") from None
 
 
 class Story:
@@ -168,7 +170,7 @@ class Story:
     def scheduled_run(self) -> dict[str, Any]:
         say("1. A scheduled run receives its scheduleTime")
         say(f"   Cloud Scheduler job {JOB}: every minute in {ZONE}, POST {compact(BODY)} to the proxy")
-        say("   Run it now, as `gcloud scheduler jobs run` does (Google stamps it with the next scheduled time):")
+        say("   Run it now, as `gcloud scheduler jobs run` does (a forced run carries the next scheduled time):")
         # Away from a minute boundary, so the job's own tick cannot fire while this step runs.
         while datetime.now().second >= 57:
             time.sleep(0.2)
@@ -375,7 +377,11 @@ def main(argv: list[str] | None = None) -> int:
     status = 1
     stack = None
     try:
-        stack = local_stack.start(state, args.workflows, jobs=[job], log_dir=logs, api_log=api_log)
+        try:
+            stack = local_stack.start(state, args.workflows, jobs=[job], log_dir=logs, api_log=api_log)
+        except (OSError, RuntimeError) as error:     # e.g. a function that does not start: see its log
+            say(f"Could not start the stack: {error} (logs in {logs}/)")
+            return 1
         stack.scheduler.scheduler.log = scheduler_log
         names = sorted(path.stem for path in args.workflows.glob("*.yaml"))
         say(f"  Executions API   {stack.api.url}  ({', '.join(names)} deployed; log {logs}/api.log)")
