@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 
 import pytest
@@ -129,6 +130,8 @@ def test_ctrl_c_while_serving_stops_every_process(tmp_path):
     state = tmp_path / "state"
     process = subprocess.Popen([sys.executable, "-m", "localcloud", "demo", "--state", str(state)], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.terminate)     # never hang the suite on a stuck demo
+    watchdog.start()
     try:
         lines = []
         for line in process.stdout:
@@ -150,6 +153,7 @@ def test_ctrl_c_while_serving_stops_every_process(tmp_path):
         process.send_signal(signal.SIGINT)
         rest, errors = process.communicate(timeout=30)
     finally:
+        watchdog.cancel()
         if process.poll() is None:     # a failed assertion: still stop the stack, not just the demo
             process.terminate()
             process.wait(30)
