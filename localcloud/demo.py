@@ -366,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     serving = threading.Event()
 
     def scheduler_line(entry: dict[str, Any]) -> None:
-        if serving.is_set():
-            say(f"  scheduler: {entry['message']}" + (f" ({entry['scheduleTime']})" if entry.get("scheduleTime") else ""))
+        if serving.is_set() and "attempt" in entry:
+            answer = entry["message"].rsplit("-> ", 1)[-1]
+            say(f"  {JOB} delivered {entry.get('scheduleTime')} to the proxy: {answer}")
 
     api_log, scheduler_log = JsonLines(logs / "api.log"), JsonLines(logs / "scheduler.log", scheduler_line)
     job = {"name": JOB, "schedule": "* * * * *", "timeZone": ZONE, "uri": "{proxy}/v1/" + PARENT +
