@@ -352,6 +352,19 @@ def test_path_tricks_are_refused_and_never_forwarded(proxy, workflows, path):
     assert workflows.calls == []
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/projects/my%0Aproject/locations/europe-west1/workflows/daily_report/executions",
+    "/favicon.ico",
+    "/robots.txt",
+])
+def test_paths_the_framework_routes_itself_still_get_googles_error_shape(proxy, workflows, path):
+    # functions-framework answers these before `proxy` runs (its router cannot match a decoded
+    # newline; it reserves the two file names): the answer must still be Google's JSON.
+    status, body = raw_post(proxy.url, path)
+    assert (status, body["error"]["code"], body["error"]["status"]) == (404, 404, "NOT_FOUND")
+    assert workflows.calls == []
+
+
 def test_only_post_is_served(proxy, workflows):
     status, body = raw_post(proxy.url, URL_PATH, b"", method="GET")
     assert (status, body["error"]["status"]) == (404, "NOT_FOUND")

@@ -265,6 +265,14 @@ def test_other_methods_and_paths(server):
     assert (status, answer["error"]["status"]) == (404, "NOT_FOUND")
 
 
+@pytest.mark.parametrize("path", ["/range%0A", "/favicon.ico", "/robots.txt"])
+def test_paths_the_framework_routes_itself_still_get_googles_error_shape(server, path):
+    # functions-framework answers these before expand_range runs (its router cannot match a
+    # decoded newline; it reserves the two file names): the answer must still be JSON.
+    status, answer = call(server, GOOD, path=path)
+    assert (status, answer["error"]["code"], answer["error"]["status"]) == (404, 404, "NOT_FOUND")
+
+
 # -- logs -------------------------------------------------------------------------------------
 def test_one_structured_log_line_per_request(server):
     _, log_path = server

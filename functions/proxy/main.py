@@ -15,6 +15,9 @@ from datetime import datetime, timezone
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+import functions_framework
+from werkzeug.exceptions import HTTPException
+
 import scheduled_time
 import workflows_api
 from workflows_api import ApiError
@@ -51,6 +54,15 @@ def proxy(request):
         log.update(outcome="internal_error", message=f"internal error: {type(error).__name__}")
     _write_log(request, log, code, began)
     return json.dumps(payload), code, {"Content-Type": "application/json"}
+
+
+@functions_framework.errorhandler(HTTPException)
+def _framework_error(error: HTTPException):
+    """What the framework answers before `proxy` runs (a path its router cannot match, such as
+    one with an encoded newline, or /favicon.ico) is still in Google's error shape."""
+    body = ApiError(error.code or 500, f"not found: {error.description}" if error.code == 404
+                    else str(error.description)).body()
+    return json.dumps(body), error.code, {"Content-Type": "application/json"}
 
 
 def _handle(request, log: dict, began: float) -> tuple[int, dict]:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import flask
 import functions_framework
+from werkzeug.exceptions import HTTPException
 
 from cron_window import EPOCH, CronError, CronSchedule, CronWindow
 
@@ -175,6 +176,14 @@ def log(request: flask.Request, severity: str, message: str, **fields) -> None:
         project = os.environ.get("GOOGLE_CLOUD_PROJECT")
         entry["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace_id}" if project else trace_id
     print(json.dumps(entry), flush=True)
+
+
+@functions_framework.errorhandler(HTTPException)
+def framework_error(exc: HTTPException) -> flask.Response:
+    """What the framework answers before `expand_range` runs (a path its router cannot match,
+    such as one with an encoded newline, or /favicon.ico) is still in Google's error shape."""
+    status = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.code, "INVALID_ARGUMENT")
+    return error(exc.code or 400, status, f"{exc.description} POST to / or /range")
 
 
 @functions_framework.http
