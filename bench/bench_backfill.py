@@ -1,0 +1,77 @@
+"""Runs started per second by a local backfill at concurrency 1, 10 and 50.
+
+Two workloads, each on a fresh local stack per concurrency (empty history, so every backfill
+pays the same lookups) and the same window at every concurrency:
+  - start only: TIMES minutely times in pages of PAGE_SIZE, `wait: false`: what starting costs;
+  - wait: WAIT_TIMES times, `wait: true`, each run sleeping RUN_SECONDS: runs that take time,
+    where concurrency is what bounds the rate (and the backfill polls each run it waits for).
+The clock runs from the create of the backfill execution to its end, as `gcloud workflows run`
+sees it. A parallel step runs at most 20 iterations at once (Workflows' default concurrency
+limit, which localcloud applies too), so 50 workers start at most 20 runs at a time.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from localcloud import stack as local_stack  # noqa: E402
+
+TIMES, PAGE_SIZE, CONCURRENCIES = 1000, 100, (1, 10, 50)
+WAIT_TIMES, RUN_SECONDS = 40, 0.2
+AUTH = {"Authorization": "Bearer bench"}
+
+
+def backfill_seconds(concurrency: int, times: int, **options) -> tuple[float, dict]:
+    with tempfile.TemporaryDirectory() as state:
+        stack = local_stack.start(state, api_log=lambda entry: None)
+        try:
+            start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+            argument = {"workflow": "example", "start": start.isoformat(),
+                        "stop": (start + timedelta(minutes=times)).isoformat(), "step": "* * * * *",
+                        "concurrency": concurrency, "pageSize": PAGE_SIZE, **options}
+            parent = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/backfill"
+            began = time.perf_counter()
+            name = requests.post(f"{stack.api.url}/v1/{parent}/executions", headers=AUTH, timeout=30,
+                                 json={"argument": json.dumps(argument)}).json()["name"]
+            stack.api.executions.wait(name)
+            seconds = time.perf_counter() - began
+            execution = requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=30).json()
+        finally:
+            stack.stop()
+    if execution["state"] != "SUCCEEDED":
+        raise SystemExit(f"backfill at concurrency {concurrency} ended {execution['state']}: {execution.get('error')}")
+    return seconds, json.loads(execution["result"])
+
+
+def rates(times: int, **options) -> list[float]:
+    rates = []
+    for concurrency in CONCURRENCIES:
+        seconds, result = backfill_seconds(concurrency, times, **options)
+        if result["started"] != times or result["failed"]:
+            raise SystemExit(f"concurrency {concurrency}: {result}")
+        rates.append(times / seconds)
+    return rates
+
+
+def main() -> None:
+    start_only = rates(TIMES)
+    waiting = rates(WAIT_TIMES, wait=True, params={"sleepSeconds": RUN_SECONDS})
+    print("backfill runs started per second (fresh local stack each; ratio vs concurrency 1)")
+    print(f"  start only: {TIMES} times, pages of {PAGE_SIZE}; wait: {WAIT_TIMES} times, "
+          f"wait: true, runs of {RUN_SECONDS} s")
+    print(f"{'concurrency':>11} | {'start only':>10} {'ratio':>6} | {'wait':>6} {'ratio':>6}")
+    for concurrency, fast, slow in zip(CONCURRENCIES, start_only, waiting):
+        print(f"{concurrency:>11} | {fast:>10.1f} {fast / start_only[0]:>5.1f}x | "
+              f"{slow:>6.1f} {slow / waiting[0]:>5.1f}x")
+
+
+if __name__ == "__main__":
+    main()
