@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from datetime import date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from zoneinfo import ZoneInfo
@@ -177,6 +178,25 @@ def test_dry_run_previews_and_starts_nothing(stack):
              (datetime.fromisoformat(s) for s in daily(date(2024, 8, 1), 5, 8, "Europe/Paris"))]
     assert result == {"dryRun": True, "planned": 5, "first": times[0], "last": times[-1], "firstPage": times[:2]}
     assert example_runs(stack, "dry") == []
+
+
+def test_cancelling_the_backfill_stops_further_starts(stack):
+    argument = {"workflow": "example", "start": "2024-11-01T00:00:00Z", "stop": "2024-11-01T20:00:00Z",
+                "step": "0 * * * *", "wait": True, "params": {"case": "cancel", "sleepSeconds": 0.3}}
+    name = requests.post(f"{stack.api.url}/v1/{PARENT}/backfill/executions", headers=AUTH, timeout=10,
+                         json={"argument": json.dumps(argument)}).json()["name"]
+    for _ in range(200):
+        if example_runs(stack, "cancel"):
+            break
+        time.sleep(0.05)
+    cancelled = requests.post(f"{stack.api.url}/v1/{name}:cancel", headers=AUTH, timeout=10)
+    assert cancelled.status_code == 200, cancelled.text
+    stack.api.executions.wait(name, timeout=30)
+
+    started = finished(stack, example_runs(stack, "cancel"))
+    assert requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=10).json()["state"] == "CANCELLED"
+    assert 1 <= len(started) < 20
+    assert len(example_runs(stack, "cancel")) == len(started)   # nothing started once it ended
 
 
 # --------------------------------------------------------------------------- limits and faults
