@@ -53,6 +53,22 @@ def parse_filter(text: str | None) -> Predicate:
     return predicate
 
 
+def required_labels(text: str | None) -> dict[str, str]:
+    """The `labels.KEY="VALUE"` restrictions every match must meet, for an index lookup.
+    Only a plain conjunction qualifies; with OR, NOT or parentheses this gives {} (no narrowing)."""
+    tokens = _tokens(text or "")
+    if any(kind in ("lparen", "rparen") or value in ("OR", "NOT") or
+           (kind == "word" and value.startswith("-")) for kind, value in tokens):
+        return {}
+    required = {}
+    for (kind, field), op, (value_kind, value) in zip(tokens, tokens[1:], tokens[2:]):
+        if kind == "word" and field.startswith("labels.") and op == ("op", "=") and value_kind != "op":
+            if required.get(field[7:], value) != value:
+                return {}  # contradictory: the full predicate rejects everything anyway
+            required[field[7:]] = value
+    return required
+
+
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str]]):
         self.tokens, self.pos = tokens, 0

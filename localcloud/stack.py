@@ -111,11 +111,6 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
     server = api.start(workflows_dir, state_dir, project=PROJECT, location=LOCATION,
                        env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url, **(backfill_env or {})}},
                        **({"log": api_log} if api_log else {}))
-    # The API writes headers and body in two sends: on the proxy's kept-alive connection Nagle's
-    # algorithm then waits for a delayed ACK (~40 ms per call). TCP_NODELAY avoids it; it belongs
-    # in api.ExecutionsHandler (disable_nagle_algorithm = True) and can go once it is there.
-    server.RequestHandlerClass = type("NoDelayHandler", (server.RequestHandlerClass,),
-                                      {"disable_nagle_algorithm": True})
     stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
     try:
         def log_file(name: str) -> IO[bytes] | int:

@@ -7,6 +7,7 @@ server writes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -21,7 +22,16 @@ CREATE TABLE IF NOT EXISTS executions (
     doc TEXT NOT NULL                        -- the Execution resource as JSON
 );
 CREATE INDEX IF NOT EXISTS executions_parent ON executions (parent, seq);
+-- Labels are immutable after create, so an index of them never goes stale. It keeps the proxy's
+-- lookup (`labels.run_digest="..."`) from reading every execution of the workflow.
+CREATE TABLE IF NOT EXISTS labels (
+    seq INTEGER NOT NULL REFERENCES executions (seq),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS labels_key_value ON labels (key, value, seq);
 """
+LABELS_INDEXED = 1  # PRAGMA user_version of a store whose labels table is filled
 
 Execution = dict[str, Any]
 
@@ -35,6 +45,29 @@ class Store:
                                    timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        if self._db.execute("PRAGMA user_version").fetchone()[0] < LABELS_INDEXED:
+            self._index_labels()
+
+    def _index_labels(self) -> None:
+        """Fill the labels table of a store written before it existed."""
+        with self._lock, self._transaction():
+            for seq, doc in self._db.execute("SELECT seq, doc FROM executions").fetchall():
+                self._insert_labels(seq, json.loads(doc))
+            self._db.execute(f"PRAGMA user_version = {LABELS_INDEXED}")
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _insert_labels(self, seq: int, execution: Execution) -> None:
+        self._db.executemany("INSERT INTO labels (seq, key, value) VALUES (?, ?, ?)",
+                             [(seq, key, value) for key, value in (execution.get("labels") or {}).items()])
 
     def close(self) -> None:
         with self._lock:
@@ -42,9 +75,10 @@ class Store:
 
     def insert(self, execution: Execution) -> None:
         parent = execution["name"].rsplit("/executions/", 1)[0]
-        with self._lock:
-            self._db.execute("INSERT INTO executions (name, parent, doc) VALUES (?, ?, ?)",
-                             (execution["name"], parent, json.dumps(execution)))
+        with self._lock, self._transaction():
+            cursor = self._db.execute("INSERT INTO executions (name, parent, doc) VALUES (?, ?, ?)",
+                                      (execution["name"], parent, json.dumps(execution)))
+            self._insert_labels(cursor.lastrowid, execution)
 
     def get(self, name: str) -> Execution | None:
         with self._lock:
@@ -62,9 +96,14 @@ class Store:
                 self._db.execute("UPDATE executions SET doc = ? WHERE name = ?", (json.dumps(new), name))
             return new
 
-    def scan(self, parent: str | None = None, max_seq: int | None = None) -> Iterator[tuple[int, Execution]]:
-        """(seq, execution) pairs in creation order, for one workflow or all, up to max_seq."""
+    def scan(self, parent: str | None = None, max_seq: int | None = None,
+             labels: dict[str, str] | None = None) -> Iterator[tuple[int, Execution]]:
+        """(seq, execution) pairs in creation order, for one workflow or all, up to max_seq,
+        narrowed to those that carry every one of `labels`."""
         query, args = "SELECT seq, doc FROM executions WHERE 1=1", []
+        for key, value in (labels or {}).items():
+            query += " AND seq IN (SELECT seq FROM labels WHERE key = ? AND value = ?)"
+            args += [key, value]
         if parent is not None:
             query, args = query + " AND parent = ?", args + [parent]
         if max_seq is not None:

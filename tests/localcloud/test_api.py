@@ -322,6 +322,10 @@ def test_paging_visits_every_execution_once_even_when_new_ones_arrive(seeded):
     ('createTime>="2024-01-01T02:00:00Z"', lambda d: d["createTime"] >= "2024-01-01T02:00:00"),
     ('executionId="e0042"', lambda d: d["name"].endswith("/e0042")),
     ('labels.missing="x"', lambda d: False),
+    ('labels.parity="odd" labels.i="3"', lambda d: d["labels"]["i"] == "3"),
+    ('labels.parity="odd" AND labels.parity="even"', lambda d: False),
+    ('-labels.parity="odd"', lambda d: d["labels"]["parity"] != "odd"),
+    ('labels.parity="odd" OR labels.i="4"', lambda d: d["labels"]["parity"] == "odd" or d["labels"]["i"] == "4"),
 ])
 def test_filters_select_what_a_direct_python_check_selects(seeded, text, keep):
     client, docs = seeded
@@ -383,6 +387,21 @@ def test_history_survives_a_restart_and_active_runs_end_failed(workflows, state)
         assert ids(client.list("hello")["executions"]) == ids([finished])
     finally:
         second.stop()
+
+
+def test_a_store_written_before_the_label_index_is_indexed_when_opened(workflows, state):
+    import sqlite3
+    docs = seed(state, 12)
+    with sqlite3.connect(state / "executions.sqlite3") as db:  # as an older localcloud left it
+        db.execute("DELETE FROM labels")
+        db.execute("PRAGMA user_version = 0")
+    started = api.start(workflows, state, log=quiet)
+    try:
+        found = Client(started.url).list("hello", filter='labels.parity="odd"')
+        assert ids(found["executions"]) == ids(sorted((d for d in docs if d["labels"]["parity"] == "odd"),
+                                                      key=lambda d: d["createTime"], reverse=True))
+    finally:
+        started.stop()
 
 
 def test_concurrent_creates_are_all_recorded_and_run(client):
