@@ -19,7 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
@@ -32,6 +32,7 @@ ZONE = "Europe/Stockholm"
 JOB = "example-every-minute"
 BODY = {"table": "sales"}
 FAILED_TIME = datetime(2024, 2, 29, 1, tzinfo=ZoneInfo(ZONE))     # step 3's run, told to fail
+OUTAGE_SECONDS = 4                                                  # how long step 3's source is down
 WINDOW = {"start": "2024-03-01T00:00:00", "stop": "2024-03-06T00:00:00", "step": "0 1 * * *",
           "timezone": ZONE}
 # What the window means, worked out here without the range function: every day at 01:00.
@@ -224,28 +225,39 @@ class Story:
     # --- 3. a failed time, re-run ---------------------------------------------------------------
     def rerun_failed(self) -> None:
         when = FAILED_TIME.isoformat()
-        body = {**BODY, "failFor": [when]}
+        # The source is "down" for a few seconds: the run fails, and a re-run of the very same
+        # argument after that succeeds. The margin leaves room for a slow machine.
+        back = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=OUTAGE_SECONDS)
+        body = {**BODY, "failFor": [when], "failUntil": back.isoformat()}
         say("3. An explicit re-run of a failed time")
-        say(f"   Scheduler delivers {when} with {compact(body)} (example fails on purpose for failFor):")
+        say(f"   Scheduler delivers {when} with {compact(body)}")
+        say("   (example fails for the times in failFor while the clock is before failUntil, as if its source were down):")
         first = self.run_through_proxy(body, FAILED_TIME.astimezone(timezone.utc).isoformat())
         check(first.get("started") is True, "the first delivery started nothing")
         first = self.ended(first["name"])
         self.show(first)
         check(first["state"] == "FAILED", f"{short(first['name'])} ended {first['state']}, expected FAILED")
+        wait = (back - datetime.now(timezone.utc)).total_seconds() + 0.2
+        say(f"   The source is back at {back.isoformat()}; waiting {max(wait, 0):.1f} s.")
+        time.sleep(max(wait, 0))
         say(f"   Re-run it: POST the proxy with \"scheduleTime\": \"{when}\" in the same body and reprocess=failed:")
         again = self.run_through_proxy({**body, "scheduleTime": when}, reprocess="failed")
         say(f"     started: {json.dumps(again.get('started'))}, execution {short(again.get('name', '?'))}")
         check(again.get("started") is True, "reprocess=failed did not re-run the failed time")
         check(again["name"] != first["name"], "the re-run answered the failed execution")
-        self.ended(again["name"])
+        again = self.ended(again["name"])
+        check(again["state"] == "SUCCEEDED", f"the re-run ended {again['state']}, expected SUCCEEDED")
         runs = self.list("example", f'labels.schedule_time="{label_of(FAILED_TIME)}"')
         say(f"   Executions for {when} now, oldest first:")
         for run in runs:
             say(f"     {short(run['name'])}  {run['state']}  trigger={run['labels']['trigger']}")
         check([run["name"] for run in runs] == [first["name"], again["name"]],
               f"expected the failed execution and its re-run, found {[short(r['name']) for r in runs]}")
-        say("   ok: a new execution of the same run (same run_digest label). It fails again here because"
-            " failFor is part of its argument; fix the cause, then re-run.")
+        say("   ok: the re-run is a new execution of the same run (same run_digest label), and it succeeded;"
+            " reprocess=failed now starts nothing more")
+        answer = self.run_through_proxy({**body, "scheduleTime": when}, reprocess="failed")
+        check(answer.get("started") is False and answer.get("name") == again["name"],
+              "reprocess=failed re-ran a time whose newest run succeeded")
 
     # --- 4 and 5. backfills ---------------------------------------------------------------------
     def start_backfill(self, **options: Any) -> dict[str, Any]:
