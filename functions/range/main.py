@@ -85,9 +85,8 @@ def parse_instant(body: dict, field: str, tz: ZoneInfo) -> int:
         if not match:
             raise ValueError
         day, clock, fraction, offset = match.groups()
-        moment = datetime.fromisoformat(f"{day}T{clock}")
-        if offset is None:
-            moment = moment.replace(tzinfo=tz)  # fold=0: the earlier reading of a repeated time
+        if offset is None:  # fold=0: the earlier reading of a repeated time
+            moment = datetime.fromisoformat(f"{day}T{clock}").replace(tzinfo=tz)
         else:
             moment = datetime.fromisoformat(f"{day}T{clock}{'+00:00' if offset in 'Zz' else offset}")
         in_range = EARLIEST <= moment <= LATEST
