@@ -295,17 +295,22 @@ def _arith(op: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
     return apply
 
 
+_add_numbers = _arith("+", lambda a, b: a + b)
+
+
 def _add(a: Any, b: Any) -> Any:
     if isinstance(a, str) and isinstance(b, str):
         return a + b
-    return _arith("+", lambda x, y: x + y)(a, b)
+    return _add_numbers(a, b)
 
 
 def _nonzero(op: str, fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    checked = _arith(op, fn)
+
     def apply(a: Any, b: Any) -> Any:
         if is_number(a) and is_number(b) and b == 0:
             fail(["ZeroDivisionError", "ArithmeticError"], "division by zero")
-        return _arith(op, fn)(a, b)
+        return checked(a, b)
     return apply
 
 
