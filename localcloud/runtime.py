@@ -78,6 +78,7 @@ class Returned:
 
 
 BREAK, CONTINUE, END = Jump("break"), Jump("continue"), Jump("end")
+_RESERVED_JUMPS = {"break": BREAK, "continue": CONTINUE, "end": END}
 Signal = Jump | Returned | None
 
 
@@ -457,7 +458,7 @@ class Execution:
 
 
 def jump(target: str) -> Jump:
-    return {"break": BREAK, "continue": CONTINUE, "end": END}.get(target) or Jump(target)
+    return _RESERVED_JUMPS.get(target) or Jump(target)
 
 
 def _bind(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
