@@ -170,8 +170,7 @@ class _Run:
             "orderBy": "createTime desc", "pageSize": "1", "view": "FULL"})
         executions = found.get("executions")
         newest = executions[0] if isinstance(executions, list) and executions else None
-        newest = newest if isinstance(newest, dict) else None
-        if newest is not None and not _should_start(self.reprocess, newest.get("state")):
+        if isinstance(newest, dict) and not _should_start(self.reprocess, newest.get("state")):
             return {**newest, "started": False}
         created = workflows_api.call("POST", path, self.deadline, json_body=create_body)
         return {**created, "started": True}
