@@ -90,7 +90,10 @@ def test_render_agrees_with_the_c_library_and_parses_back(seconds, micro, zone):
     try:
         local = time.localtime(seconds)
     finally:
-        os.environ.pop("TZ") if saved is None else os.environ.__setitem__("TZ", saved)
+        if saved is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = saved
         time.tzset()
     offset_minutes = local.tm_gmtoff // 60
     sign = "-" if offset_minutes < 0 else "+"
