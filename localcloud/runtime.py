@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
@@ -159,7 +160,7 @@ def assign(scope: Scope, target: ld.Target, value: Any) -> None:
             container = get_item(container, key)
         key = keys[-1]
         previous = _slot(container, key)
-        _set_slot(container, key, value)
+        container[key] = value
         try:
             owner.store(target.root, root)
         except WorkflowError:
@@ -176,13 +177,8 @@ def _slot(container: Any, key: Any) -> Any:
             fail("TypeError", f"map keys are strings, got {type_name(key)}")
         return container.get(key, _MISSING)
     if isinstance(container, list):
-        get_item(container, key)                # IndexError / TypeError as for a read
-        return container[key]
+        return get_item(container, key)         # IndexError / TypeError as for a read
     fail("TypeError", f"cannot assign into a {type_name(container)}")
-
-
-def _set_slot(container: Any, key: Any, value: Any) -> None:
-    container[key] = value
 
 
 def _restore_slot(container: Any, key: Any, previous: Any) -> None:
@@ -351,12 +347,12 @@ class Execution:
         jobs: list[tuple[str, Callable[[], None]]] = []
         if step.branches is not None:
             for name, body in step.branches:
-                jobs.append((name, _bind(self.run_branch, body, scope, shared, {})))
+                jobs.append((name, partial(self.run_branch, body, scope, shared, {})))
         else:
             loop = step.loop
             for index, value in self.loop_values(loop, scope):
                 bindings = {loop.value: value, **({loop.index: index} if loop.index else {})}
-                jobs.append((str(index), _bind(self.run_branch, loop.body, scope, shared, bindings)))
+                jobs.append((str(index), partial(self.run_branch, loop.body, scope, shared, bindings)))
         if not jobs:
             return None
         errors: list[tuple[str, WorkflowError]] = []
@@ -459,10 +455,6 @@ class Execution:
 
 def jump(target: str) -> Jump:
     return _RESERVED_JUMPS.get(target) or Jump(target)
-
-
-def _bind(fn: Callable[..., None], *args: Any) -> Callable[[], None]:
-    return lambda: fn(*args)
 
 
 def _inclusive_range(start: int | float, end: int | float) -> Iterator[int | float]:
