@@ -314,7 +314,7 @@ class Execution:
         loop_scope = Scope(self, scope.routine, scope.depth, parent=scope)
         try:
             for index, value in self.loop_values(step.loop, scope):
-                loop_scope.store(step.loop.value, copy_value(value))
+                loop_scope.store(step.loop.value, value)
                 if step.loop.index:
                     loop_scope.store(step.loop.index, index)
                 signal = self.run_steps(step.loop.body, loop_scope)
@@ -327,6 +327,7 @@ class Execution:
             loop_scope.release()
 
     def loop_values(self, loop: ld.Loop, scope: Scope) -> Iterator[tuple[int, Any]]:
+        """(index, value) pairs; each value is a private copy that its iteration may keep as is."""
         if loop.items is not None:
             items = loop.items.eval(scope)
             if not isinstance(items, list):
@@ -382,7 +383,7 @@ class Execution:
         branch = Scope(self, parent.routine, parent.depth, parent=parent, shared=shared)
         try:
             for name, value in bindings.items():
-                branch.store(name, copy_value(value))
+                branch.store(name, value)
             signal = self.run_steps(body, branch)
             if signal is not None and signal is not CONTINUE:
                 fail("SystemError", f"cannot leave a parallel branch with '{signal}'")
