@@ -82,8 +82,7 @@ class Condition:
     assign: list[tuple[Target, ex.Node]] | None = None
     steps: Steps | None = None
     raise_: ex.Node | None = None
-    return_: ex.Node | None = None
-    has_return: bool = False
+    return_: ex.Node | None = None      # `return: null` is Const(None), so None means no return
     next: str | None = None
 
 
@@ -417,7 +416,6 @@ class _Compiler:
                 steps=self.steps(item["steps"], f"{where} switch") if "steps" in item else None,
                 raise_=self.value(item["raise"], where) if "raise" in item else None,
                 return_=self.value(item["return"], where) if "return" in item else None,
-                has_return="return" in item,
                 next=self.next(item["next"], where) if "next" in item else None,
             ))
         return Switch(name, nxt, conditions)
@@ -638,7 +636,7 @@ class _Checker:
                         self.jump(cond.next, visible, where, in_loop, parallel is not None)
                     if cond.assign:
                         self.assigns([t for t, _ in cond.assign], defined, parallel, where)
-                    if cond.has_return and parallel is not None:
+                    if cond.return_ is not None and parallel is not None:
                         raise LoadError(f"{where}: 'return' inside a parallel branch is not supported")
                     if cond.steps:
                         self.walk(cond.steps, visible + [cond.steps], defined, parallel, depth, in_loop)

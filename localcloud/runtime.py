@@ -304,7 +304,7 @@ class Execution:
                     return signal
             if cond.raise_ is not None:
                 raise WorkflowError(copy_value(cond.raise_.eval(scope)))
-            if cond.has_return:
+            if cond.return_ is not None:
                 return Returned(cond.return_.eval(scope))
             return jump(cond.next) if cond.next else None
         return None
