@@ -383,15 +383,9 @@ class _Compiler:
         if not isinstance(args, dict):
             raise LoadError(f"{where}: 'args' must be a map")
         result = _identifier(body["result"], f"{where} result") if "result" in body else None
-        subworkflow = function in self.routines
-        if subworkflow:
-            self.check_arguments(function, [p.name for p in self.routines[function]],
-                                 {p.name for p in self.routines[function] if not p.has_default}, [], args, where)
-        else:
-            builtin = self.check_function(function, where)
-            self.check_arguments(function, builtin.params, builtin.required, [], args, where)
+        self.check_arguments(function, [], args, where)
         compiled = {str(k): self.value(v, f"{where} args.{k}") for k, v in args.items()}
-        return Call(name, nxt, function, subworkflow, compiled, result)
+        return Call(name, nxt, function, function in self.routines, compiled, result)
 
     def step_switch(self, name: str, nxt: str | None, body: dict, where: str) -> Step:
         raw = body["switch"]
@@ -575,18 +569,16 @@ class _Compiler:
     def functions(self, node_list: list[ex.Node], where: str) -> None:
         for node in node_list:
             for call in ex.calls(node):
-                if call.name in self.routines:
-                    params = self.routines[call.name]
-                    names, required = [p.name for p in params], {p.name for p in params if not p.has_default}
-                else:
-                    builtin = self.check_function(call.name, where)
-                    names, required = list(builtin.params), builtin.required
-                self.check_arguments(call.name, names, required, call.args, {}, where)
+                self.check_arguments(call.name, call.args, {}, where)
 
-    @staticmethod
-    def check_arguments(function: str, names: list[str] | tuple[str, ...], required: set[str] | frozenset[str],
-                        positional: tuple | list, named: dict, where: str) -> None:
+    def check_arguments(self, function: str, positional: tuple | list, named: dict, where: str) -> None:
         """The same binding as Builtin.call and subworkflow calls, done once before running."""
+        if function in self.routines:
+            params = self.routines[function]
+            names, required = [p.name for p in params], {p.name for p in params if not p.has_default}
+        else:
+            builtin = self.check_function(function, where)
+            names, required = list(builtin.params), builtin.required
         if len(positional) > len(names):
             raise LoadError(f"{where}: {function} takes at most {len(names)} arguments, got {len(positional)}")
         given = set(names[:len(positional)])
