@@ -37,9 +37,9 @@ def size_of(value: Any) -> int:
 class Budget:
     """Counters shared by every branch of one execution."""
 
-    def __init__(self, memory_limit: int | None = None, step_limit: int | None = None):
-        self.memory_limit = memory_limit or MEMORY_LIMIT
-        self.step_limit = step_limit or STEP_LIMIT
+    def __init__(self):
+        self.memory_limit = MEMORY_LIMIT    # read per execution, so a test can lower them
+        self.step_limit = STEP_LIMIT
         self.memory = 0
         self.steps = 0
         self.lock = threading.RLock()   # also serialises writes to variables shared by branches
