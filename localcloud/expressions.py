@@ -526,10 +526,6 @@ def variables(node: Node) -> set[str]:
     return {n.name for n in _nodes(node) if isinstance(n, Var)}
 
 
-def function_names(node: Node) -> list[str]:
-    return [call.name for call in calls(node)]
-
-
 # ------------------------------------------------------------------ `${...}` inside values
 
 def whole_expression(value: str) -> str | None:
