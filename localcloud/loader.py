@@ -633,10 +633,9 @@ class _Checker:
                     if cond.steps:
                         self.walk(cond.steps, visible + [cond.steps], defined, parallel, depth, in_loop)
             elif isinstance(step, For):
-                inner = set(defined) | {step.loop.value} | ({step.loop.index} if step.loop.index else set())
                 # "Jumping in or out of a for loop ... is not allowed" (syntax/iteration).
-                self.walk(step.loop.body, [step.loop.body], inner, self.loop_scope(parallel, step.loop),
-                          depth, in_loop=True)
+                self.walk(step.loop.body, [step.loop.body], self.loop_defined(defined, step.loop),
+                          self.loop_scope(parallel, step.loop), depth, in_loop=True)
             elif isinstance(step, Parallel):
                 if depth + 1 > MAX_PARALLEL_DEPTH:
                     raise LoadError(f"{where}: parallel steps nest at most {MAX_PARALLEL_DEPTH} deep")
@@ -645,9 +644,8 @@ class _Checker:
                     raise LoadError(f"{where}: shared variable '{missing[0]}' must be assigned before the parallel step")
                 scope = (set(defined), set(step.shared))
                 if step.loop is not None:
-                    inner = set(defined) | {step.loop.value} | ({step.loop.index} if step.loop.index else set())
-                    scope = (scope[0] - {step.loop.value, step.loop.index}, scope[1])
-                    self.walk(step.loop.body, [step.loop.body], inner, scope, depth + 1, in_loop=False)
+                    self.walk(step.loop.body, [step.loop.body], self.loop_defined(defined, step.loop),
+                              self.loop_scope(scope, step.loop), depth + 1, in_loop=False)
                 else:
                     for _, body in step.branches or []:
                         self.walk(body, [body], set(defined), scope, depth + 1, in_loop=False)
@@ -662,6 +660,11 @@ class _Checker:
                 self.walk(step.body, visible + [step.body], defined, parallel, depth, in_loop)
             elif isinstance(step, Return) and parallel is not None:
                 raise LoadError(f"{where}: 'return' inside a parallel branch is not supported")
+
+    @staticmethod
+    def loop_defined(defined: set[str], loop: Loop) -> set[str]:
+        """A loop body sees the enclosing variables plus its own value and index."""
+        return defined | {name for name in (loop.value, loop.index) if name}
 
     @staticmethod
     def loop_scope(parallel: tuple[set[str], set[str]] | None, loop: Loop) -> tuple[set[str], set[str]] | None:
