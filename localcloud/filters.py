@@ -142,22 +142,14 @@ def _restriction(field: str, op: str, value: str) -> Predicate:
             raise ValueError(f"invalid filter: labels support only =, != and ':', not {op!r}")
         return _compare(op, lambda e: (e.get("labels") or {}).get(key), value)
     if field in TIME_FIELDS:
-        bound = _instant(value)
-        return _compare(op, lambda e: _instant(e[field]) if e.get(field) else None, bound)
-    if field == "duration":
+        bound: Any = _instant(value)
+    elif field == "duration":
         bound = _seconds(value)
-        return _compare(op, lambda e: _seconds(e["duration"]) if e.get("duration") else None, bound)
-    if field in TEXT_FIELDS:
-        if op == ":":
-            op = "="
-        return _compare(op, lambda e: _text_field(e, field), value)
-    raise ValueError(f"invalid filter: unsupported field {field!r}")
-
-
-def _text_field(execution: Execution, field: str) -> str | None:
-    if field == "executionId":
-        return execution["name"].rsplit("/", 1)[-1]
-    return execution.get(field)
+    elif field in TEXT_FIELDS:
+        bound, op = value, "=" if op == ":" else op
+    else:
+        raise ValueError(f"invalid filter: unsupported field {field!r}")
+    return _compare(op, lambda e: _field_value(e, field), bound)
 
 
 def _compare(op: str, get: Callable[[Execution], Any], bound: Any) -> Predicate:
@@ -208,16 +200,19 @@ def sort_executions(rows: list[tuple[int, Execution]], keys: list[tuple[str, boo
     """Stable multi-key sort; creation order (seq) breaks ties the same way as createTime."""
     rows = sorted(rows, key=lambda row: row[0], reverse=keys[0][1])
     for field, descending in reversed(keys):
-        present = [row for row in rows if _order_value(row[1], field) is not None]
-        missing = [row for row in rows if _order_value(row[1], field) is None]
-        present.sort(key=lambda row: _order_value(row[1], field), reverse=descending)
-        rows = present + missing
+        keyed = [(_field_value(row[1], field), row) for row in rows]   # parse each value once
+        present = sorted((pair for pair in keyed if pair[0] is not None), key=lambda pair: pair[0],
+                         reverse=descending)
+        rows = [row for _, row in present] + [row for value, row in keyed if value is None]
     return rows
 
 
-def _order_value(execution: Execution, field: str) -> Any:
+def _field_value(execution: Execution, field: str) -> Any:
+    """A field as filters compare and orderBy sorts it: times as instants, durations as seconds."""
     if field in TIME_FIELDS:
         return _instant(execution[field]) if execution.get(field) else None
     if field == "duration":
         return _seconds(execution["duration"]) if execution.get("duration") else None
-    return _text_field(execution, field)
+    if field == "executionId":
+        return execution["name"].rsplit("/", 1)[-1]
+    return execution.get(field)
