@@ -70,10 +70,8 @@ def tokenize(text: str) -> list[Token]:
             tokens.append(Token("number", int(raw) if is_int else float(raw), pos))
         elif kind == "string":
             tokens.append(Token("string", _unescape(raw[1:-1], pos), pos))
-        elif kind == "name":
-            tokens.append(Token("name", raw, pos))
-        elif kind == "op":
-            tokens.append(Token("op", raw, pos))
+        elif kind != "space":
+            tokens.append(Token(kind, raw, pos))       # a name (keywords included) or an operator
         pos = match.end()
     tokens.append(Token("end", None, pos))
     return tokens
@@ -368,7 +366,6 @@ _BINARY_POWER = {
 
 class _Parser:
     def __init__(self, text: str):
-        self.text = text
         self.tokens = tokenize(text)
         self.pos = 0
 
