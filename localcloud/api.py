@@ -48,6 +48,7 @@ CALL_LOG_LEVELS = {"CALL_LOG_LEVEL_UNSPECIFIED", "LOG_ALL_CALLS", "LOG_ERRORS_ON
 EXECUTION_INPUT_FIELDS = {"argument", "labels", "callLogLevel", "disableConcurrencyQuotaOverflowBuffering"}
 EXECUTION_OUTPUT_FIELDS = {"name", "startTime", "endTime", "duration", "state", "result", "error",
                            "workflowRevisionId", "status", "stateError", "createTime"}
+EXECUTION_FIELDS = EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS   # output-only ones are ignored
 # Standard query parameters every Google API accepts (and which we ignore).
 SYSTEM_PARAMETERS = {"alt", "prettyPrint", "fields", "key", "quotaUser", "$.xgafv", "access_token",
                      "callback", "uploadType", "upload_protocol"}
@@ -201,7 +202,7 @@ class Executions:
     # --- create ----------------------------------------------------------------------------
     def create(self, project: str, location: str, workflow_id: str, body: Any) -> Execution:
         path = self.workflow_path(project, location, workflow_id)
-        request = self._check_execution_body(body)
+        argument = self._check_execution_body(body)
         source = path.read_bytes()
         revision = hashlib.sha256(source).hexdigest()
         workflow = self._loaded.get(revision)
@@ -222,9 +223,8 @@ class Executions:
             "createTime": now,
         }
         for field in ("argument", "callLogLevel", "labels"):
-            if request.get(field):
-                execution[field] = request[field]
-        argument = json.loads(request["argument"]) if request.get("argument") else None
+            if body.get(field):
+                execution[field] = body[field]
         context = Context(project=self.project, location=self.location, workflow_id=workflow_id,
                           execution_id=execution_id, env=dict(self.env.get(workflow_id, {})),
                           api_url=self.api_url, cancelled=threading.Event(),
@@ -241,24 +241,26 @@ class Executions:
         thread.start()
         return execution
 
-    def _check_execution_body(self, body: Any) -> dict[str, Any]:
+    def _check_execution_body(self, body: Any) -> Any:
+        """Refuse what Google would refuse; returns the decoded argument (None if none is given)."""
         if not isinstance(body, dict):
             raise invalid("Invalid JSON payload received. Expected an object for 'execution'.")
         for key in body:
-            if key not in EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS:
+            if key not in EXECUTION_FIELDS:
                 raise invalid(f'Invalid JSON payload received. Unknown name "{key}" at \'execution\': '
                               "Cannot find field.")
-        argument = body.get("argument")
-        if argument is not None:
-            if not isinstance(argument, str):
+        text, argument = body.get("argument"), None
+        if text is not None:
+            if not isinstance(text, str):
                 raise invalid("Invalid value at 'execution.argument' (TYPE_STRING): the argument must be "
                               "a JSON string, e.g. \"{\\\"a\\\":1}\"")
-            if len(argument.encode()) > ARGUMENT_LIMIT:
-                raise invalid(f"execution.argument: the argument is {len(argument.encode())} bytes; "
+            size = len(text.encode())
+            if size > ARGUMENT_LIMIT:
+                raise invalid(f"execution.argument: the argument is {size} bytes; "
                               f"the limit is {ARGUMENT_LIMIT} bytes (32KB)")
-            if argument:
+            if text:
                 try:
-                    json.loads(argument)
+                    argument = json.loads(text)
                 except ValueError as error:
                     raise invalid(f"execution.argument: the argument must be valid JSON: {error}") from None
         level = body.get("callLogLevel")
@@ -267,7 +269,7 @@ class Executions:
                           f"(type.googleapis.com/google.cloud.workflows.executions.v1.Execution.CallLogLevel), "
                           f"\"{level}\"")
         check_labels(body.get("labels"))
-        return body
+        return argument
 
     # --- runs ------------------------------------------------------------------------------
     def _execution_log(self, workflow_id: str, execution_id: str) -> Callable[[str, Any], None]:
