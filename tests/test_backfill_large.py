@@ -11,8 +11,8 @@ from localcloud import stack as local_stack
 from tests.test_backfill_e2e import backfill, example_runs, scheduled, summary
 
 
-# The local Executions API scans every stored execution for each lookup the proxy makes, so
-# this costs about a minute on two cores; the default 120 s timeout is too close.
+# The suite's slowest test (about 30 s on two cores, beside the others): the default 120 s
+# timeout leaves too little room on a slow machine.
 @pytest.mark.timeout(300)
 def test_five_thousand_times_in_ten_pages_fit_in_memory(tmp_path):
     stack = local_stack.start(tmp_path / "state", api_log=lambda entry: None)
