@@ -59,9 +59,6 @@ class Steps:
     steps: list[Step]
     index: dict[str, int]
 
-    def __len__(self) -> int:
-        return len(self.steps)
-
 
 @dataclass
 class Assign(Step):
@@ -630,7 +627,7 @@ class _Checker:
                         self.assigns([t for t, _ in cond.assign], defined, parallel, where)
                     if cond.return_ is not None and parallel is not None:
                         raise LoadError(f"{where}: 'return' inside a parallel branch is not supported")
-                    if cond.steps:
+                    if cond.steps is not None:
                         self.walk(cond.steps, visible + [cond.steps], defined, parallel, depth, in_loop)
             elif isinstance(step, For):
                 # "Jumping in or out of a for loop ... is not allowed" (syntax/iteration).
@@ -651,7 +648,7 @@ class _Checker:
                         self.walk(body, [body], set(defined), scope, depth + 1, in_loop=False)
             elif isinstance(step, Try):
                 self.walk(Steps([step.body], {}), visible, defined, parallel, depth, in_loop)
-                if step.except_steps:
+                if step.except_steps is not None:
                     # An except block is a scope of its own; `as` binds a new variable in it.
                     inner = set(defined) | ({step.except_as} if step.except_as else set())
                     handler = None if parallel is None else (parallel[0] - {step.except_as}, parallel[1])
