@@ -1,6 +1,8 @@
 """What a running execution knows about where it runs; shared by the runtime and the stdlib."""
 from __future__ import annotations
 
+import json
+import sys
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -11,8 +13,6 @@ LOCAL_TOKEN = "localcloud"
 
 
 def _print_log(severity: str, payload: Any) -> None:
-    import json
-    import sys
     print(json.dumps({"severity": severity, "message": payload}, default=str), file=sys.stderr)
 
 
