@@ -345,8 +345,7 @@ class Executions:
         name = f"{self.parent(workflow_id)}/executions/{execution_id}"
         execution = self.store.get(name)
         if execution is None:
-            raise not_found(f"projects/{project}/locations/{location}/workflows/{workflow_id}"
-                            f"/executions/{execution_id}")
+            raise not_found(name)
         return execution
 
     def list(self, project: str, location: str, workflow_id: str, params: dict[str, str]) -> dict[str, Any]:
@@ -390,7 +389,7 @@ class Executions:
 
 def ended(execution: Execution, outcome: dict[str, Any]) -> Execution:
     now = datetime.now(timezone.utc)
-    seconds = (now - parse_time(execution["startTime"])).total_seconds()
+    seconds = (now - datetime.fromisoformat(execution["startTime"])).total_seconds()
     return {**execution, **outcome, "endTime": rfc3339(now), "duration": f"{seconds:.6f}s"}
 
 
@@ -442,10 +441,6 @@ def decode_page_token(token: str, query_key: str) -> tuple[int, int]:
     if key != query_key:
         raise invalid("The page token does not match the request: filter and orderBy must stay the same.")
     return offset, snapshot
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def check_labels(labels: Any) -> None:
