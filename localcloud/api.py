@@ -169,6 +169,10 @@ def not_found(resource: str) -> ApiError:
     return ApiError(404, "NOT_FOUND", f"Resource '{resource}' was not found")
 
 
+def unknown_url(url: Any) -> ApiError:
+    return ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+
+
 class Executions:
     """The API's behaviour, free of HTTP: create, get, list, cancel, and the runs themselves."""
 
@@ -472,7 +476,7 @@ class ExecutionsHandler(GoogleJSONHandler):
     def route(self, method: str, url: Any) -> tuple[int, Any]:
         match = ROUTE.match(url.path)
         if not match:
-            raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+            raise unknown_url(url)
         parts = {key: unquote(value) for key, value in match.groupdict().items() if value}
         executions = self.server.executions
         where = (parts["project"], parts["location"], parts["workflow"])
@@ -489,7 +493,7 @@ class ExecutionsHandler(GoogleJSONHandler):
             query_params(url, set())
             self.read_json()
             return 200, executions.cancel(*where, parts["execution"])
-        raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+        raise unknown_url(url)
 
 
 class ApiServer(ThreadingHTTPServer):

@@ -34,6 +34,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -42,7 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from cronsim import CronSim, CronSimError
 
-from .api import ApiError, GoogleJSONHandler, LogSink, query_params, rfc3339, stdout_log
+from .api import ApiError, GoogleJSONHandler, LogSink, query_params, rfc3339, stdout_log, unknown_url
 from .context import LOCAL_TOKEN
 
 Clock = Callable[[], datetime]
@@ -311,11 +312,11 @@ class SchedulerHandler(GoogleJSONHandler):
         match = JOB_ROUTE.match(url.path)
         parts = {key: unquote(value) for key, value in match.groupdict().items() if value} if match else {}
         if not match or (parts["project"], parts["location"]) != (scheduler.project, scheduler.location):
-            raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+            raise unknown_url(url)
         query_params(url, {"pageSize", "pageToken"} if "job" not in parts else set())
         if "job" not in parts:
             if method != "GET":
-                raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+                raise unknown_url(url)
             jobs = [scheduler.resource(job) for job in scheduler.jobs.values()]
             return 200, {"jobs": jobs} if jobs else {}
         job = scheduler.jobs.get(parts["job"])
@@ -328,12 +329,11 @@ class SchedulerHandler(GoogleJSONHandler):
             self.read_json()
             scheduler.run_now(job.name)
             return 200, scheduler.resource(job)
-        raise ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
+        raise unknown_url(url)
 
 
 class SchedulerServer:
     def __init__(self, scheduler: Scheduler, host: str, port: int):
-        from http.server import ThreadingHTTPServer
         self.scheduler = scheduler
         self.http = ThreadingHTTPServer((host, port), SchedulerHandler)
         self.http.daemon_threads = True
