@@ -25,6 +25,8 @@ from urllib.parse import quote, urlencode
 from ..context import LOCAL_TOKEN, Context
 from ..errors import Cancelled, fail
 from . import builtin
+from ._values import type_name
+from .http_ import canonical_header
 
 PREFIX = "googleapis.workflowexecutions.v1.projects.locations.workflows.executions."
 RETRIED_STATUSES = (429, 503)
@@ -35,20 +37,15 @@ CONNECTOR_PARAMS = {"timeout", "polling_policy", "skip_polling", "scopes"}
 
 def _text(value: Any, name: str) -> str:
     if not isinstance(value, str):
-        fail("TypeError", f"argument '{name}' must be a string, got {_type_name(value)}")
+        fail("TypeError", f"argument '{name}' must be a string, got {type_name(value)}")
     return value
-
-
-def _type_name(value: Any) -> str:
-    return {dict: "map", list: "list", str: "string", bool: "boolean", int: "integer",
-            float: "double", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _params(connector_params: Any) -> dict[str, Any]:
     if connector_params is None:
         return {"timeout": 1800.0, "skip_polling": False, "polling": POLLING}
     if not isinstance(connector_params, dict):
-        fail("TypeError", f"connector_params must be a map, got {_type_name(connector_params)}")
+        fail("TypeError", f"connector_params must be a map, got {type_name(connector_params)}")
     unknown = set(connector_params) - CONNECTOR_PARAMS
     if unknown:
         fail("ValueError", f"connector_params: unknown keys {sorted(unknown)}")
@@ -85,18 +82,13 @@ def _call(context: Context, method: str, path: str, body: Any = None,
             except ValueError:
                 payload = raw.decode(errors="replace")
             fail("HttpError", f"HTTP server responded with error code {error.code}", code=error.code,
-                 headers={_canonical(key): value for key, value in error.headers.items()}, body=payload)
+                 headers={canonical_header(key): value for key, value in error.headers.items()}, body=payload)
         except OSError as error:
             if attempt + 1 < ATTEMPTS:
                 continue
             fail(["ConnectionFailedError", "OSError"],
                  f"cannot reach the Workflow Executions API at {context.api_url}: {error}")
     raise AssertionError("unreachable")
-
-
-def _canonical(name: str) -> str:
-    # Header names as the http.* functions give them: Content-Type, X-Goog-Thing.
-    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
 
 
 def _query_value(value: Any) -> str:
@@ -127,7 +119,7 @@ def _wait(context: Context, execution: dict[str, Any], params: dict[str, Any]) -
 def create(context: Context, parent: Any, body: Any = None, connector_params: Any = None) -> Any:
     params = _params(connector_params)
     if body is not None and not isinstance(body, dict):
-        fail("TypeError", f"argument 'body' must be a map, got {_type_name(body)}")
+        fail("TypeError", f"argument 'body' must be a map, got {type_name(body)}")
     execution = _call(context, "POST", f"{_text(parent, 'parent')}/executions", body or {})
     return execution if params["skip_polling"] else _wait(context, execution, params)
 
@@ -159,7 +151,7 @@ def run(context: Context, workflow_id: Any, argument: Any = None, project_id: An
         location: Any = None, connector_params: Any = None) -> Any:
     params = _params(connector_params)
     if not isinstance(argument, (dict, list, str, int, float, bool, type(None))):
-        fail("TypeError", f"argument 'argument' has an unsupported type {_type_name(argument)}")
+        fail("TypeError", f"argument 'argument' has an unsupported type {type_name(argument)}")
     project = _text(project_id, "project_id") if project_id is not None else context.project
     region = _text(location, "location") if location is not None else context.location
     parent = f"projects/{project}/locations/{region}/workflows/{_text(workflow_id, 'workflow_id')}"

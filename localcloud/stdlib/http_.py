@@ -98,7 +98,7 @@ def _send(method: str, url: Any, timeout: Any, body: Any, headers: Any, query: A
             fail("ValueError", f"http: invalid url {url!r}: {error}")
     result = {"body": _decode_body(content, response.headers.get("Content-Type")),
               "code": response.status_code,
-              "headers": {_canonical(name): value for name, value in response.headers.items()}}
+              "headers": {canonical_header(name): value for name, value in response.headers.items()}}
     if response.status_code >= 400:
         fail("HttpError", f"HTTP server responded with error code {response.status_code}", **result)
     return result
@@ -238,5 +238,6 @@ def _charset(content_type: str | None) -> str | None:
     return None
 
 
-def _canonical(name: str) -> str:
+def canonical_header(name: str) -> str:
+    """Header names as Workflows gives them (Go's canonical form): Content-Type, X-Goog-Thing."""
     return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
