@@ -164,18 +164,10 @@ def _encode_body(body: Any, headers: dict) -> bytes | None:
     if media_type == "application/json" or media_type.endswith("+json"):
         return to_json(body, None, "http").encode("utf-8")
     if media_type == "application/x-www-form-urlencoded" and isinstance(body, dict):
-        return _form(body).encode("utf-8")
+        return urlencode(_query(body)).encode("utf-8")   # pairs as the query would send them
     if isinstance(body, str):
         return body.encode("utf-8")
     fail("TypeError", f"http: cannot encode a {type_name(body)} body as {media_type}")
-
-
-def _form(body: dict) -> str:
-    pairs = []
-    for name, value in body.items():
-        for item in value if isinstance(value, list) else [value]:
-            pairs.append((name, _query_text(name, item)))
-    return urlencode(pairs)
 
 
 def _read_limited(response: requests.Response) -> bytes:
