@@ -28,14 +28,22 @@ def stack(tmp_path_factory):
     started.stop()
 
 
-def backfill(stack, argument: dict) -> dict:
-    """Run one backfill execution to its end; the final Execution."""
+def start_backfill(stack, argument: dict) -> str:
     created = requests.post(f"{stack.api.url}/v1/{PARENT}/backfill/executions",
                             json={"argument": json.dumps(argument)}, headers=AUTH, timeout=10)
     assert created.status_code == 200, created.text
-    name = created.json()["name"]
-    stack.api.executions.wait(name, timeout=120)
+    return created.json()["name"]
+
+
+def ended(stack, name: str, timeout: float) -> dict:
+    """The Execution `name` once it has ended, read back over HTTP."""
+    stack.api.executions.wait(name, timeout=timeout)
     return requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=10).json()
+
+
+def backfill(stack, argument: dict) -> dict:
+    """Run one backfill execution to its end; the final Execution."""
+    return ended(stack, start_backfill(stack, argument), timeout=120)
 
 
 def summary(execution: dict) -> dict:
@@ -62,9 +70,7 @@ def example_runs(stack, case: str) -> list[dict]:
 
 
 def finished(stack, runs: list[dict]) -> list[dict]:
-    for run in runs:
-        stack.api.executions.wait(run["name"], timeout=30)
-    return [requests.get(f"{stack.api.url}/v1/{run['name']}", headers=AUTH, timeout=10).json() for run in runs]
+    return [ended(stack, run["name"], timeout=30) for run in runs]
 
 
 def scheduled(run: dict) -> str:
@@ -183,18 +189,16 @@ def test_dry_run_previews_and_starts_nothing(stack):
 def test_cancelling_the_backfill_stops_further_starts(stack):
     argument = {"workflow": "example", "start": "2024-11-01T00:00:00Z", "stop": "2024-11-01T20:00:00Z",
                 "step": "0 * * * *", "wait": True, "params": {"case": "cancel", "sleepSeconds": 0.3}}
-    name = requests.post(f"{stack.api.url}/v1/{PARENT}/backfill/executions", headers=AUTH, timeout=10,
-                         json={"argument": json.dumps(argument)}).json()["name"]
+    name = start_backfill(stack, argument)
     for _ in range(200):
         if example_runs(stack, "cancel"):
             break
         time.sleep(0.05)
     cancelled = requests.post(f"{stack.api.url}/v1/{name}:cancel", headers=AUTH, timeout=10)
     assert cancelled.status_code == 200, cancelled.text
-    stack.api.executions.wait(name, timeout=30)
+    assert ended(stack, name, timeout=30)["state"] == "CANCELLED"
 
     started = finished(stack, example_runs(stack, "cancel"))
-    assert requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=10).json()["state"] == "CANCELLED"
     assert 1 <= len(started) < 20
     assert len(example_runs(stack, "cancel")) == len(started)   # nothing started once it ended
 
