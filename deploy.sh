@@ -224,7 +224,9 @@ deploy_function() { # NAME SOURCE ENTRY-POINT SERVICE-ACCOUNT FLAG...
 
 deploy() {
   ALLOWED=${ALLOWED:-$PROJECT/$REGION/*}
-  [[ $ALLOWED =~ ^[^/,\;[:space:]]+/[^/,\;[:space:]]+/[^/,\;[:space:]]+(,[^/,\;[:space:]]+/[^/,\;[:space:]]+/[^/,\;[:space:]]+)*$ ]] ||
+  local segment='[^/,;[:space:]]+' entry
+  entry="$segment/$segment/$segment"
+  [[ $ALLOWED =~ ^$entry(,$entry)*$ ]] ||
     die "invalid --allowed-workflows '$ALLOWED': comma-separated project/location/workflow, '*' per segment"
   say "Deploying workflows-runner to project $PROJECT, region $REGION, prefix $PREFIX (as $ACCOUNT)"
   enable_apis
