@@ -2,7 +2,7 @@
 
 A FakeCloud is one project's state (a JSON file the fake gcloud reads and writes), the log of
 every gcloud call, and a checkout holding a copy of deploy.sh with stub sources, so the tests
-never depend on the real functions being written yet.
+do not depend on what the functions and the workflow contain.
 """
 import json
 import os
