@@ -338,7 +338,9 @@ def reset(state: Path) -> None:
 
 
 def try_it(stack: local_stack.Stack, state: Path) -> None:
-    python = os.path.relpath(sys.executable) if not os.path.relpath(sys.executable).startswith("..") else sys.executable
+    python = os.path.relpath(sys.executable)
+    if python.startswith(".."):     # outside the working folder: the full path reads better
+        python = sys.executable
     when = "2024-03-10T00:00:00Z"
     range_body = compact({**WINDOW, "countOnly": True})
     backfill = compact({"argument": compact({"workflow": "example", **WINDOW, "stop": "2024-03-11T00:00:00",
