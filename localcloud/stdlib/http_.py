@@ -26,7 +26,6 @@ from __future__ import annotations
 import codecs
 import json
 import math
-import threading
 from typing import Any
 from urllib.parse import urlencode
 
@@ -45,7 +44,6 @@ DEFAULT_TIMEOUT = 300.0
 MAX_TIMEOUT = 1800.0
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 _CHUNK = 64 * 1024
-_local = threading.local()
 
 
 @builtin("http.request")
@@ -81,40 +79,29 @@ def _send(method: str, url: Any, timeout: Any, body: Any, headers: Any, query: A
         request_headers = {k: v for k, v in request_headers.items() if k.lower() != "authorization"}
         request_headers["Authorization"] = f"Bearer {LOCAL_TOKEN}"
     data = _encode_body(body, request_headers)
-    session = _session()
-    try:
-        response = session.request(method, url, params=_query(query), data=data,
-                                   headers=request_headers, timeout=seconds, stream=True)
-        with response:
-            content = _read_limited(response)
-    except requests.exceptions.Timeout:
-        fail(["TimeoutError", "OSError"], "request timed out")
-    except requests.exceptions.ConnectionError as error:
-        _connection_failure(error)
-    except (requests.exceptions.ChunkedEncodingError,
-            requests.exceptions.ContentDecodingError) as error:
-        fail(["ConnectionError", "OSError"], f"connection broken: {error}")
-    except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema) as error:
-        fail("ValueError", f"http: invalid url {url!r}: {error}")
-    finally:
-        session.cookies.clear()   # a call starts without cookies, as one from a new client would
+    with requests.Session() as session:
+        session.trust_env = False   # loopback calls must not go through a configured proxy
+        try:
+            response = session.request(method, url, params=_query(query), data=data,
+                                       headers=request_headers, timeout=seconds, stream=True)
+            with response:
+                content = _read_limited(response)
+        except requests.exceptions.Timeout:
+            fail(["TimeoutError", "OSError"], "request timed out")
+        except requests.exceptions.ConnectionError as error:
+            _connection_failure(error)
+        except (requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError) as error:
+            fail(["ConnectionError", "OSError"], f"connection broken: {error}")
+        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
+                requests.exceptions.InvalidSchema) as error:
+            fail("ValueError", f"http: invalid url {url!r}: {error}")
     result = {"body": _decode_body(content, response.headers.get("Content-Type")),
               "code": response.status_code,
               "headers": {canonical_header(name): value for name, value in response.headers.items()}}
     if response.status_code >= 400:
         fail("HttpError", f"HTTP server responded with error code {response.status_code}", **result)
     return result
-
-
-def _session() -> requests.Session:
-    """This thread's session, kept so that its calls (a backfill makes thousands) reuse open
-    connections. One per thread: requests does not promise that a Session is thread-safe."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        session = _local.session = requests.Session()
-        session.trust_env = False   # loopback calls must not go through a configured proxy
-    return session
 
 
 def _timeout(timeout: Any) -> float:
