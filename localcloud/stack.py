@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +47,8 @@ def start_function(folder: str, target: str, port: int, env: dict[str, str] | No
     command = [str(Path(sys.executable).parent / "functions-framework"), "--target", target,
                "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-                               stdout=log, stderr=subprocess.STDOUT, cwd=source.parent)
+                               stdout=log, stderr=subprocess.STDOUT, cwd=source.parent,
+                               start_new_session=True)  # its own process group: see stop_process
     try:
         wait_for_port(port, process)
     except BaseException:
@@ -56,12 +58,21 @@ def start_function(folder: str, target: str, port: int, env: dict[str, str] | No
 
 
 def stop_process(process: subprocess.Popen) -> None:
-    process.terminate()
+    """Stop a function's server together with its gunicorn workers. They share the process group
+    that start_function gave the server, so a worker cannot outlive a server that died first;
+    and a Ctrl-C at the terminal reaches only our own process, which stops them in order."""
+    _signal_group(process, signal.SIGTERM)
     try:
         process.wait(10)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _signal_group(process, signal.SIGKILL)
         process.wait()
+    _signal_group(process, signal.SIGKILL)  # any worker the server did not reap
+
+
+def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 @contextlib.contextmanager
