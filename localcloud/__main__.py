@@ -24,6 +24,7 @@ from urllib.parse import urlencode
 import yaml
 
 from . import api, filters, scheduler
+from .google_http import ApiError
 from .context import LOCAL_TOKEN
 from .store import Store
 
@@ -158,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
             execution = server.executions.create(args.project, args.location, path.stem, body)
             server.executions.wait(execution["name"])
             final = server.executions.store.get(execution["name"])
-        except api.ApiError as error:
+        except ApiError as error:
             print(json.dumps(error.body()))
             return 1
         except KeyboardInterrupt:

@@ -25,20 +25,21 @@ import traceback
 import uuid
 from collections import deque
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable, Mapping
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote
 
 from . import filters
 from .context import Context
 from .errors import Cancelled, LoadError, WorkflowError
+from .google_http import (ApiError, GoogleJSONHandler, LogSink, compact_json, invalid, not_found,
+                          now_rfc3339, query_params, rfc3339, stdout_log, unknown_url)
 from .loader import load_text
 from .runtime import error_report, run
 from .store import Store
 
 Execution = dict[str, Any]
-LogSink = Callable[[dict[str, Any]], None]
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
 ARGUMENT_LIMIT = 32 * 1024                     # bytes, "The size limit is 32KB" (Execution.argument)
@@ -49,128 +50,11 @@ EXECUTION_INPUT_FIELDS = {"argument", "labels", "callLogLevel", "disableConcurre
 EXECUTION_OUTPUT_FIELDS = {"name", "startTime", "endTime", "duration", "state", "result", "error",
                            "workflowRevisionId", "status", "stateError", "createTime"}
 EXECUTION_FIELDS = EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS   # output-only ones are ignored
-# Standard query parameters every Google API accepts (and which we ignore).
-SYSTEM_PARAMETERS = {"alt", "prettyPrint", "fields", "key", "quotaUser", "$.xgafv", "access_token",
-                     "callback", "uploadType", "upload_protocol"}
-UNAUTHENTICATED_MESSAGE = (
-    "Request is missing required authentication credential. Expected OAuth 2 access token, login "
-    "cookie or other valid authentication credential. See "
-    "https://developers.google.com/identity/sign-in/web/devconsole-project.")
 INTERRUPTED_MESSAGE = "localcloud stopped while this execution was ACTIVE; it was not resumed"
 
 ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
                    r"/workflows/(?P<workflow>[^/]+)/executions(?:/(?P<execution>[^/:]+))?"
                    r"(?P<cancel>:cancel)?$")
-
-
-class ApiError(Exception):
-    """An error answered in Google's shape: {"error": {"code", "message", "status"}}."""
-
-    def __init__(self, code: int, status: str, message: str):
-        super().__init__(message)
-        self.code, self.status, self.message = code, status, message
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
-
-
-def invalid(message: str) -> ApiError:
-    return ApiError(400, "INVALID_ARGUMENT", message)
-
-
-def now_rfc3339() -> str:
-    return rfc3339(datetime.now(timezone.utc))
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-
-
-def stdout_log(entry: dict[str, Any]) -> None:
-    print(json.dumps(entry, default=str), flush=True)
-
-
-class GoogleJSONHandler(BaseHTTPRequestHandler):
-    """JSON in, JSON out, Google's error shape, a bearer token on every request."""
-
-    protocol_version = "HTTP/1.1"
-    server_version = "localcloud"
-    # Headers and body go out in two sends: on a kept-alive connection Nagle's algorithm would
-    # hold the body for the client's delayed ACK (~40 ms a call).
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
-        pass
-
-    def send_json(self, code: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not raw.strip():
-            return {}
-        try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as error:
-            raise invalid(f"Invalid JSON payload received. {error}") from None
-
-    def require_bearer(self) -> None:
-        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "UNAUTHENTICATED", UNAUTHENTICATED_MESSAGE)
-
-    def handle_api(self, method: str) -> None:
-        try:
-            self.require_bearer()
-            code, body = self.route(method, urlsplit(self.path))
-        except ApiError as error:
-            code, body = error.code, error.body()
-        except Exception:  # a bug of ours: answer 500 in Google's shape, keep the traceback in the log
-            traceback.print_exc()
-            code, body = 500, ApiError(500, "INTERNAL", "Internal error encountered.").body()
-        self.send_json(code, body)
-
-    def route(self, method: str, url: Any) -> tuple[int, Any]:
-        raise NotImplementedError
-
-    def do_GET(self) -> None:
-        self.handle_api("GET")
-
-    def do_POST(self) -> None:
-        self.handle_api("POST")
-
-    def do_DELETE(self) -> None:
-        self.handle_api("DELETE")
-
-    def do_PATCH(self) -> None:
-        self.handle_api("PATCH")
-
-
-def query_params(url: Any, allowed: set[str]) -> dict[str, str]:
-    params = {key: values[-1] for key, values in parse_qs(url.query, keep_blank_values=True).items()}
-    for key in params:
-        if key not in allowed and key not in SYSTEM_PARAMETERS:
-            raise invalid(f'Invalid JSON payload received. Unknown name "{key}": '
-                          f"Cannot bind query parameter. Field '{key}' could not be found in request message.")
-    return params
-
-
-def not_found(resource: str) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"Resource '{resource}' was not found")
-
-
-def unknown_url(url: Any) -> ApiError:
-    return ApiError(404, "NOT_FOUND", f"The requested URL {url.path} was not found on this server.")
 
 
 class Executions:
@@ -215,8 +99,8 @@ class Executions:
                 workflow = self._loaded[revision] = load_text(source.decode())
             except (LoadError, UnicodeDecodeError) as error:
                 # Google would have refused to deploy it; say so rather than run it.
-                raise ApiError(400, "FAILED_PRECONDITION",
-                               f"workflow {self.parent(workflow_id)} does not deploy: {error}") from None
+                raise ApiError(400, f"workflow {self.parent(workflow_id)} does not deploy: {error}",
+                               "FAILED_PRECONDITION") from None
         execution_id = str(uuid.uuid4())
         now = now_rfc3339()
         execution: Execution = {
@@ -237,7 +121,7 @@ class Executions:
                                   name=f"execution-{execution_id}", daemon=True)
         with self._lock:
             if self._stopping:
-                raise ApiError(503, "UNAVAILABLE", "localcloud is stopping")
+                raise ApiError(503, "localcloud is stopping", "UNAVAILABLE")
             self.store.insert(execution)
             self._running[execution["name"]] = (thread, context)
         self.log({"severity": "INFO", "message": f"execution created: {execution['name']}",
@@ -382,8 +266,8 @@ class Executions:
         name = self.find(project, location, workflow_id, execution_id)["name"]
         cancelled = self._finish(name, {"state": "CANCELLED"})
         if cancelled is None:
-            raise ApiError(400, "FAILED_PRECONDITION",
-                           f"Execution {name} is not active and cannot be cancelled")
+            raise ApiError(400, f"Execution {name} is not active and cannot be cancelled",
+                           "FAILED_PRECONDITION")
         with self._lock:
             entry = self._running.get(name)
         if entry:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol
 
 from .errors import fail
+from .values import is_int, is_number, type_name
 
 INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 MAX_EXPRESSION_LENGTH = 400   # characters in one expression (Workflows quotas: resource limits)
@@ -219,33 +220,9 @@ def _boolean(op: str, value: Any) -> bool:
 
 # --------------------------------------------------------------------------------- values
 
-def type_name(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "double"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (bytes, bytearray)):
-        return "bytes"
-    if isinstance(value, list):
-        return "list"
-    if isinstance(value, dict):
-        return "map"
-    return type(value).__name__
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def check_int(value: Any) -> Any:
     """Integers are 64-bit signed; an overflow is an error, never a silent bignum."""
-    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+    if is_int(value) and not INT_MIN <= value <= INT_MAX:
         fail("ValueError", "integer overflow")
     return value
 
@@ -264,7 +241,7 @@ def get_item(container: Any, index: Any) -> Any:
             fail("TypeError", f"map keys are strings, got {type_name(index)}")
         return get_key(container, index)
     if isinstance(container, list):
-        if not isinstance(index, int) or isinstance(index, bool):
+        if not is_int(index):
             fail("TypeError", f"list index must be an integer, got {type_name(index)}")
         if not 0 <= index < len(container):
             fail(["IndexError", "LookupError"], f"list index out of range: {index}")
@@ -497,8 +474,7 @@ def parse(text: str) -> Node:
         raise ExpressionSyntaxError("empty expression")
     tree = _Parser(text).parse()
     for node in _nodes(tree):
-        if isinstance(node, Const) and is_number(node.value) and isinstance(node.value, int) \
-                and not INT_MIN <= node.value <= INT_MAX:
+        if isinstance(node, Const) and is_int(node.value) and not INT_MIN <= node.value <= INT_MAX:
             raise ExpressionSyntaxError(f"integer literal {node.value} does not fit in 64 bits")
     return tree
 

@@ -17,6 +17,7 @@ import yaml
 from . import expressions as ex
 from . import stdlib
 from .errors import LoadError
+from .values import is_int
 
 MAX_SOURCE_BYTES = 128 * 1024      # workflow source size (Workflows quotas: resource limits)
 MAX_ASSIGNMENTS = 50               # per assign step
@@ -445,7 +446,7 @@ class _Compiler:
             raise LoadError(f"{where}: 'shared' must be a list of variable names")
         shared = tuple(_identifier(v, f"{where} shared") for v in shared)
         limit = raw.get("concurrency_limit")
-        if limit is not None and not (isinstance(limit, str) or (isinstance(limit, int) and not isinstance(limit, bool) and limit > 0)):
+        if limit is not None and not (isinstance(limit, str) or (is_int(limit) and limit > 0)):
             raise LoadError(f"{where}: concurrency_limit must be a positive integer")
         limit_node = self.value(limit, f"{where} concurrency_limit") if limit is not None else None
         if "for" in raw:
@@ -558,7 +559,7 @@ class _Compiler:
             return ex.MapLit(tuple((self.value(k, where) if isinstance(k, str) else ex.Const(str(k)),
                                     self.value(v, where)) for k, v in raw.items()))
         if raw is None or isinstance(raw, (bool, int, float)):
-            if isinstance(raw, int) and not isinstance(raw, bool) and not ex.INT_MIN <= raw <= ex.INT_MAX:
+            if is_int(raw) and not ex.INT_MIN <= raw <= ex.INT_MAX:
                 raise LoadError(f"{where}: integer {raw} does not fit in 64 bits")
             return ex.Const(raw)
         raise LoadError(f"{where}: unsupported value {raw!r}")

@@ -17,7 +17,8 @@ from . import loader as ld
 from . import stdlib
 from .context import Context
 from .errors import Cancelled, WorkflowError, fail
-from .expressions import get_item, is_number, type_name
+from .expressions import get_item
+from .values import is_int, is_number, type_name
 from .limits import CALL_DEPTH_LIMIT, DEFAULT_CONCURRENCY, MAX_BRANCH_ERRORS, Budget, size_of
 
 UNHANDLED_BRANCH_MESSAGE = ("UnhandledBranchError: One or more branches or iterations "
@@ -342,7 +343,7 @@ class Execution:
         limit = DEFAULT_CONCURRENCY
         if step.concurrency_limit is not None:
             limit = step.concurrency_limit.eval(scope)
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            if not is_int(limit) or limit < 1:
                 fail("ValueError", f"concurrency_limit must be a positive integer, got {limit!r}")
         shared = frozenset(step.shared)
         jobs: list[tuple[str, Callable[[], None]]] = []
@@ -419,7 +420,7 @@ class Execution:
 
     def backoff(self, policy: ld.RetryPolicy, scope: Scope, delay: float | None) -> tuple[int, float, float, float]:
         max_retries = policy.max_retries.eval(scope)
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+        if not is_int(max_retries) or max_retries < 0:
             fail("TypeError", f"max_retries must be a non-negative integer, got {max_retries!r}")
         numbers = [node.eval(scope) for node in (policy.initial_delay, policy.max_delay, policy.multiplier)]
         if not all(is_number(n) and n >= 0 for n in numbers):

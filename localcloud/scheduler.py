@@ -43,7 +43,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from cronsim import CronSim, CronSimError
 
-from .api import ApiError, GoogleJSONHandler, LogSink, query_params, rfc3339, stdout_log, unknown_url
+from .google_http import ApiError, GoogleJSONHandler, LogSink, query_params, rfc3339, stdout_log, unknown_url
 from .context import LOCAL_TOKEN
 
 Clock = Callable[[], datetime]
@@ -321,8 +321,8 @@ class SchedulerHandler(GoogleJSONHandler):
             return 200, {"jobs": jobs} if jobs else {}
         job = scheduler.jobs.get(parts["job"])
         if job is None:
-            raise ApiError(404, "NOT_FOUND", f"Job not found: projects/{parts['project']}/locations/"
-                                             f"{parts['location']}/jobs/{parts['job']}")
+            raise ApiError(404, f"Job not found: projects/{parts['project']}/locations/"
+                                f"{parts['location']}/jobs/{parts['job']}", "NOT_FOUND")
         if method == "GET" and "run" not in parts:
             return 200, scheduler.resource(job)
         if method == "POST" and "run" in parts:

@@ -2,7 +2,20 @@
 
 Each function runs in its own process (two `main.py` files cannot share one interpreter under
 functions-framework); the code lives in localcloud.stack, which the local stack uses too.
+`load_module` reads one module of a function in process instead, for tests that need no server.
 """
+import importlib.util
+from types import ModuleType
+
 from localcloud.stack import ROOT, free_port, serve_function, wait_for_port  # noqa: F401
 
 FUNCTIONS = ROOT / "functions"
+
+
+def load_module(function: str, name: str) -> ModuleType:
+    """functions/<function>/<name>.py, loaded by path as `<function>_<name>`: the functions deploy
+    alone and are not a package, and two of them may each have a module of the same name."""
+    spec = importlib.util.spec_from_file_location(f"{function}_{name}", FUNCTIONS / function / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

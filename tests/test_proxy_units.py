@@ -4,7 +4,6 @@ names, so nothing here collides with another function's `main`."""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -15,18 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from tests.serving import FUNCTIONS
+from tests.serving import load_module
 
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"proxy_{name}", FUNCTIONS / "proxy" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-st_ = load("scheduled_time")
-api = load("workflows_api")
+scheduled_time = load_module("proxy", "scheduled_time")
+api = load_module("proxy", "workflows_api")
 
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 instants = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
@@ -38,7 +29,7 @@ instants = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12
     "2019-10-12T09:20:50.52+02:00", "2019-10-12T00:20:50.52-07:00", "2019-10-12T07:20:50.520000999Z",
 ])
 def test_parse_any_rfc3339_form_of_one_instant(text):
-    assert st_.parse(text) == datetime(2019, 10, 12, 7, 20, 50, 520000, timezone.utc)
+    assert scheduled_time.parse(text) == datetime(2019, 10, 12, 7, 20, 50, 520000, timezone.utc)
 
 
 @pytest.mark.parametrize("text", [
@@ -49,7 +40,7 @@ def test_parse_any_rfc3339_form_of_one_instant(text):
 ])
 def test_parse_refuses_what_is_not_an_rfc3339_instant(text):
     with pytest.raises(ValueError):
-        st_.parse(text)
+        scheduled_time.parse(text)
 
 
 @pytest.mark.parametrize("utc, zone, expected", [
@@ -65,12 +56,12 @@ def test_parse_refuses_what_is_not_an_rfc3339_instant(text):
     ("2022-06-01T00:00:00Z", "Etc/GMT+12", "2022-05-31T12:00:00-12:00"),
 ])
 def test_render_uses_the_zones_offset_at_that_instant(utc, zone, expected):
-    assert st_.render(st_.parse(utc), ZoneInfo(zone)) == expected
+    assert scheduled_time.render(scheduled_time.parse(utc), ZoneInfo(zone)) == expected
 
 
 def test_render_refuses_offsets_with_seconds():
     with pytest.raises(ValueError):  # Amsterdam kept +00:19:32 until 1937
-        st_.render(datetime(1930, 1, 1, tzinfo=timezone.utc), ZoneInfo("Europe/Amsterdam"))
+        scheduled_time.render(datetime(1930, 1, 1, tzinfo=timezone.utc), ZoneInfo("Europe/Amsterdam"))
 
 
 ORACLE_ZONES = ["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu",
@@ -83,7 +74,7 @@ ORACLE_ZONES = ["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "
        micro=st.sampled_from([0, 500000, 123456]), zone=st.sampled_from(ORACLE_ZONES))
 def test_render_agrees_with_the_c_library_and_parses_back(seconds, micro, zone):
     instant = datetime.fromtimestamp(seconds, timezone.utc).replace(microsecond=micro)
-    text = st_.render(instant, ZoneInfo(zone))
+    text = scheduled_time.render(instant, ZoneInfo(zone))
     saved = os.environ.get("TZ")
     os.environ["TZ"] = zone  # libc reads the system's tz files: an independent implementation
     time.tzset()
@@ -100,15 +91,15 @@ def test_render_agrees_with_the_c_library_and_parses_back(seconds, micro, zone):
     fraction = f".{micro:06d}".rstrip("0") if micro else ""
     assert text == (time.strftime("%Y-%m-%dT%H:%M:%S", local) + fraction +
                     f"{sign}{abs(offset_minutes) // 60:02d}:{abs(offset_minutes) % 60:02d}")
-    assert st_.parse(text) == instant
+    assert scheduled_time.parse(text) == instant
 
 
 @settings(max_examples=200, deadline=None)
 @given(instant=instants)
 def test_label_is_reversible(instant):
-    label = st_.to_label(instant)
+    label = scheduled_time.to_label(instant)
     assert LABEL_VALUE.fullmatch(label)
-    assert st_.from_label(label) == instant
+    assert scheduled_time.from_label(label) == instant
 
 
 @settings(max_examples=100, deadline=None)
@@ -116,10 +107,10 @@ def test_label_is_reversible(instant):
                             timezones=st.just(timezone.utc)),
        zone=st.sampled_from(["UTC", "Europe/Stockholm", "Asia/Kolkata", "America/Denver"]))
 def test_label_is_the_same_whatever_zone_or_form_the_time_came_in(instant, zone):
-    label = st_.to_label(instant)
-    assert st_.to_label(instant.astimezone(ZoneInfo(zone))) == label
-    assert st_.to_label(st_.parse(instant.astimezone(ZoneInfo(zone)).isoformat())) == label
-    assert st_.to_label(st_.parse(st_.render(instant, ZoneInfo(zone)))) == label
+    label = scheduled_time.to_label(instant)
+    assert scheduled_time.to_label(instant.astimezone(ZoneInfo(zone))) == label
+    assert scheduled_time.to_label(scheduled_time.parse(instant.astimezone(ZoneInfo(zone)).isoformat())) == label
+    assert scheduled_time.to_label(scheduled_time.parse(scheduled_time.render(instant, ZoneInfo(zone)))) == label
 
 
 @pytest.mark.parametrize("instant, label", [
@@ -129,7 +120,7 @@ def test_label_is_the_same_whatever_zone_or_form_the_time_came_in(instant, zone)
     (datetime(999, 1, 2, 3, 4, 5, tzinfo=timezone.utc), "0999-01-02t03-04-05z"),
 ])
 def test_label_examples_from_the_readme(instant, label):
-    assert st_.to_label(instant) == label
+    assert scheduled_time.to_label(instant) == label
 
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=10),
@@ -141,14 +132,15 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.text(m
 @given(argument=st.dictionaries(st.text(max_size=8), json_values, max_size=5), instant=instants)
 def test_run_digest_is_canonical_json_and_ignores_key_order(argument, instant):
     workflow = "projects/p-123456/locations/us-east1/workflows/w"
-    digest = st_.run_digest(workflow, instant, argument)
+    digest = scheduled_time.run_digest(workflow, instant, argument)
     reordered = dict(reversed(list(argument.items())))
-    assert st_.run_digest(workflow, instant, reordered) == digest
-    canonical = json.dumps({"workflow": workflow, "argument": argument, "scheduleTime": st_.to_label(instant)},
+    assert scheduled_time.run_digest(workflow, instant, reordered) == digest
+    canonical = json.dumps({"workflow": workflow, "argument": argument,
+                            "scheduleTime": scheduled_time.to_label(instant)},
                            sort_keys=True, separators=(",", ":"))
     assert digest == hashlib.sha256(canonical.encode()).hexdigest()[:32]
-    assert st_.run_digest(workflow, instant + timedelta(microseconds=1), argument) != digest
-    assert st_.run_digest(workflow + "2", instant, argument) != digest
+    assert scheduled_time.run_digest(workflow, instant + timedelta(microseconds=1), argument) != digest
+    assert scheduled_time.run_digest(workflow + "2", instant, argument) != digest
 
 
 @pytest.mark.parametrize("job, label", [
@@ -156,7 +148,7 @@ def test_run_digest_is_canonical_json_and_ignores_key_order(argument, instant):
     ("projects/p/locations/europe-west1/jobs/Nightly.ETL", "nightly-etl"), ("x" * 500, "x" * 63),
 ])
 def test_job_label_is_a_valid_label_value(job, label):
-    assert st_.job_label(job) == label and LABEL_VALUE.fullmatch(label)
+    assert scheduled_time.job_label(job) == label and LABEL_VALUE.fullmatch(label)
 
 
 @pytest.mark.parametrize("url, loopback", [
@@ -179,7 +171,7 @@ def test_google_session_is_made_once_lazily_with_the_cloud_platform_scope(monkey
         asked.append(scopes)
         return Credentials(token="token"), "a-project"
 
-    module = load("workflows_api")  # a fresh copy: no session yet
+    module = load_module("proxy", "workflows_api")  # a fresh copy: no session yet
     monkeypatch.setenv("WORKFLOWS_API", "https://workflowexecutions.googleapis.com")
     monkeypatch.setattr(google.auth, "default", fake_default)
     assert asked == []

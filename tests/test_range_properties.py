@@ -8,7 +8,6 @@ hang when a repeat crosses midnight (America/St_Johns before 2011), so there onl
 """
 from __future__ import annotations
 
-import importlib.util
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -18,11 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.cron_oracle import brute_force, cronsim_times, expand_alias
-from tests.serving import FUNCTIONS
+from tests.serving import load_module
 
-spec = importlib.util.spec_from_file_location("range_cron_window", FUNCTIONS / "range" / "cron_window.py")
-cron_window = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(cron_window)
+cron_window = load_module("range", "cron_window")
 
 UTC = timezone.utc
 ZONES = ["Europe/Stockholm", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu", "UTC"]

@@ -26,7 +26,10 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSIO
 
 
 class ApiError(Exception):
-    """An answer in Google's error shape; `upstream` marks messages that came from Google."""
+    """An answer in Google's error shape; `upstream` marks messages that came from Google.
+
+    Twin: localcloud/google_http.py's ApiError takes the same (code, message, status) and
+    tests/test_api_error_twins.py checks both against one table."""
 
     def __init__(self, code: int, message: str, status: str | None = None, upstream: bool = False):
         super().__init__(message)

@@ -10,7 +10,7 @@ import binascii
 
 from ..errors import fail
 from . import builtin
-from ._values import expect
+from ..values import expect
 
 
 @builtin("base64.encode")

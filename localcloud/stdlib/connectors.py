@@ -25,7 +25,7 @@ from urllib.parse import quote, urlencode
 from ..context import LOCAL_TOKEN, Context
 from ..errors import Cancelled, fail
 from . import builtin
-from ._values import type_name
+from ..values import is_number, type_name
 from .http_ import canonical_header
 
 PREFIX = "googleapis.workflowexecutions.v1.projects.locations.workflows.executions."
@@ -50,7 +50,7 @@ def _params(connector_params: Any) -> dict[str, Any]:
     if unknown:
         fail("ValueError", f"connector_params: unknown keys {sorted(unknown)}")
     timeout = connector_params.get("timeout", 1800)
-    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0 or timeout > 31536000:
+    if not is_number(timeout) or timeout <= 0 or timeout > 31536000:
         fail("ValueError", "connector_params.timeout must be a number of seconds in (0, 31536000]")
     polling = {**POLLING, **(connector_params.get("polling_policy") or {})}
     return {"timeout": float(timeout), "skip_polling": bool(connector_params.get("skip_polling")),

@@ -10,7 +10,7 @@ import re
 
 from ..errors import fail
 from . import builtin
-from ._values import is_int, type_name
+from ..values import is_int, type_name
 
 _INT_TEXT = re.compile(r"[+-]?\d+")
 _DOUBLE_TEXT = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")

@@ -35,7 +35,7 @@ from urllib3.exceptions import NameResolutionError, NewConnectionError, ReadTime
 from ..context import LOCAL_TOKEN
 from ..errors import fail
 from . import builtin
-from ._values import expect, is_number, type_name
+from ..values import expect, is_number, type_name
 from .json_ import to_json
 
 METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")

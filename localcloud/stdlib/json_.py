@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import fail
 from . import builtin
-from ._values import type_name
+from ..values import type_name
 
 
 @builtin("json.encode")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import fail
 from . import builtin
-from ._values import type_name
+from ..values import type_name
 
 
 @builtin("map.get")

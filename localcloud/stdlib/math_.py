@@ -9,7 +9,7 @@ import math
 
 from ..errors import fail
 from . import builtin
-from ._values import is_number, type_name
+from ..values import is_number, type_name
 
 
 @builtin("math.abs")

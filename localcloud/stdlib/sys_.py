@@ -8,7 +8,7 @@ import time
 
 from ..errors import Cancelled, fail
 from . import builtin
-from ._values import expect, is_number, type_name
+from ..values import expect, is_number, type_name
 from .json_ import to_json
 
 SEVERITIES = ("DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT",

@@ -19,7 +19,7 @@ from urllib.parse import quote, unquote
 
 from ..errors import fail
 from . import builtin
-from ._values import expect, is_int, type_name
+from ..values import expect, is_int, type_name
 
 _URL_SAFE = ".-_"   # letters and digits are never escaped; Python would also keep "~"
 _RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\\[1-9]|\\[pPC]")

@@ -1,10 +1,12 @@
 """Small checks on Workflows values, which are plain Python: None, bool, int, float, str, bytes,
-list, dict. A bool is never a number here, although Python says it is an int."""
+list, dict. A bool is never a number here, although Python says it is an int.
+
+The one copy for the expressions, the loader, the runtime and the stdlib."""
 from __future__ import annotations
 
 from typing import Any
 
-from ..errors import fail
+from .errors import fail
 
 
 def type_name(value: Any) -> str:
@@ -12,7 +14,7 @@ def type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    for kind, name in ((int, "integer"), (float, "double"), (str, "string"), (bytes, "bytes"),
+    for kind, name in ((int, "integer"), (float, "double"), (str, "string"), ((bytes, bytearray), "bytes"),
                        (list, "list"), (dict, "map")):
         if isinstance(value, kind):
             return name
