@@ -3,26 +3,24 @@ to_upper, to_lower, url_encode(_plus), url_decode, encode, decode.
 
 https://cloud.google.com/workflows/docs/reference/stdlib/text/split (and the sibling pages)
 
-Strings index by code point, as Python does. Workflows regular expressions use RE2 syntax; they
-run here on Python's `re`, which agrees on the common syntax. Differences, handled as follows:
-- RE2 has no lookaround and no backreferences: such patterns raise ValueError, as Google would.
-- RE2's `\\z` is Python's `\\Z`; it is translated. `\\p{...}` classes and `\\C` are not supported
-  by `re` and raise ValueError.
-- Where alternatives match at the same position, Google documents "the longest" match; `re`
-  takes the first alternative that matches (e.g. `a|ab` on "ab" finds "a").
+Strings index by code point, as Python does. Workflows regular expressions use RE2 syntax, so
+they run on RE2 itself (the google-re2 package), not on Python's `re`, which differs where users
+notice: RE2's `\\d` is ASCII only, `$` matches only at the very end of the text (never before a
+final newline), and there is no lookaround or backreference (ValueError, as Google raises).
+https://github.com/google/re2/wiki/Syntax
 """
 from __future__ import annotations
 
 import codecs
-import re
 from urllib.parse import quote, unquote
+
+import re2
 
 from ..errors import fail
 from . import builtin
 from ..values import expect, is_int, type_name
 
 _URL_SAFE = ".-_"   # letters and digits are never escaped; Python would also keep "~"
-_RE2_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\\[1-9]|\\[pPC]")
 
 
 @builtin("text.split")
@@ -137,13 +135,19 @@ def _codec(function: str, charset: str) -> str:
         fail("ValueError", f"{function}: unsupported charset: {charset}")
 
 
-def _compile(function: str, regexp: str) -> re.Pattern:
-    if _RE2_UNSUPPORTED.search(regexp):
-        fail("ValueError", f"{function}: invalid regular expression (not RE2 syntax): {regexp}")
+def _compile(function: str, regexp: str) -> re2._Regexp:
+    options = re2.Options()
+    # "If multiple matches start at the same index, then the longest one is replaced" (and, for
+    # find_all_regex, "considered"): RE2's leftmost-longest mode, so "a|ab" on "ab" finds "ab".
+    # https://cloud.google.com/workflows/docs/reference/stdlib/text/replace_all_regex
+    options.longest_match = True
+    options.log_errors = False     # RE2 would also print each bad pattern on stderr
     try:
-        return re.compile(regexp.replace(r"\z", r"\Z"))
-    except re.error as error:
-        fail("ValueError", f"{function}: invalid regular expression: {error}")
+        return re2.compile(regexp, options)
+    except re2.error as error:
+        reason = error.args[0].decode(errors="replace") if error.args and isinstance(error.args[0], bytes) \
+            else str(error)
+        fail("ValueError", f"{function}: invalid regular expression: {reason}")
 
 
 def _strings(function: str, **arguments) -> None:

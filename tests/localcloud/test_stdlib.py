@@ -270,9 +270,52 @@ def test_match_regex_finds_a_match_anywhere():
 
 
 def test_patterns_outside_re2_are_invalid():
-    # RE2 has neither lookaround nor backreferences
+    # RE2 has neither lookaround nor backreferences: https://github.com/google/re2/wiki/Syntax
     assert tags("text.match_regex", "aa", "(a)\\1") == ["ValueError"]
     assert tags("text.find_all_regex", "ab", "a(?=b)") == ["ValueError"]
+
+
+# The three regex functions "use RE2 syntax" (text/match_regex, text/find_all_regex,
+# text/replace_all_regex), whose rules are on https://github.com/google/re2/wiki/Syntax.
+
+def test_regex_digit_class_is_ascii_only():
+    # RE2 Syntax, "Perl character classes (all ASCII-only)": \d is "digits (≡ [0-9])"; Python's
+    # re would also take Arabic-Indic or fullwidth digits.
+    for digit in ("\u0663", "\uff15", "\u0967"):
+        assert call("text.match_regex", digit, r"\d") is False
+        assert call("text.find_all_regex", f"7{digit}", r"\d+") == [{"index": 0, "match": "7"}]
+    assert call("text.replace_all_regex", "a1\u0663", r"\d", "#") == "a#\u0663"
+
+
+def test_regex_dollar_matches_only_at_the_end_of_the_text():
+    # RE2 Syntax: "$ at end of text (like \z not \Z) or line (m=true)"; Python's $ also
+    # matches before a final newline.
+    assert call("text.match_regex", "done\n", "done$") is False
+    assert call("text.match_regex", "done", "done$") is True
+    assert call("text.find_all_regex", "a\na", "a$") == [{"index": 2, "match": "a"}]
+    assert call("text.match_regex", "one\ntwo", "(?m)one$") is True
+
+
+def test_regex_takes_the_longest_match_at_the_same_index():
+    # text/find_all_regex: "If the overlapping matches start at the same index, then the longest
+    # match is considered." https://cloud.google.com/workflows/docs/reference/stdlib/text/find_all_regex
+    assert call("text.find_all_regex", "abc", "a|ab") == [{"index": 0, "match": "ab"}]
+    # text/replace_all_regex: "if multiple matches start at the same index, then the longest one
+    # is replaced." https://cloud.google.com/workflows/docs/reference/stdlib/text/replace_all_regex
+    assert call("text.replace_all_regex", "ab", "a|ab", "X") == "X"
+    assert call("text.replace_all_regex", "abab", "a|ab", "X") == "XX"
+
+
+def test_regex_indexes_count_code_points():
+    # text/find_all_regex returns "the starting index (zero-based)"; strings index by code point.
+    assert call("text.find_all_regex", "\u00e9t\u00e9 \U0001F600x", "x|t") == \
+        [{"index": 1, "match": "t"}, {"index": 5, "match": "x"}]
+
+
+def test_empty_regex_replaces_before_each_code_point_and_at_the_end():
+    # text/replace_all_regex: "If the expression is empty, it matches at the beginning of the
+    # string and after each code point, yielding up to k+1 replacements"
+    assert call("text.replace_all_regex", "h\u00e9", "", "-") == "-h-\u00e9-"
 
 
 def test_case_conversion():
