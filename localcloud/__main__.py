@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -190,8 +191,11 @@ def list_executions(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(error, file=sys.stderr)
             return 2
+        if not Path(args.state).is_dir():
+            print(f"--state {args.state}: no such folder", file=sys.stderr)
+            return 2
         if not (Path(args.state) / "executions.sqlite3").exists():
-            executions = []
+            executions = []   # a state folder where nothing has run yet
         else:
             store = Store(args.state)
             rows = [row for row in store.scan(parent) if predicate(row[1])]
@@ -235,7 +239,17 @@ def list_from_api(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return dispatch(list(sys.argv[1:] if argv is None else argv))
+    except BrokenPipeError:
+        # The reader went away (`executions list | head`): stop quietly, as other CLI tools do.
+        # stdout is pointed at /dev/null so that the interpreter's final flush cannot fail again.
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141   # 128 + SIGPIPE, what a shell reports for a command killed by the pipe
+
+
+def dispatch(argv: list[str]) -> int:
     if argv[:1] == ["demo"]:
         # The demo parses its own arguments; imported only when asked for.
         return importlib.import_module("localcloud.demo").main(argv[1:])

@@ -178,7 +178,7 @@ class Story:
         scheduler = self.stack.scheduler.scheduler
         before = len(scheduler.attempts)
         url = f"{self.stack.scheduler.url}/v1/{PARENT}/jobs/{JOB}:run"
-        say(f"   $ curl -X POST {url}")
+        say(f"   $ curl -X POST {url} -H 'Authorization: Bearer {LOCAL_TOKEN}'")
         status, answer = http("POST", url, {})
         check(status == 200, f"run now answered {status}: {answer}")
         deadline = time.monotonic() + WAIT_SECONDS

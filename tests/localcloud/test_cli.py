@@ -149,3 +149,26 @@ def test_serve_refuses_a_missing_workflows_folder_or_a_bad_jobs_file(tmp_path):
     jobs.write_text("- name: j\n  schedule: '* * *'\n  uri: http://127.0.0.1:9/\n")
     bad_jobs = localcloud("serve", "--workflows", str(tmp_path), "--state", str(tmp_path / "s"), "--jobs", str(jobs))
     assert bad_jobs.returncode == 2 and "job j: invalid schedule" in bad_jobs.stderr
+
+
+def test_executions_list_refuses_a_state_folder_that_does_not_exist(tmp_path):
+    done = localcloud("executions", "list", "--state", str(tmp_path / "nonexistent"))
+    assert done.returncode == 2 and "no such folder" in done.stderr and done.stdout == ""
+    empty = localcloud("executions", "list", "--state", str(tmp_path))   # exists, nothing ran yet
+    assert empty.returncode == 0 and empty.stdout.split() == ["WORKFLOW", "EXECUTION_ID", "STATE",
+                                                              "START_TIME", "END_TIME"]
+
+
+def test_executions_list_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
+    # `executions list | head -1`: head exits after one line while the table is still printed.
+    from localcloud.store import Store
+    store = Store(tmp_path)
+    for number in range(3000):
+        store.insert({"name": f"{PARENT}/hello/executions/e{number:05}", "state": "SUCCEEDED",
+                      "startTime": "2024-01-01T00:00:00.000000Z", "createTime": "2024-01-01T00:00:00.000000Z"})
+    store.close()
+    pipeline = subprocess.run(f"'{sys.executable}' -m localcloud executions list --state '{tmp_path}' "
+                              "--limit 3000 | head -1", shell=True, cwd=ROOT, capture_output=True,
+                              text=True, timeout=60)
+    assert pipeline.stdout.split() == ["WORKFLOW", "EXECUTION_ID", "STATE", "START_TIME", "END_TIME"]
+    assert "Traceback" not in pipeline.stderr and "BrokenPipeError" not in pipeline.stderr

@@ -143,8 +143,10 @@ def test_ctrl_c_while_serving_stops_every_process(tmp_path):
         urls = dict(re.findall(r"^  (Executions API|range function|proxy function|Cloud Scheduler)\s+(\S+)",
                                output, re.M))
         assert len(urls) == 4 and all(listening(url) for url in urls.values())
-        # The printed calls work as printed.
+        # The printed calls work as printed: those offered at the end, and the story's run-now.
         calls = output.split("Try it", 1)[1].replace("\\\n", "").splitlines()[1:]
+        calls += [line.strip().removeprefix("$ ") for line in output.splitlines()
+                  if line.strip().startswith("$ curl") and "/jobs/" in line]
         for call in calls:
             if call.strip().startswith("tail"):
                 continue
