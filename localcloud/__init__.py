@@ -4,7 +4,9 @@ A Cloud Workflows engine, the Workflows Executions v1 REST API over SQLite, and 
 so that the real functions and the real `workflows/*.yaml` run end to end without Google.
 
 Data flows one way:
-    loader (YAML -> checked workflow) -> expressions (parse once, evaluate many)
+    loader (YAML -> model, the step tree; checks: what a deploy refuses)
+    -> expressions (parse once, evaluate many; values: type rules)
     -> runtime (steps, scopes, parallel, try/retry) -> stdlib (json, map, text, time, http, ...)
     api (HTTP, SQLite) <-> runtime;  scheduler (cron -> HTTP POST);  __main__ (CLI)
+    google_http: what every local server shares (Google's error shape, JSON, bearer, RFC 3339)
 """

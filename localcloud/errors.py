@@ -10,11 +10,16 @@ from typing import Any, NoReturn
 
 
 class WorkflowError(Exception):
-    """An error raised inside a running workflow; `payload` is what `except: as: e` binds."""
+    """An error raised inside a running workflow; `payload` is what `except: as: e` binds.
+
+    `frames` is where it went, innermost first: one {"step", "routine", "depth", "position"} per
+    subworkflow call it crossed, added by the runtime as it unwinds (the Executions API's stack trace).
+    """
 
     def __init__(self, payload: Any):
         super().__init__(payload)
         self.payload = payload
+        self.frames: list[dict[str, Any]] = []
 
     @property
     def tags(self) -> list[str]:

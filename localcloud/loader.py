@@ -1,29 +1,31 @@
 """Load a workflow file and check it as `gcloud workflows deploy` would, before anything runs.
 
-The result is a tree of small step objects with every `${...}` already parsed, so the runtime
-never parses text. Anything the engine does not support is a LoadError naming the construct.
+The result is a model.Workflow, a tree of small step objects with every `${...}` already parsed,
+so the runtime never parses text. Each step is compiled here, with the checks one step can make
+on its own; checks.py then checks what needs the whole subworkflow. Anything the engine does not
+support is a LoadError naming the construct.
 Syntax: https://cloud.google.com/workflows/docs/reference/syntax
 """
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from . import checks, stdlib
 from . import expressions as ex
-from . import stdlib
 from .errors import LoadError
+from .model import (Assign, Call, Condition, For, Loop, Nested, Param, Parallel, Raise, RetryPolicy, Return,
+                    Step, Steps, Subworkflow, Switch, Target, Try, Workflow)
 from .values import is_int
 
 MAX_SOURCE_BYTES = 128 * 1024      # workflow source size (Workflows quotas: resource limits)
 MAX_ASSIGNMENTS = 50               # per assign step
 MAX_CONDITIONS = 50                # per switch step
 MAX_BRANCHES = 10                  # per parallel step
-MAX_PARALLEL_DEPTH = 2             # parallel steps nested in parallel steps
 RESERVED_NEXT = {"end", "break", "continue"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -36,138 +38,6 @@ NAMED_POLICIES = {
     "http.default_retry_non_idempotent": "http.default_retry_predicate_non_idempotent",
 }
 
-
-# ----------------------------------------------------------------------------- the model
-
-@dataclass
-class Target:
-    """An assignment target: `x`, `m.k`, `a[i]`, `m.list[0].k`."""
-    root: str
-    path: tuple[ex.Node, ...]   # each a key or index expression, evaluated at assignment time
-    text: str
-
-
-@dataclass
-class Step:
-    name: str
-    next: str | None = None
-    line: int = field(default=0, kw_only=True)      # where the step is written, for stack traces
-    column: int = field(default=0, kw_only=True)
-
-
-@dataclass
-class Steps:
-    steps: list[Step]
-    index: dict[str, int]
-
-
-@dataclass
-class Assign(Step):
-    items: list[tuple[Target, ex.Node]] = field(default_factory=list)
-
-
-@dataclass
-class Call(Step):
-    function: str = ""
-    subworkflow: bool = False
-    args: dict[str, ex.Node] = field(default_factory=dict)
-    result: str | None = None
-
-
-@dataclass
-class Condition:
-    condition: ex.Node
-    assign: list[tuple[Target, ex.Node]] | None = None
-    steps: Steps | None = None
-    raise_: ex.Node | None = None
-    return_: ex.Node | None = None      # `return: null` is Const(None), so None means no return
-    next: str | None = None
-
-
-@dataclass
-class Switch(Step):
-    conditions: list[Condition] = field(default_factory=list)
-
-
-@dataclass
-class Loop:
-    value: str
-    index: str | None
-    items: ex.Node | None         # `in:`
-    range: ex.Node | None         # `range:`
-    body: Steps
-
-
-@dataclass
-class For(Step):
-    loop: Loop | None = None
-
-
-@dataclass
-class Parallel(Step):
-    shared: tuple[str, ...] = ()
-    concurrency_limit: ex.Node | None = None
-    branches: list[tuple[str, Steps]] | None = None
-    loop: Loop | None = None
-
-
-@dataclass
-class RetryPolicy:
-    predicate: str                # a builtin or subworkflow name
-    predicate_is_subworkflow: bool
-    max_retries: ex.Node
-    initial_delay: ex.Node
-    max_delay: ex.Node
-    multiplier: ex.Node
-
-
-@dataclass
-class Try(Step):
-    body: Step | None = None
-    retry: RetryPolicy | None = None
-    except_as: str | None = None
-    except_steps: Steps | None = None
-
-
-@dataclass
-class Raise(Step):
-    value: ex.Node | None = None
-
-
-@dataclass
-class Return(Step):
-    value: ex.Node | None = None
-
-
-@dataclass
-class Nested(Step):
-    body: Steps | None = None
-
-
-@dataclass
-class Param:
-    name: str
-    has_default: bool
-    default: Any = None
-
-
-@dataclass
-class Subworkflow:
-    name: str
-    params: list[Param]
-    steps: Steps
-
-
-@dataclass
-class Workflow:
-    subworkflows: dict[str, Subworkflow]
-
-    @property
-    def main(self) -> Subworkflow:
-        return self.subworkflows["main"]
-
-
-# ---------------------------------------------------------------------------- entry points
 
 class _YamlLoader(yaml.SafeLoader):
     """Safe YAML, except that unquoted dates and times stay the strings they were written as,
@@ -236,8 +106,6 @@ def _step_positions(text: str) -> dict[tuple[str, str], tuple[int, int]]:
     return positions
 
 
-# ------------------------------------------------------------------------------ compiling
-
 class _Compiler:
     def __init__(self, document: Any, positions: dict[tuple[str, str], tuple[int, int]]):
         self.document = document
@@ -274,8 +142,7 @@ class _Compiler:
             self.routine = name
             steps = self.steps(body["steps"], f"subworkflow '{name}'")
             result[name] = Subworkflow(name, self.routines[name], steps)
-            _Checker(result[name]).check()
-            _References(result[name]).check()
+            checks.check(result[name])
         return Workflow(result)
 
     def params(self, raw: Any, where: str) -> list[Param]:
@@ -370,7 +237,7 @@ class _Compiler:
             node = node.target
         if not isinstance(node, ex.Var):
             raise LoadError(f"{where}: invalid assignment target '{raw}'")
-        self.functions(node_list=path, where=where)
+        self.check_calls(path, where)
         return Target(node.name, tuple(reversed(path)), raw)
 
     def step_call(self, name: str, nxt: str | None, body: dict, where: str) -> Step:
@@ -550,7 +417,7 @@ class _Compiler:
                 node = ex.parse(inside)
             except ex.ExpressionSyntaxError as err:
                 raise LoadError(f"{where}: invalid expression '{raw}': {err}") from None
-            self.functions([node], where)
+            self.check_calls([node], where)
             return node
         if isinstance(raw, list):
             return ex.ListLit(tuple(self.value(item, where) for item in raw))
@@ -564,8 +431,8 @@ class _Compiler:
             return ex.Const(raw)
         raise LoadError(f"{where}: unsupported value {raw!r}")
 
-    def functions(self, node_list: list[ex.Node], where: str) -> None:
-        for node in node_list:
+    def check_calls(self, nodes: list[ex.Node], where: str) -> None:
+        for node in nodes:
             for call in ex.calls(node):
                 self.check_arguments(call.name, call.args, {}, where)
 
@@ -596,199 +463,6 @@ class _Compiler:
             raise LoadError(f"{where}: connector '{name}' is not supported by localcloud")
         raise LoadError(f"{where}: unknown function or subworkflow '{name}'")
 
-
-# ------------------------------------------------------------------------------- checking
-
-class _Checker:
-    """Rules that need the whole tree: `next` targets, parallel scoping, nesting."""
-
-    def __init__(self, routine: Subworkflow):
-        self.routine = routine
-
-    def check(self) -> None:
-        defined = {p.name for p in self.routine.params}
-        self.walk(self.routine.steps, [self.routine.steps], defined, parallel=None, depth=0, in_loop=False)
-
-    def walk(self, steps: Steps, visible: list[Steps], defined: set[str],
-             parallel: tuple[set[str], set[str]] | None, depth: int, in_loop: bool) -> None:
-        """`visible`: step lists `next` may jump to; `parallel`: (parent variables, shared) in a branch."""
-        for step in steps.steps:
-            where = f"step '{step.name}'"
-            if step.next is not None:
-                self.jump(step.next, visible, where, in_loop, parallel is not None)
-            if isinstance(step, Assign):
-                self.assigns([t for t, _ in step.items], defined, parallel, where)
-            elif isinstance(step, Call) and step.result:
-                self.assigns([step.result], defined, parallel, where)
-            elif isinstance(step, Switch):
-                for cond in step.conditions:
-                    if cond.next is not None:
-                        self.jump(cond.next, visible, where, in_loop, parallel is not None)
-                    if cond.assign:
-                        self.assigns([t for t, _ in cond.assign], defined, parallel, where)
-                    if cond.return_ is not None and parallel is not None:
-                        raise LoadError(f"{where}: 'return' inside a parallel branch is not supported")
-                    if cond.steps is not None:
-                        self.walk(cond.steps, visible + [cond.steps], defined, parallel, depth, in_loop)
-            elif isinstance(step, For):
-                # "Jumping in or out of a for loop ... is not allowed" (syntax/iteration).
-                self.walk(step.loop.body, [step.loop.body], self.loop_defined(defined, step.loop),
-                          self.loop_scope(parallel, step.loop), depth, in_loop=True)
-            elif isinstance(step, Parallel):
-                if depth + 1 > MAX_PARALLEL_DEPTH:
-                    raise LoadError(f"{where}: parallel steps nest at most {MAX_PARALLEL_DEPTH} deep")
-                missing = [v for v in step.shared if v not in defined]
-                if missing:
-                    raise LoadError(f"{where}: shared variable '{missing[0]}' must be assigned before the parallel step")
-                scope = (set(defined), set(step.shared))
-                if step.loop is not None:
-                    self.walk(step.loop.body, [step.loop.body], self.loop_defined(defined, step.loop),
-                              self.loop_scope(scope, step.loop), depth + 1, in_loop=False)
-                else:
-                    for _, body in step.branches or []:
-                        self.walk(body, [body], set(defined), scope, depth + 1, in_loop=False)
-            elif isinstance(step, Try):
-                self.walk(Steps([step.body], {}), visible, defined, parallel, depth, in_loop)
-                if step.except_steps is not None:
-                    # An except block is a scope of its own; `as` binds a new variable in it.
-                    inner = set(defined) | ({step.except_as} if step.except_as else set())
-                    handler = None if parallel is None else (parallel[0] - {step.except_as}, parallel[1])
-                    self.walk(step.except_steps, visible + [step.except_steps], inner, handler, depth, in_loop)
-            elif isinstance(step, Nested):
-                self.walk(step.body, visible + [step.body], defined, parallel, depth, in_loop)
-            elif isinstance(step, Return) and parallel is not None:
-                raise LoadError(f"{where}: 'return' inside a parallel branch is not supported")
-
-    @staticmethod
-    def loop_defined(defined: set[str], loop: Loop) -> set[str]:
-        """A loop body sees the enclosing variables plus its own value and index."""
-        return defined | {name for name in (loop.value, loop.index) if name}
-
-    @staticmethod
-    def loop_scope(parallel: tuple[set[str], set[str]] | None, loop: Loop) -> tuple[set[str], set[str]] | None:
-        if parallel is None:
-            return None
-        return parallel[0] - {loop.value, loop.index}, parallel[1]
-
-    @staticmethod
-    def assigns(targets: list[Target | str], defined: set[str], parallel: tuple[set[str], set[str]] | None,
-                where: str) -> None:
-        for target in targets:
-            root = target if isinstance(target, str) else target.root
-            if parallel is not None and root in parallel[0] and root not in parallel[1]:
-                raise LoadError(f"{where}: assigns parent variable '{root}' inside a parallel step; "
-                                f"list it in 'shared'")
-            defined.add(root)
-
-    @staticmethod
-    def jump(target: str, visible: list[Steps], where: str, in_loop: bool, in_parallel: bool) -> None:
-        if target in ("break", "continue"):
-            if not in_loop:
-                raise LoadError(f"{where}: 'next: {target}' outside a for loop")
-            return
-        if target == "end":
-            if in_parallel:
-                raise LoadError(f"{where}: 'next: end' inside a parallel branch is not supported")
-            return
-        if not any(target in steps.index for steps in visible):
-            raise LoadError(f"{where}: 'next: {target}' does not name a step it can jump to")
-
-
-class _References:
-    """Every variable an expression reads must exist in its scope, as a deploy checks.
-
-    "A variable created inside a for loop belongs to the local scope of that loop ... accessing
-    it outside of the loop will raise an error when deploying the workflow. This local scoping
-    also applies to any variable created inside an except block." (syntax/variables). A parallel
-    branch or iteration is a scope too. Within one scope the order of steps is not considered:
-    `next` can jump backwards, so only the run can tell.
-    """
-
-    def __init__(self, routine: Subworkflow):
-        self.routine = routine
-
-    def check(self) -> None:
-        self.scope(self.routine.steps, {p.name for p in self.routine.params})
-
-    def scope(self, steps: Steps, outer: set[str], *own: str | None) -> None:
-        visible = outer | {name for name in own if name} | self.defined(steps.steps)
-        for step in steps.steps:
-            self.step(step, visible)
-
-    def defined(self, steps: list[Step]) -> set[str]:
-        """Variables a list of steps creates in its own scope (not in loops, branches, excepts)."""
-        names: set[str] = set()
-        for step in steps:
-            if isinstance(step, Assign):
-                names |= {t.root for t, _ in step.items if not t.path}
-            elif isinstance(step, Call) and step.result:
-                names.add(step.result)
-            elif isinstance(step, Switch):
-                for cond in step.conditions:
-                    names |= {t.root for t, _ in cond.assign or [] if not t.path}
-                    names |= self.defined(cond.steps.steps) if cond.steps else set()
-            elif isinstance(step, Try):
-                names |= self.defined([step.body])
-            elif isinstance(step, Nested):
-                names |= self.defined(step.body.steps)
-        return names
-
-    def step(self, step: Step, visible: set[str]) -> None:
-        where = f"step '{step.name}'"
-        if isinstance(step, Assign):
-            self.assignments(step.items, visible, where)
-        elif isinstance(step, Call):
-            self.reads(step.args.values(), visible, where)
-        elif isinstance(step, Switch):
-            for cond in step.conditions:
-                self.reads([cond.condition, cond.raise_, cond.return_], visible, where)
-                self.assignments(cond.assign or [], visible, where)
-                for inner in cond.steps.steps if cond.steps else []:
-                    self.step(inner, visible)
-        elif isinstance(step, For):
-            self.loop(step.loop, visible, where)
-        elif isinstance(step, Parallel):
-            self.reads([step.concurrency_limit], visible, where)
-            if step.loop is not None:
-                self.loop(step.loop, visible, where)
-            for _, body in step.branches or []:
-                self.scope(body, visible)
-        elif isinstance(step, Try):
-            self.step(step.body, visible)
-            if step.retry is not None:
-                policy = step.retry
-                self.reads([policy.max_retries, policy.initial_delay, policy.max_delay, policy.multiplier],
-                           visible, where)
-            if step.except_steps is not None:
-                self.scope(step.except_steps, visible, step.except_as)
-        elif isinstance(step, (Raise, Return)):
-            self.reads([step.value], visible, where)
-        elif isinstance(step, Nested):
-            for inner in step.body.steps:
-                self.step(inner, visible)
-
-    def loop(self, loop: Loop, visible: set[str], where: str) -> None:
-        self.reads([loop.items, loop.range], visible, where)
-        self.scope(loop.body, visible, loop.value, loop.index)
-
-    def assignments(self, items: list[tuple[Target, ex.Node]], visible: set[str], where: str) -> None:
-        for target, value in items:
-            if target.path and target.root not in visible:
-                raise LoadError(f"{where}: assigns into '{target.text}' but '{target.root}' is not defined here")
-            self.reads([*target.path, value], visible, where)
-
-    @staticmethod
-    def reads(nodes: Any, visible: set[str], where: str) -> None:
-        for node in nodes:
-            if node is None:
-                continue
-            missing = sorted(ex.variables(node) - visible)
-            if missing:
-                raise LoadError(f"{where}: variable '{missing[0]}' is not defined here (variables created "
-                                "in a for loop, an except block or a parallel branch stay inside it)")
-
-
-# -------------------------------------------------------------------------------- helpers
 
 def _mapping(value: Any, where: str) -> None:
     if not isinstance(value, dict):

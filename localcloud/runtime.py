@@ -13,7 +13,7 @@ from functools import partial
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
-from . import loader as ld
+from . import model
 from . import stdlib
 from .context import Context
 from .errors import Cancelled, WorkflowError, fail
@@ -25,7 +25,7 @@ UNHANDLED_BRANCH_MESSAGE = ("UnhandledBranchError: One or more branches or itera
                             "encountered an unhandled runtime error")
 
 
-def run(workflow: ld.Workflow, argument: Any, context: Context) -> Any:
+def run(workflow: model.Workflow, argument: Any, context: Context) -> Any:
     """Run `main` to completion and return its result.
 
     Raises WorkflowError for an uncaught error (see `error_report`), Cancelled when
@@ -34,17 +34,12 @@ def run(workflow: ld.Workflow, argument: Any, context: Context) -> Any:
     execution = Execution(workflow, context)
     main = workflow.main
     args = {main.params[0].name: argument} if main.params else {}
-    try:
-        return execution.run_subworkflow(main, args, depth=1)
-    except WorkflowError as err:
-        report = error_report(err)
-        err.context, err.stack_trace = report["context"], report["stackTrace"]
-        raise
+    return execution.run_subworkflow(main, args, depth=1)
 
 
 def error_report(err: WorkflowError) -> dict[str, Any]:
     """Execution.error as the Executions API shows it: {payload (JSON string), context, stackTrace}."""
-    frames = getattr(err, "frames", [])
+    frames = err.frames
     where = ""
     if frames:
         first = frames[0]
@@ -142,7 +137,7 @@ class Scope:
         self.sizes.clear()
 
 
-def assign(scope: Scope, target: ld.Target, value: Any) -> None:
+def assign(scope: Scope, target: model.Target, value: Any) -> None:
     value = copy_value(value)
     if not target.path:
         scope.set(target.root, value)
@@ -192,14 +187,14 @@ def _restore_slot(container: Any, key: Any, previous: Any) -> None:
 # ----------------------------------------------------------------------------- execution
 
 class Execution:
-    def __init__(self, workflow: ld.Workflow, context: Context):
+    def __init__(self, workflow: model.Workflow, context: Context):
         self.workflow = workflow
         self.context = context
         self.budget = Budget()
 
     # -- calls
 
-    def run_subworkflow(self, routine: ld.Subworkflow, args: dict[str, Any], depth: int) -> Any:
+    def run_subworkflow(self, routine: model.Subworkflow, args: dict[str, Any], depth: int) -> Any:
         if depth > CALL_DEPTH_LIMIT:
             fail("RecursionError", f"maximum call stack depth ({CALL_DEPTH_LIMIT}) exceeded calling '{routine.name}'")
         scope = Scope(self, routine.name, depth)
@@ -244,7 +239,7 @@ class Execution:
 
     # -- steps
 
-    def run_steps(self, steps: ld.Steps, scope: Scope) -> Signal:
+    def run_steps(self, steps: model.Steps, scope: Scope) -> Signal:
         position = 0
         while position < len(steps.steps):
             step = steps.steps[position]
@@ -259,28 +254,28 @@ class Execution:
                 return signal
         return None
 
-    def run_step(self, step: ld.Step, scope: Scope) -> Signal:
+    def run_step(self, step: model.Step, scope: Scope) -> Signal:
         if self.context.cancelled.is_set():
             raise Cancelled()
         try:
             self.budget.step()
             return self.handlers[type(step)](self, step, scope)
         except WorkflowError as err:
-            frames = err.__dict__.setdefault("frames", [])
+            frames = err.frames
             if not frames or frames[-1]["depth"] != scope.depth:
                 frames.append({"step": step.name, "routine": scope.routine, "depth": scope.depth,
                                "position": {"line": step.line, "column": step.column}})
             raise
 
-    def step_next(self, step: ld.Step, scope: Scope) -> Signal:
+    def step_next(self, step: model.Step, scope: Scope) -> Signal:
         return None
 
-    def step_assign(self, step: ld.Assign, scope: Scope) -> Signal:
+    def step_assign(self, step: model.Assign, scope: Scope) -> Signal:
         for target, node in step.items:
             assign(scope, target, node.eval(scope))
         return None
 
-    def step_call(self, step: ld.Call, scope: Scope) -> Signal:
+    def step_call(self, step: model.Call, scope: Scope) -> Signal:
         args = {name: node.eval(scope) for name, node in step.args.items()}
         if step.subworkflow:
             result = self.run_subworkflow(self.workflow.subworkflows[step.function], args, scope.depth + 1)
@@ -290,7 +285,7 @@ class Execution:
             scope.set(step.result, copy_value(result))
         return None
 
-    def step_switch(self, step: ld.Switch, scope: Scope) -> Signal:
+    def step_switch(self, step: model.Switch, scope: Scope) -> Signal:
         for cond in step.conditions:
             matched = cond.condition.eval(scope)
             if not isinstance(matched, bool):
@@ -310,7 +305,7 @@ class Execution:
             return jump(cond.next) if cond.next else None
         return None
 
-    def step_for(self, step: ld.For, scope: Scope) -> Signal:
+    def step_for(self, step: model.For, scope: Scope) -> Signal:
         # Variables created in the loop live in the loop's scope, "cleared after exiting the loop".
         loop_scope = Scope(self, scope.routine, scope.depth, parent=scope)
         try:
@@ -327,7 +322,7 @@ class Execution:
         finally:
             loop_scope.release()
 
-    def loop_values(self, loop: ld.Loop, scope: Scope) -> Iterator[tuple[int, Any]]:
+    def loop_values(self, loop: model.Loop, scope: Scope) -> Iterator[tuple[int, Any]]:
         """(index, value) pairs; each value is a private copy that its iteration may keep as is."""
         if loop.items is not None:
             items = loop.items.eval(scope)
@@ -339,7 +334,7 @@ class Execution:
             fail("TypeError", "'for range' needs a list of two numbers [start, end]")
         return enumerate(_inclusive_range(bounds[0], bounds[1]))
 
-    def step_parallel(self, step: ld.Parallel, scope: Scope) -> Signal:
+    def step_parallel(self, step: model.Parallel, scope: Scope) -> Signal:
         limit = DEFAULT_CONCURRENCY
         if step.concurrency_limit is not None:
             limit = step.concurrency_limit.eval(scope)
@@ -380,7 +375,7 @@ class Execution:
             })
         return None
 
-    def run_branch(self, body: ld.Steps, parent: Scope, shared: frozenset[str], bindings: dict[str, Any]) -> None:
+    def run_branch(self, body: model.Steps, parent: Scope, shared: frozenset[str], bindings: dict[str, Any]) -> None:
         branch = Scope(self, parent.routine, parent.depth, parent=parent, shared=shared)
         try:
             for name, value in bindings.items():
@@ -391,7 +386,7 @@ class Execution:
         finally:
             branch.release()
 
-    def step_try(self, step: ld.Try, scope: Scope) -> Signal:
+    def step_try(self, step: model.Try, scope: Scope) -> Signal:
         retries, delay, policy = 0, None, step.retry
         while True:
             try:
@@ -408,7 +403,7 @@ class Execution:
                     raise
                 return self.run_except(step, err.payload, scope)
 
-    def run_except(self, step: ld.Try, error: Any, scope: Scope) -> Signal:
+    def run_except(self, step: model.Try, error: Any, scope: Scope) -> Signal:
         # Variables created in an except block, `as` included, stay in it (syntax/variables).
         handler = Scope(self, scope.routine, scope.depth, parent=scope)
         try:
@@ -418,7 +413,7 @@ class Execution:
         finally:
             handler.release()
 
-    def backoff(self, policy: ld.RetryPolicy, scope: Scope, delay: float | None) -> tuple[int, float, float, float]:
+    def backoff(self, policy: model.RetryPolicy, scope: Scope, delay: float | None) -> tuple[int, float, float, float]:
         max_retries = policy.max_retries.eval(scope)
         if not is_int(max_retries) or max_retries < 0:
             fail("TypeError", f"max_retries must be a non-negative integer, got {max_retries!r}")
@@ -428,7 +423,7 @@ class Execution:
         initial, max_delay, multiplier = numbers
         return max_retries, (initial if delay is None else delay), max_delay, multiplier
 
-    def should_retry(self, policy: ld.RetryPolicy, error: Any, scope: Scope) -> bool:
+    def should_retry(self, policy: model.RetryPolicy, error: Any, scope: Scope) -> bool:
         if policy.predicate_is_subworkflow:
             routine = self.workflow.subworkflows[policy.predicate]
             bound = {routine.params[0].name: error} if routine.params else {}
@@ -439,19 +434,19 @@ class Execution:
             fail("TypeError", f"retry predicate '{policy.predicate}' must return a boolean, got {type_name(verdict)}")
         return verdict
 
-    def step_raise(self, step: ld.Raise, scope: Scope) -> Signal:
+    def step_raise(self, step: model.Raise, scope: Scope) -> Signal:
         raise WorkflowError(copy_value(step.value.eval(scope)))
 
-    def step_return(self, step: ld.Return, scope: Scope) -> Signal:
+    def step_return(self, step: model.Return, scope: Scope) -> Signal:
         return Returned(step.value.eval(scope))
 
-    def step_nested(self, step: ld.Nested, scope: Scope) -> Signal:
+    def step_nested(self, step: model.Nested, scope: Scope) -> Signal:
         return self.run_steps(step.body, scope)
 
     handlers: dict[type, Callable[..., Signal]] = {
-        ld.Step: step_next, ld.Assign: step_assign, ld.Call: step_call, ld.Switch: step_switch,
-        ld.For: step_for, ld.Parallel: step_parallel, ld.Try: step_try, ld.Raise: step_raise,
-        ld.Return: step_return, ld.Nested: step_nested,
+        model.Step: step_next, model.Assign: step_assign, model.Call: step_call, model.Switch: step_switch,
+        model.For: step_for, model.Parallel: step_parallel, model.Try: step_try, model.Raise: step_raise,
+        model.Return: step_return, model.Nested: step_nested,
     }
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from localcloud import loader
+from localcloud import loader, model
 from localcloud.errors import LoadError
 
 SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "workflows.schema.json"
 
 
-def load(source: str) -> loader.Workflow:
+def load(source: str) -> model.Workflow:
     return loader.load_text(textwrap.dedent(source))
 
 
@@ -174,9 +174,19 @@ def test_unquoted_timestamps_stay_strings():
     assert step.value.value == "2022-02-15T00:00:00Z"
 
 
+class Variables(dict):
+    """The variables an expression reads (expressions.Env), here without a running workflow."""
+
+    def lookup(self, name):
+        return self[name]
+
+    def call(self, name, args):
+        raise AssertionError(f"unexpected call to {name}")
+
+
 def test_expressions_are_parsed_at_load_time():
     step = load(VALID["steps_list"]).main.steps.steps[1]
-    assert not isinstance(step.value, str) and type(step.value).__name__ == "Var"
+    assert step.value.eval(Variables(x=41)) == 41
 
 
 # --- what is rejected, and the message names it
