@@ -26,7 +26,7 @@ import yaml
 
 from . import api, filters, scheduler
 from .google_http import ApiError
-from .context import LOCAL_TOKEN
+from .context import LOCAL_TOKEN, LOCATION, PROJECT
 from .store import Store
 
 RESERVED_ENV_PREFIXES = ("GOOGLE_", "WORKFLOWS_")
@@ -64,16 +64,16 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--env", action="append", type=workflow_env_pair, default=[], metavar="WORKFLOW:K=V",
                        help="a deploy-time env var of one workflow (repeatable)")
     serve.add_argument("--env-file", help="YAML or JSON map {workflow: {K: V}}")
-    serve.add_argument("--project", default="local-project")
-    serve.add_argument("--location", default="us-central1")
+    serve.add_argument("--project", default=PROJECT)
+    serve.add_argument("--location", default=LOCATION)
 
     run = commands.add_parser("run", help="run one workflow file to completion; result JSON on stdout")
     run.add_argument("path", type=Path)
     run.add_argument("--data", help="the argument, as JSON (like gcloud workflows run --data)")
     run.add_argument("--env", action="append", type=env_pair, default=[], metavar="K=V",
                      help="a deploy-time env var, as --set-env-vars sets it (repeatable)")
-    run.add_argument("--project", default="local-project")
-    run.add_argument("--location", default="us-central1")
+    run.add_argument("--project", default=PROJECT)
+    run.add_argument("--location", default=LOCATION)
 
     executions = commands.add_parser("executions", help="executions recorded by serve")
     listing = executions.add_subparsers(dest="action", required=True).add_parser("list")
@@ -83,8 +83,8 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--format", choices=("table", "json"), default="table")
     listing.add_argument("--state", default=".localcloud", help="state folder to read (default: .localcloud)")
     listing.add_argument("--api", help="read from a running API instead, e.g. http://127.0.0.1:8081")
-    listing.add_argument("--project", default="local-project")
-    listing.add_argument("--location", default="us-central1")
+    listing.add_argument("--project", default=PROJECT)
+    listing.add_argument("--location", default=LOCATION)
 
     commands.add_parser("demo", help="the guided demo (localcloud/demo.py)", add_help=False)
     return top

@@ -31,7 +31,7 @@ from typing import Any, Callable, Mapping
 from urllib.parse import unquote
 
 from . import filters
-from .context import Context
+from .context import LOCATION, PROJECT, Context
 from .errors import Cancelled, LoadError, WorkflowError
 from .google_http import (ApiError, GoogleJSONHandler, LogSink, compact_json, invalid, not_found,
                           now_rfc3339, query_params, rfc3339, stdout_log, unknown_url)
@@ -402,8 +402,8 @@ class ApiServer(ThreadingHTTPServer):
 
 
 def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0.1", port: int = 0,
-          env: Mapping[str, Mapping[str, str]] | None = None, project: str = "local-project",
-          location: str = "us-central1", log: LogSink = stdout_log) -> ApiServer:
+          env: Mapping[str, Mapping[str, str]] | None = None, project: str = PROJECT,
+          location: str = LOCATION, log: LogSink = stdout_log) -> ApiServer:
     """Serve the Executions API in a background thread; returns the server (`.url`, `.stop()`)."""
     server = ApiServer((host, port), ExecutionsHandler)
     server.executions = Executions(workflows_dir, Store(state_dir), project, location, env, log)

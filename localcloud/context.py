@@ -11,6 +11,11 @@ from typing import Any, Callable, Mapping
 # The local API accepts any non-empty bearer token: on loopback there is no identity to check.
 LOCAL_TOKEN = "localcloud"
 
+# Where the local stack says it runs, unless told otherwise: the project and region in every
+# resource name (projects/P/locations/L/...), defined here once for the API, scheduler, stack and CLI.
+PROJECT = "local-project"
+LOCATION = "us-central1"
+
 
 def _print_log(severity: str, payload: Any) -> None:
     print(json.dumps({"severity": severity, "message": payload}, default=str), file=sys.stderr)
@@ -18,8 +23,8 @@ def _print_log(severity: str, payload: Any) -> None:
 
 @dataclass
 class Context:
-    project: str = "local-project"
-    location: str = "us-central1"
+    project: str = PROJECT
+    location: str = LOCATION
     workflow_id: str = "workflow"
     execution_id: str = "local-execution"
     env: Mapping[str, str] = field(default_factory=dict)   # deploy-time env vars (--set-env-vars)

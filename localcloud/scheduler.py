@@ -44,7 +44,7 @@ import yaml
 from cronsim import CronSim, CronSimError
 
 from .google_http import ApiError, GoogleJSONHandler, LogSink, query_params, rfc3339, stdout_log, unknown_url
-from .context import LOCAL_TOKEN
+from .context import LOCAL_TOKEN, LOCATION, PROJECT
 
 Clock = Callable[[], datetime]
 JOB_NAME = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
@@ -166,7 +166,7 @@ class Scheduler:
     """Fires each job at its scheduled instants. `clock` is injectable so tests need not wait."""
 
     def __init__(self, jobs: list[Job], clock: Clock = utc_now, log: LogSink = stdout_log,
-                 project: str = "local-project", location: str = "us-central1",
+                 project: str = PROJECT, location: str = LOCATION,
                  catch_up: timedelta = CATCH_UP):
         self.jobs = {job.name: job for job in jobs}
         self.catch_up = catch_up
@@ -242,7 +242,7 @@ class Scheduler:
             ok = status is not None and 200 <= status < 300
             self.log({"severity": "INFO" if ok else "WARNING",
                       "message": f"job {job.name}: {job.http_method} {job.uri} -> {status or 'no answer'}",
-                      "scheduleTime": schedule_time, "attempt": attempt + 1})
+                      "scheduleTime": schedule_time, "attempt": attempt + 1, "status": status})
             if ok:
                 return True
         return False
@@ -350,8 +350,8 @@ class SchedulerServer:
         self.scheduler.stop()
 
 
-def start(jobs: list[Job], host: str = "127.0.0.1", port: int = 0, project: str = "local-project",
-          location: str = "us-central1", clock: Clock = utc_now, log: LogSink = stdout_log,
+def start(jobs: list[Job], host: str = "127.0.0.1", port: int = 0, project: str = PROJECT,
+          location: str = LOCATION, clock: Clock = utc_now, log: LogSink = stdout_log,
           tick: float | None = 0.5) -> SchedulerServer:
     """Start the scheduler (ticking unless tick is None) and its small REST API; `.url`, `.stop()`."""
     scheduler = Scheduler(jobs, clock=clock, log=log, project=project, location=location)

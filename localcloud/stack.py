@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from . import api, scheduler
+from .context import LOCATION, PROJECT
+from .google_http import LogSink, stdout_log
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT, LOCATION = "local-project", "us-central1"
 
 
 def free_port() -> int:
@@ -113,15 +114,16 @@ class Stack:
 
 def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
           jobs: list[dict[str, Any]] | None = None, log_dir: str | Path | None = None,
-          proxy_env: dict[str, str] | None = None, api_log: api.LogSink | None = None,
-          backfill_env: dict[str, str] | None = None) -> Stack:
+          proxy_env: dict[str, str] | None = None, api_log: LogSink = stdout_log,
+          scheduler_log: LogSink = stdout_log, backfill_env: dict[str, str] | None = None) -> Stack:
     """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}`.
+    `api_log` and `scheduler_log` receive the in-process servers' structured log entries.
     `backfill_env` overrides backfill's env (e.g. RANGE_URL through a fault-injecting relay)."""
     range_port, proxy_port = free_port(), free_port()
     range_url, proxy_url = f"http://127.0.0.1:{range_port}", f"http://127.0.0.1:{proxy_port}"
     server = api.start(workflows_dir, state_dir, project=PROJECT, location=LOCATION,
                        env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url, **(backfill_env or {})}},
-                       **({"log": api_log} if api_log else {}))
+                       log=api_log)
     stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
     try:
         def log_file(name: str) -> IO[bytes] | int:
@@ -138,7 +140,7 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
         if jobs:
             configs = [{**job, "uri": job["uri"].format(proxy=proxy_url)} for job in jobs]
             stack.scheduler = scheduler.start([scheduler.job_from_config(c) for c in configs],
-                                              project=PROJECT, location=LOCATION)
+                                              project=PROJECT, location=LOCATION, log=scheduler_log)
     except BaseException:
         stack.stop()
         raise

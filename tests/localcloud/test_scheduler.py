@@ -120,6 +120,22 @@ def test_without_retry_config_a_failure_is_not_retried_and_no_answer_is_a_failur
     assert [a["status"] for a in sched.attempts] == [None]
 
 
+def test_each_attempt_is_logged_with_its_http_status_as_a_field(httpserver):
+    answers = iter([Response("busy", status=503), Response("ok")])
+    httpserver.expect_request("/hook").respond_with_handler(lambda request: next(answers))
+    job = {"name": "logged", "schedule": "* * * * *", "uri": httpserver.url_for("/hook"),
+           "retryConfig": {"retryCount": 1, "minBackoffDuration": "0.01s"}}
+    entries = []
+    sched = Scheduler([job_from_config(job)], clock=Clock(datetime(2024, 1, 1, tzinfo=UTC)), log=entries.append)
+    assert sched.deliver(sched.jobs["logged"], "2024-01-01T00:00:00Z") is True
+    down = Scheduler([job_from_config({**job, "uri": "http://127.0.0.1:9/nothing-listens", "retryConfig": {}})],
+                     clock=Clock(datetime(2024, 1, 1, tzinfo=UTC)), log=entries.append)
+    assert down.deliver(down.jobs["logged"], "2024-01-01T00:01:00Z") is False
+    assert [(e["severity"], e["scheduleTime"], e["attempt"], e["status"]) for e in entries] == [
+        ("WARNING", "2024-01-01T00:00:00Z", 1, 503), ("INFO", "2024-01-01T00:00:00Z", 2, 200),
+        ("WARNING", "2024-01-01T00:01:00Z", 1, None)]
+
+
 @pytest.mark.parametrize("mode", ["next", "omit"])
 def test_run_now_fires_at_once_with_the_next_schedule_time_or_none(httpserver, mode):
     httpserver.expect_request("/hook").respond_with_data("ok")
