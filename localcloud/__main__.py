@@ -27,7 +27,7 @@ import yaml
 from . import api, filters, scheduler
 from .google_http import ApiError
 from .context import LOCAL_TOKEN, LOCATION, PROJECT
-from .store import Store
+from .store import StateLocked, Store
 
 RESERVED_ENV_PREFIXES = ("GOOGLE_", "WORKFLOWS_")
 
@@ -120,6 +120,9 @@ def serve(args: argparse.Namespace) -> int:
         jobs_server = None
         if jobs is not None:
             jobs_server = scheduler.start(jobs, args.host, args.scheduler_port, args.project, args.location)
+    except StateLocked as error:
+        print(f"--state {args.state}: {error}", file=sys.stderr)
+        return 1
     except OSError as error:       # typically: the port is taken
         print(f"cannot serve on {args.host}: {error}", file=sys.stderr)
         return 1

@@ -27,17 +27,17 @@ from collections import deque
 from datetime import datetime, timezone
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import IO, Any, Callable, Mapping
 from urllib.parse import unquote
 
 from . import filters
 from .context import LOCATION, PROJECT, Context
 from .errors import Cancelled, LoadError, WorkflowError
-from .google_http import (ApiError, GoogleJSONHandler, LogSink, compact_json, invalid, not_found,
-                          now_rfc3339, query_params, rfc3339, stdout_log, unknown_url)
+from .google_http import (ApiError, GoogleJSONHandler, LogSink, compact_json, invalid, loads_json,
+                          not_found, now_rfc3339, query_params, rfc3339, stdout_log, unknown_url)
 from .loader import load_text
 from .runtime import error_report, run
-from .store import Store
+from .store import Store, lock_state
 
 Execution = dict[str, Any]
 
@@ -50,6 +50,8 @@ EXECUTION_INPUT_FIELDS = {"argument", "labels", "callLogLevel", "disableConcurre
 EXECUTION_OUTPUT_FIELDS = {"name", "startTime", "endTime", "duration", "state", "result", "error",
                            "workflowRevisionId", "status", "stateError", "createTime"}
 EXECUTION_FIELDS = EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS   # output-only ones are ignored
+DEPTH_MESSAGE = ("Resource limit exceeded: a value nests deeper than localcloud can process "
+                 "(Google's Workflows sets no documented nesting limit)")
 INTERRUPTED_MESSAGE = "localcloud stopped while this execution was ACTIVE; it was not resumed"
 
 ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
@@ -148,7 +150,9 @@ class Executions:
                               f"the limit is {ARGUMENT_LIMIT} bytes (32KB)")
             if text:
                 try:
-                    argument = json.loads(text)
+                    # Google documents no nesting limit for arguments (only their 32 KB size):
+                    # https://cloud.google.com/workflows/quotas#resource_limits
+                    argument = loads_json(text, max_depth=None)
                 except ValueError as error:
                     raise invalid(f"execution.argument: the argument must be valid JSON: {error}") from None
         level = body.get("callLogLevel")
@@ -180,6 +184,12 @@ class Executions:
             outcome = interrupted() if self._stopping else {"state": "CANCELLED"}
         except WorkflowError as error:
             outcome = {"state": "FAILED", "error": error_report(error)}
+        except RecursionError:
+            # A value nested some hundreds of levels deep outruns the engine's recursion. Google
+            # documents no nesting limit (https://cloud.google.com/workflows/quotas#resource_limits),
+            # so this is localcloud's limit, reported as the documented tag for an exhausted resource.
+            outcome = {"state": "FAILED", "error": error_report(WorkflowError(
+                {"message": DEPTH_MESSAGE, "tags": ["ResourceLimitError"]}))}
         except Exception as error:  # an engine bug must still end the execution, visibly
             traceback.print_exc()
             outcome = {"state": "FAILED", "error": {
@@ -322,9 +332,9 @@ def encode_page_token(offset: int, snapshot: int, query_key: str) -> str:
 
 def decode_page_token(token: str, query_key: str) -> tuple[int, int]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        data = loads_json(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)), max_depth=1)
         offset, snapshot, key = int(data["o"]), int(data["s"]), data["q"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
         raise invalid("The page token is invalid.") from None
     if key != query_key:
         raise invalid("The page token does not match the request: filter and orderBy must stay the same.")
@@ -356,6 +366,8 @@ def check_labels(labels: Any) -> None:
 
 class ExecutionsHandler(GoogleJSONHandler):
     server: "ApiServer"
+    # Room for a 32 KB argument JSON-escaped (at most 6 bytes per byte, "\u0001") and its labels.
+    max_body_bytes = 8 * ARGUMENT_LIMIT
 
     def route(self, method: str, url: Any) -> tuple[int, Any]:
         match = ROUTE.match(url.path)
@@ -383,6 +395,7 @@ class ExecutionsHandler(GoogleJSONHandler):
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     executions: Executions
+    state_lock: IO[str]
 
     @property
     def url(self) -> str:
@@ -399,13 +412,21 @@ class ApiServer(ThreadingHTTPServer):
         self.executions.stop()
         self.server_close()
         self.executions.store.close()
+        self.state_lock.close()
 
 
 def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0.1", port: int = 0,
           env: Mapping[str, Mapping[str, str]] | None = None, project: str = PROJECT,
           location: str = LOCATION, log: LogSink = stdout_log) -> ApiServer:
-    """Serve the Executions API in a background thread; returns the server (`.url`, `.stop()`)."""
-    server = ApiServer((host, port), ExecutionsHandler)
+    """Serve the Executions API in a background thread; returns the server (`.url`, `.stop()`).
+    Raises store.StateLocked while another API serves `state_dir`."""
+    state_lock = lock_state(state_dir)
+    try:
+        server = ApiServer((host, port), ExecutionsHandler)
+    except BaseException:
+        state_lock.close()
+        raise
+    server.state_lock = state_lock
     server.executions = Executions(workflows_dir, Store(state_dir), project, location, env, log)
     server.executions.api_url = server.url
     threading.Thread(target=server.serve_forever, args=(0.05,), name="localcloud-api", daemon=True).start()

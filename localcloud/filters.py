@@ -15,6 +15,9 @@ from typing import Any, Callable
 Execution = dict[str, Any]
 Predicate = Callable[[Execution], bool]
 
+# Parentheses and negations nest at most this deep: the parser and the predicate it builds recurse
+# once per level, and a filter is a query, not a program (AIP-160 sets no number; this is ours).
+MAX_NESTING = 50
 TIME_FIELDS = {"createTime", "startTime", "endTime"}
 TEXT_FIELDS = {"executionId", "state", "workflowRevisionId"}
 ORDER_FIELDS = TIME_FIELDS | TEXT_FIELDS | {"duration"}
@@ -71,7 +74,7 @@ def required_labels(text: str | None) -> dict[str, str]:
 
 class _Parser:
     def __init__(self, tokens: list[tuple[str, str]]):
-        self.tokens, self.pos = tokens, 0
+        self.tokens, self.pos, self.depth = tokens, 0, 0
 
     def peek(self) -> tuple[str, str] | None:
         return self.tokens[self.pos] if self.pos < len(self.tokens) else None
@@ -100,6 +103,15 @@ class _Parser:
         return lambda e: any(term(e) for term in terms)
 
     def unary(self) -> Predicate:
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                raise ValueError(f"invalid filter: parentheses and negations nest deeper than {MAX_NESTING} levels")
+            return self._unary()
+        finally:
+            self.depth -= 1
+
+    def _unary(self) -> Predicate:
         token = self.peek()
         if token in (("word", "NOT"), ("word", "-")):
             self.take()

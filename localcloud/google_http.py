@@ -8,6 +8,8 @@ it and implements `route(method, url) -> (code, body)`, raising `ApiError` for a
 from __future__ import annotations
 
 import json
+import re
+import socket
 import traceback
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
@@ -19,6 +21,14 @@ LogSink = Callable[[dict[str, Any]], None]
 # Standard query parameters every Google API accepts (and which we ignore).
 SYSTEM_PARAMETERS = {"alt", "prettyPrint", "fields", "key", "quotaUser", "$.xgafv", "access_token",
                      "callback", "uploadType", "upload_protocol"}
+# Bodies and JSON: a refused body is never read, a read never waits forever, a parse never recurses
+# past MAX_JSON_DEPTH. Google's front end answers 413 past its own size limit; the API servers here
+# pick theirs (GoogleJSONHandler.max_body_bytes) and may lower these defaults.
+MAX_BODY_BYTES = 1024 * 1024
+MAX_JSON_DEPTH = 100
+BODY_READ_TIMEOUT = 30.0        # seconds a client may take to send a body it announced
+CONTENT_LENGTH = re.compile(r"[0-9]{1,18}", re.ASCII)
+CHUNK_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,8})[ \t]*(?:;[^\r\n]*)?\r?\n")
 UNAUTHENTICATED_MESSAGE = (
     "Request is missing required authentication credential. Expected OAuth 2 access token, login "
     "cookie or other valid authentication credential. See "
@@ -60,6 +70,38 @@ def rfc3339(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def json_depth(text: str | bytes) -> int:
+    """How deep [ and { nest in JSON text, counted without recursion (strings are skipped)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    depth = deepest = 0
+    # Outside strings only brackets matter; a string is one token, escapes included.
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"?|[\[{]|[\]}]', text):
+        char = token.group()[0]
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def loads_json(text: str | bytes, max_depth: int | None = MAX_JSON_DEPTH) -> Any:
+    """json.loads for untrusted text, raising ValueError (never RecursionError): past `max_depth`
+    levels (None: as deep as the parser manages), and for a lone surrogate escape ("\\ud800"),
+    which no UTF-8 text can carry."""
+    if max_depth is not None and (depth := json_depth(text)) > max_depth:
+        raise ValueError(f"JSON nests {depth} levels deep; at most {max_depth} are accepted")
+    try:
+        value = json.loads(text)
+        json.dumps(value, ensure_ascii=False).encode()
+    except RecursionError:
+        raise ValueError(f"JSON nests {json_depth(text)} levels deep, deeper than localcloud can parse") from None
+    except UnicodeEncodeError:
+        raise ValueError("a \\u escape is a lone surrogate, which is not a Unicode character") from None
+    return value
+
+
 def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
@@ -87,6 +129,8 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
     # Headers and body go out in two sends: on a kept-alive connection Nagle's algorithm would
     # hold the body for the client's delayed ACK (~40 ms a call).
     disable_nagle_algorithm = True
+    max_body_bytes = MAX_BODY_BYTES
+    body_timeout = BODY_READ_TIMEOUT
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
         pass
@@ -99,13 +143,73 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def read_body(self) -> bytes:
+        """The request body, refused (413) before reading a byte past `max_body_bytes`.
+
+        Content-Length must be plain ASCII digits; chunked bodies are read chunk by chunk under
+        the same limit (RFC 9112 section 7.1). A body that stalls for `body_timeout` seconds is
+        refused with 408. Any refusal closes the connection: unread bytes must not be taken for
+        the next request.
+        """
+        self.body_read = True
+        self.close_connection = True            # until the body is read whole
+        encoding = (self.headers.get("Transfer-Encoding") or "").strip().lower()
+        self.connection.settimeout(self.body_timeout)
+        try:
+            if encoding == "chunked":
+                body = self._read_chunked()
+            elif encoding:
+                raise ApiError(501, f"Transfer-Encoding {encoding!r} is not supported", "UNIMPLEMENTED")
+            else:
+                body = self._read_length()
+        except (TimeoutError, socket.timeout):
+            raise ApiError(408, "The request body did not arrive in time.", "DEADLINE_EXCEEDED") from None
+        finally:
+            self.connection.settimeout(self.timeout)
+        self.close_connection = self.headers.get("Connection", "").lower() == "close"
+        return body
+
+    def _read_length(self) -> bytes:
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not CONTENT_LENGTH.fullmatch(text):
+            raise invalid(f"Content-Length {text!r} is not a length in bytes")
+        self._check_size(int(text))
+        body = self.rfile.read(int(text))
+        if len(body) < int(text):
+            raise invalid(f"The body ended after {len(body)} of the {text} bytes announced")
+        return body
+
+    def _read_chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(64)
+            match = CHUNK_SIZE_LINE.fullmatch(line)
+            if not match:
+                raise invalid("The chunked body is malformed: expected a chunk size line")
+            size = int(match.group(1), 16)
+            if size == 0:
+                break
+            self._check_size(len(body) + size)
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise invalid("The chunked body is malformed: a chunk is shorter than announced")
+            body += chunk
+        while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):   # trailer fields, ignored
+            pass
+        return bytes(body)
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_body_bytes:
+            # Google's front end words it so (with 400 on some APIs); 413 is HTTP's own code.
+            raise ApiError(413, f"Request payload size exceeds the limit: {self.max_body_bytes} bytes.",
+                           "INVALID_ARGUMENT")
+
     def read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        raw = self.read_body()
         if not raw.strip():
             return {}
         try:
-            return json.loads(raw)
+            return loads_json(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as error:
             raise invalid(f"Invalid JSON payload received. {error}") from None
 
@@ -115,6 +219,7 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
             raise ApiError(401, UNAUTHENTICATED_MESSAGE, "UNAUTHENTICATED")
 
     def handle_api(self, method: str) -> None:
+        self.body_read = False
         try:
             self.require_bearer()
             code, body = self.route(method, urlsplit(self.path))
@@ -123,6 +228,9 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
         except Exception:  # a bug of ours: answer 500 in Google's shape, keep the traceback in the log
             traceback.print_exc()
             code, body = 500, ApiError(500, "Internal error encountered.", "INTERNAL").body()
+        if not self.body_read and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
+                                   or self.headers.get("Transfer-Encoding")):
+            self.close_connection = True        # a body we did not read must not become a request
         self.send_json(code, body)
 
     def route(self, method: str, url: Any) -> tuple[int, Any]:

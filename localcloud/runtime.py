@@ -227,7 +227,7 @@ class Execution:
             fail("KeyError", f"unknown function '{name}'")
         try:
             return builtin.call(self.context, args=args, kwargs=kwargs)
-        except WorkflowError:
+        except (WorkflowError, RecursionError):  # RecursionError: see api.DEPTH_MESSAGE
             raise
         except Exception as err:                # a bug in a builtin: fail the run, say where
             fail("SystemError", f"{name}: {type(err).__name__}: {err}")

@@ -8,11 +8,13 @@ server writes.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS executions (
@@ -34,6 +36,32 @@ CREATE INDEX IF NOT EXISTS labels_key_value ON labels (key, value, seq);
 LABELS_INDEXED = 1  # PRAGMA user_version of a store whose labels table is filled
 
 Execution = dict[str, Any]
+
+
+class StateLocked(Exception):
+    """Another API serves this state folder; its live executions are not ours to end."""
+
+
+def lock_state(state_dir: str | Path) -> IO[str]:
+    """Hold the state folder for one API: the lock lives as long as the returned file stays open,
+    and the kernel drops it when the process dies, so a crash leaves no stale lock behind.
+    A second API would otherwise take the first one's ACTIVE executions for leftovers of a
+    crash and end them FAILED while they still run."""
+    folder = Path(state_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    held = open(folder / "api.lock", "a+")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.seek(0)
+        holder = held.read().strip() or "unknown"
+        held.close()
+        raise StateLocked(f"state folder {folder} is in use by another localcloud API (pid {holder}); "
+                          "stop that one or choose another state folder") from None
+    held.truncate(0)
+    held.write(str(os.getpid()))
+    held.flush()
+    return held
 
 
 class Store:
