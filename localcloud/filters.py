@@ -103,10 +103,10 @@ class _Parser:
         return lambda e: any(term(e) for term in terms)
 
     def unary(self) -> Predicate:
+        if self.depth > MAX_NESTING:    # depth: the parentheses and negations around this term
+            raise ValueError(f"invalid filter: parentheses and negations nest deeper than {MAX_NESTING} levels")
         self.depth += 1
         try:
-            if self.depth > MAX_NESTING:
-                raise ValueError(f"invalid filter: parentheses and negations nest deeper than {MAX_NESTING} levels")
             return self._unary()
         finally:
             self.depth -= 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 import traceback
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler
@@ -27,6 +28,7 @@ SYSTEM_PARAMETERS = {"alt", "prettyPrint", "fields", "key", "quotaUser", "$.xgaf
 MAX_BODY_BYTES = 1024 * 1024
 MAX_JSON_DEPTH = 100
 BODY_READ_TIMEOUT = 30.0        # seconds a client may take to send a body it announced
+LINGER_SECONDS = 2.0            # seconds a refused body is drained (and dropped) before closing
 CONTENT_LENGTH = re.compile(r"[0-9]{1,18}", re.ASCII)
 CHUNK_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,8})[ \t]*(?:;[^\r\n]*)?\r?\n")
 UNAUTHENTICATED_MESSAGE = (
@@ -138,6 +140,8 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
     def send_json(self, code: int, body: Any) -> None:
         data = json.dumps(body).encode()
         self.send_response(code)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.send_header("Content-Type", "application/json; charset=UTF-8")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
@@ -228,10 +232,27 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
         except Exception:  # a bug of ours: answer 500 in Google's shape, keep the traceback in the log
             traceback.print_exc()
             code, body = 500, ApiError(500, "Internal error encountered.", "INTERNAL").body()
-        if not self.body_read and (self.headers.get("Content-Length", "0").strip() not in ("", "0")
-                                   or self.headers.get("Transfer-Encoding")):
-            self.close_connection = True        # a body we did not read must not become a request
+        unread = self.close_connection or (not self.body_read and (
+            self.headers.get("Content-Length", "0").strip() not in ("", "0") or self.headers.get("Transfer-Encoding")))
+        self.close_connection = self.close_connection or unread   # unread bytes must not become a request
         self.send_json(code, body)
+        if unread:
+            self.linger()
+
+    def linger(self) -> None:
+        """Close after an answer sent before the body was read, without losing the answer: closing
+        a socket with unread input resets it, and the client may lose the answer. So stop writing,
+        then discard (never keep) what still arrives, for at most LINGER_SECONDS."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            while (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                if not self.connection.recv(65536):
+                    break
+        except OSError:
+            pass
 
     def route(self, method: str, url: Any) -> tuple[int, Any]:
         raise NotImplementedError
