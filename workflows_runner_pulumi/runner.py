@@ -1,0 +1,163 @@
+"""WorkflowsRunner: the range and proxy functions, the backfill workflow, the runs bucket, their
+service accounts and least-privilege grants, as deploy.sh creates them (names and roles in spec.py).
+"""
+from pathlib import Path
+
+import pulumi
+from pulumi_gcp import cloudfunctionsv2, cloudrunv2, projects, serviceaccount, storage, workflows
+
+from . import spec
+from .errors import RunnerConfigError
+from .sources import source_archive
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def _project(project):
+    project = project or pulumi.Config("gcp").get("project")
+    if not project:
+        raise RunnerConfigError("project", "project=... or the stack setting gcp:project", project)
+    return project
+
+
+def _allowed(allowed_workflows, project, region):
+    """ALLOWED_WORKFLOWS of the proxy: project/location/workflow entries, '*' per segment."""
+    if allowed_workflows is None:
+        return f"{project}/{region}/*"
+    entries = [allowed_workflows] if isinstance(allowed_workflows, str) else list(allowed_workflows)
+    entries = [entry for item in entries for entry in item.split(",")]
+    for entry in entries:
+        if not spec.ALLOWED_ENTRY.fullmatch(entry):
+            raise RunnerConfigError("allowed_workflows", "project/location/workflow entries, '*' per segment", entry)
+    if not entries:
+        raise RunnerConfigError("allowed_workflows", "at least one project/location/workflow", allowed_workflows)
+    return ",".join(entries)
+
+
+def _check(prefix, region, source_dir):
+    if not (spec.PREFIX.fullmatch(prefix) and len(prefix) <= spec.PREFIX_MAX):
+        raise RunnerConfigError(
+            "prefix", f"lowercase letters, digits and hyphens, starting with a letter, at most {spec.PREFIX_MAX} characters", prefix)
+    if not spec.REGION.fullmatch(region or ""):
+        raise RunnerConfigError("region", "a Google Cloud region such as europe-west1", region)
+    if not (source_dir / spec.BACKFILL_SOURCE).is_file():
+        raise RunnerConfigError("source_dir", f"a workflows-runner checkout with {spec.BACKFILL_SOURCE}", str(source_dir))
+
+
+class WorkflowsRunner(pulumi.ComponentResource):
+    """Everything deploy.sh deploys, as one component.
+
+    Outputs: range_url, proxy_url, backfill_workflow (its id), runs_bucket (its name) and
+    scheduler_email (the service account ScheduledWorkflow's jobs sign their OIDC tokens as).
+    The function sources and backfill.yaml come from source_dir, by default the checkout that
+    holds this package.
+    """
+
+    def __init__(self, name, region, prefix=spec.DEFAULT_PREFIX, allowed_workflows=None, *,
+                 project=None, source_dir=None, opts=None):
+        super().__init__("workflows-runner:index:WorkflowsRunner", name, None, opts)
+        source_dir = Path(source_dir) if source_dir is not None else CHECKOUT
+        _check(prefix, region, source_dir)
+        self.project, self.region, self.prefix = _project(project), region, prefix
+        self.allowed_workflows = _allowed(allowed_workflows, self.project, region)
+        self._name, self._source_dir = name, source_dir
+        self._ids = spec.names(prefix)
+
+        apis = self._apis()
+        self.accounts = self._accounts(apis)
+        self._project_roles()
+        self.runs_bucket = self._runs_bucket(apis)
+        self.functions = self._functions(apis)
+        invokers = self._invokers()
+        self.backfill = self._backfill(apis, invokers)
+
+        self.range_url = self.functions["range"].url
+        self.proxy_url = self.functions["proxy"].url
+        self.backfill_workflow = self.backfill.name
+        self.runs_bucket_name = self.runs_bucket.name
+        self.scheduler_email = self.accounts["scheduler"].email
+        self.register_outputs({
+            "range_url": self.range_url, "proxy_url": self.proxy_url,
+            "backfill_workflow": self.backfill_workflow, "runs_bucket": self.runs_bucket_name,
+            "scheduler_email": self.scheduler_email,
+        })
+
+    def _child(self, **more):
+        return pulumi.ResourceOptions(parent=self, **more)
+
+    def _apis(self):
+        return [projects.Service(f"{self._name}-api-{api.split('.')[0]}", project=self.project, service=api,
+                                 disable_on_destroy=False, opts=self._child())
+                for api in spec.APIS]
+
+    def _accounts(self, apis):
+        return {key: serviceaccount.Account(
+                    f"{self._name}-sa-{key}", project=self.project, account_id=self._ids["account"][key],
+                    display_name=display, opts=self._child(depends_on=apis))
+                for key, display in spec.ACCOUNTS.items()}
+
+    def _project_roles(self):
+        return [projects.IAMMember(f"{self._name}-{key}-{role.split('/')[1]}", project=self.project, role=role,
+                                   member=self.accounts[key].member, opts=self._child())
+                for key, role in spec.PROJECT_ROLES]
+
+    def _runs_bucket(self, apis):
+        # The run ledger (docs/ledger.md): private, uniform access, public access prevention
+        # enforced (https://cloud.google.com/storage/docs/public-access-prevention). Not
+        # force_destroy: like `deploy.sh destroy`, the ledger is only removed on purpose.
+        bucket = storage.Bucket(
+            f"{self._name}-runs", project=self.project, name=spec.runs_bucket(self.project, self.prefix),
+            location=self.region.upper(), uniform_bucket_level_access=True,
+            public_access_prevention="enforced", opts=self._child(depends_on=apis))
+        # The proxy's only storage grant, on this bucket alone.
+        storage.BucketIAMMember(
+            f"{self._name}-runs-proxy", bucket=bucket.name, role=spec.RUNS_OBJECT_ROLE,
+            member=self.accounts["proxy"].member, opts=self._child())
+        return bucket
+
+    def _functions(self, apis):
+        sources = storage.Bucket(
+            f"{self._name}-sources", project=self.project, name=spec.sources_bucket(self.project, self.prefix),
+            location=self.region.upper(), uniform_bucket_level_access=True,
+            public_access_prevention="enforced", force_destroy=True, opts=self._child(depends_on=apis))
+        env = {
+            "range": {},
+            "proxy": {"GOOGLE_CLOUD_PROJECT": self.project, "ALLOWED_WORKFLOWS": self.allowed_workflows,
+                      "RUNS_BUCKET": self.runs_bucket.name},
+        }
+        functions = {}
+        for key, function in spec.FUNCTIONS.items():
+            source = source_archive(self._source_dir / function.folder, self._ids["function"][key])
+            archive = storage.BucketObject(
+                f"{self._name}-{key}-source", bucket=sources.name, name=source.object_name,
+                source=source.archive, opts=self._child())
+            functions[key] = cloudfunctionsv2.Function(
+                f"{self._name}-{key}", project=self.project, location=self.region, name=self._ids["function"][key],
+                build_config=cloudfunctionsv2.FunctionBuildConfigArgs(
+                    runtime=spec.RUNTIME, entry_point=function.entry_point,
+                    source=cloudfunctionsv2.FunctionBuildConfigSourceArgs(
+                        storage_source=cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
+                            bucket=sources.name, object=archive.name))),
+                service_config=cloudfunctionsv2.FunctionServiceConfigArgs(
+                    service_account_email=self.accounts[function.account].email,
+                    environment_variables=env[key], timeout_seconds=function.timeout_seconds),
+                opts=self._child(depends_on=apis))
+        return functions
+
+    def _invokers(self):
+        # Private functions: the only invokers are these service accounts, never allUsers.
+        return [cloudrunv2.ServiceIamMember(
+                    f"{self._name}-{function}-invoker-{caller}", project=self.project, location=self.region,
+                    name=self.functions[function].service_config.service, role="roles/run.invoker",
+                    member=self.accounts[caller].member, opts=self._child())
+                for function, caller in spec.INVOKERS]
+
+    def _backfill(self, apis, invokers):
+        return workflows.Workflow(
+            f"{self._name}-backfill", project=self.project, region=self.region, name=self._ids["workflow"],
+            source_contents=(self._source_dir / spec.BACKFILL_SOURCE).read_text(),
+            service_account=self.accounts["backfill"].email,
+            user_env_vars={"RANGE_URL": self.functions["range"].url, "PROXY_URL": self.functions["proxy"].url},
+            # Holds no data: removing the stack may remove it, as `deploy.sh destroy` does.
+            deletion_protection=False,
+            opts=self._child(depends_on=[*apis, *invokers]))

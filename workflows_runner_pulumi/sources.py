@@ -1,0 +1,40 @@
+"""A function folder as the zip archive Cloud Functions builds from, named by its content.
+
+The object name carries a digest of the files, so that a changed source is a new object and
+Pulumi redeploys the function; an unchanged one leaves it alone.
+"""
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+
+from .errors import RunnerConfigError
+
+
+@dataclass(frozen=True)
+class SourceArchive:
+    object_name: str
+    archive: pulumi.AssetArchive
+    files: tuple  # relative paths, sorted
+
+
+def _files(folder):
+    # What gcloud would not upload either: byte code and hidden files.
+    return sorted(
+        path for path in folder.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts))
+
+
+def source_archive(folder: Path, label: str) -> SourceArchive:
+    if not (folder / "main.py").is_file():
+        raise RunnerConfigError("source_dir", f"a workflows-runner checkout with {folder.name}/main.py", str(folder))
+    files = _files(folder)
+    digest = hashlib.sha256()
+    for path in files:
+        relative = path.relative_to(folder).as_posix()
+        digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
+    archive = pulumi.AssetArchive({path.relative_to(folder).as_posix(): pulumi.FileAsset(str(path)) for path in files})
+    return SourceArchive(f"{label}-{digest.hexdigest()[:16]}.zip", archive,
+                         tuple(path.relative_to(folder).as_posix() for path in files))
