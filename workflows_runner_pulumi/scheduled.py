@@ -56,8 +56,11 @@ class ScheduledWorkflow(pulumi.ComponentResource):
         if not isinstance(schedule, str) or not schedule.strip():
             raise RunnerConfigError("schedule", "a unix-cron schedule such as '0 1 * * *'", schedule)
         text = _body(body)
-        path = pulumi.Output.from_input(workflow).apply(
-            lambda workflow: executions_path(workflow, runner.project, runner.region, time_zone))
+        if isinstance(workflow, str):  # checked now, so the error names the argument before any deployment
+            path = executions_path(workflow, runner.project, runner.region, time_zone)
+        else:
+            path = pulumi.Output.from_input(workflow).apply(
+                lambda workflow: executions_path(workflow, runner.project, runner.region, time_zone))
         retry = spec.JOB_RETRY
         self.job = cloudscheduler.Job(
             name, project=runner.project, region=runner.region, name=job_id,

@@ -1,0 +1,306 @@
+"""workflows_runner_pulumi under Pulumi's unit-test mocks (tests/pulumi_mocks.py): no CLI, no cloud.
+
+Expected values are written out by hand from the issue and deploy.sh's documented behaviour;
+tests/test_pulumi_parity.py checks the same declarations against deploy.sh's own plan.
+"""
+import base64
+import json
+import runpy
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.pulumi_mocks import declare, mock_url
+from workflows_runner_pulumi import RunnerConfigError, ScheduledWorkflow, WorkflowsRunner
+
+ROOT = Path(__file__).resolve().parents[1]
+P, R, PRE = "demo-proj", "europe-west1", "wfr-test"
+ALLOWED = ["demo-proj/europe-west1/*", "other-proj/us-east1/etl-*"]
+
+
+def sa(key):
+    return f"{PRE}-{key}@{P}.iam.gserviceaccount.com"
+
+
+def member(key):
+    return f"serviceAccount:{sa(key)}"
+
+
+def runner_and_jobs():
+    runner = WorkflowsRunner("runner", region=R, prefix=PRE, allowed_workflows=ALLOWED, project=P)
+    nightly = ScheduledWorkflow("nightly", runner=runner, workflow="sales", schedule="0 1 * * *",
+                                time_zone="Europe/Stockholm", body={"table": "sales"})
+    ScheduledWorkflow("elsewhere", runner=runner, workflow="projects/other-proj/locations/us-east1/workflows/etl-a",
+                      schedule="*/15 * * * *", time_zone="Etc/GMT+5", body='{"full": true}')
+    return {"range_url": runner.range_url, "proxy_url": runner.proxy_url, "workflow": runner.backfill_workflow,
+            "bucket": runner.runs_bucket_name, "scheduler": runner.scheduler_email, "job": nightly.job.name}
+
+
+@pytest.fixture(scope="module")
+def program():
+    return declare(runner_and_jobs)
+
+
+def test_the_runner_enables_the_apis_deploy_sh_enables_and_never_disables_them(program):
+    apis = program.of_type("gcp:projects/service:Service")
+    assert sorted(api.inputs["service"] for api in apis) == sorted([
+        "cloudresourcemanager.googleapis.com", "iam.googleapis.com", "cloudfunctions.googleapis.com",
+        "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
+        "workflows.googleapis.com", "workflowexecutions.googleapis.com",
+        "cloudscheduler.googleapis.com", "logging.googleapis.com"])
+    assert all(api.inputs["project"] == P and api.inputs["disableOnDestroy"] is False for api in apis)
+
+
+def test_four_service_accounts_named_from_the_prefix(program):
+    accounts = {a.inputs["accountId"]: (a.inputs["displayName"], a.inputs["project"])
+                for a in program.of_type("gcp:serviceaccount/account:Account")}
+    assert accounts == {
+        f"{PRE}-range": ("workflows-runner range function", P),
+        f"{PRE}-proxy": ("workflows-runner proxy function", P),
+        f"{PRE}-scheduler": ("workflows-runner Cloud Scheduler jobs", P),
+        f"{PRE}-backfill": ("workflows-runner backfill workflow", P),
+    }
+
+
+def archive_of(program, function):
+    source = function.inputs["buildConfig"]["source"]["storageSource"]
+    [obj] = [o for o in program.of_type("gcp:storage/bucketObject:BucketObject") if o.inputs["name"] == source["object"]]
+    assert obj.inputs["bucket"] == source["bucket"] == f"{P}-{PRE}-sources"
+    return obj.inputs["source"]
+
+
+def folder_files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+
+
+def test_both_functions_are_2nd_gen_python312_with_deploy_sh_settings(program):
+    functions = {f.inputs["name"]: f.inputs for f in program.of_type("gcp:cloudfunctionsv2/function:Function")}
+    assert sorted(functions) == [f"{PRE}-proxy", f"{PRE}-range"]
+    range_, proxy = functions[f"{PRE}-range"], functions[f"{PRE}-proxy"]
+    for inputs in (range_, proxy):
+        assert (inputs["project"], inputs["location"], inputs["buildConfig"]["runtime"]) == (P, R, "python312")
+        assert "eventTrigger" not in inputs  # HTTP trigger
+    assert range_["buildConfig"]["entryPoint"] == "expand_range"
+    assert proxy["buildConfig"]["entryPoint"] == "proxy"
+    assert range_["serviceConfig"] == {"serviceAccountEmail": sa("range"), "environmentVariables": {}}
+    assert proxy["serviceConfig"] == {
+        "serviceAccountEmail": sa("proxy"), "timeoutSeconds": 120,
+        "environmentVariables": {"GOOGLE_CLOUD_PROJECT": P, "ALLOWED_WORKFLOWS": ",".join(ALLOWED),
+                                 "RUNS_BUCKET": f"{P}-{PRE}-runs"}}
+
+
+@pytest.mark.parametrize("name", ["range", "proxy"])
+def test_each_function_is_built_from_an_archive_of_exactly_its_folder(program, name):
+    [function] = [f for f in program.of_type("gcp:cloudfunctionsv2/function:Function") if f.inputs["name"] == f"{PRE}-{name}"]
+    archive = archive_of(program, function)
+    folder = ROOT / "functions" / name
+    assert sorted(archive.assets) == folder_files(folder)
+    assert all(Path(asset.path).resolve() == folder / relative for relative, asset in archive.assets.items())
+
+
+def test_a_changed_source_file_changes_the_archive_name_and_an_unchanged_one_keeps_it(tmp_path):
+    checkout = tmp_path / "checkout"
+    for part in ("functions", "workflows"):
+        shutil.copytree(ROOT / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
+
+    def objects():
+        program = declare(lambda: WorkflowsRunner("r", region=R, project=P, source_dir=checkout) and None)
+        return {o.name: o.inputs["name"] for o in program.of_type("gcp:storage/bucketObject:BucketObject")}
+
+    first = objects()
+    assert objects() == first
+    with open(checkout / "functions/range/main.py", "a") as file:
+        file.write("# changed\n")
+    second = objects()
+    assert second["r-range-source"] != first["r-range-source"]
+    assert second["r-proxy-source"] == first["r-proxy-source"]
+
+
+def test_the_backfill_workflow_gets_the_function_urls_and_runs_as_its_account(program):
+    [workflow] = program.of_type("gcp:workflows/workflow:Workflow")
+    inputs = workflow.inputs
+    assert (inputs["name"], inputs["region"], inputs["project"], inputs["serviceAccount"]) == (
+        f"{PRE}-backfill", R, P, sa("backfill"))
+    assert inputs["sourceContents"] == (ROOT / "workflows/backfill.yaml").read_text()
+    assert inputs["userEnvVars"] == {"RANGE_URL": mock_url(f"{PRE}-range"), "PROXY_URL": mock_url(f"{PRE}-proxy")}
+    assert inputs["userEnvVars"] == {"RANGE_URL": program.outputs["range_url"], "PROXY_URL": program.outputs["proxy_url"]}
+
+
+def test_the_buckets_are_private_with_uniform_access_and_the_runs_ledger_is_never_force_destroyed(program):
+    buckets = {b.inputs["name"]: b.inputs for b in program.of_type("gcp:storage/bucket:Bucket")}
+    assert sorted(buckets) == [f"{P}-{PRE}-runs", f"{P}-{PRE}-sources"]
+    for inputs in buckets.values():
+        assert (inputs["project"], inputs["location"]) == (P, R.upper())
+        assert inputs["uniformBucketLevelAccess"] is True
+        assert inputs["publicAccessPrevention"] == "enforced"
+    assert not buckets[f"{P}-{PRE}-runs"].get("forceDestroy", False)
+    assert program.outputs["bucket"] == f"{P}-{PRE}-runs"
+
+
+def job(program, name):
+    [found] = [j.inputs for j in program.of_type("gcp:cloudscheduler/job:Job") if j.inputs["name"] == f"{PRE}-{name}"]
+    return found
+
+
+def test_a_scheduled_workflow_is_a_job_calling_the_proxy_with_deploy_sh_retry_policy(program):
+    inputs = job(program, "nightly")
+    proxy = mock_url(f"{PRE}-proxy")
+    assert {key: inputs[key] for key in ("project", "region", "schedule", "timeZone", "attemptDeadline")} == {
+        "project": P, "region": R, "schedule": "0 1 * * *", "timeZone": "Europe/Stockholm", "attemptDeadline": "180s"}
+    assert inputs["retryConfig"] == {"retryCount": 5, "minBackoffDuration": "30s", "maxBackoffDuration": "600s"}
+    target = inputs["httpTarget"]
+    assert target["uri"] == f"{proxy}/v1/projects/{P}/locations/{R}/workflows/sales/executions?timezone=Europe/Stockholm"
+    assert (target["httpMethod"], target["headers"]) == ("POST", {"Content-Type": "application/json"})
+    assert json.loads(base64.b64decode(target["body"])) == {"table": "sales"}
+    assert program.outputs["job"] == f"{PRE}-nightly"
+
+
+def test_the_job_signs_its_oidc_token_as_the_scheduler_account_for_the_proxy_audience(program):
+    for name in ("nightly", "elsewhere"):
+        token = job(program, name)["httpTarget"]["oidcToken"]
+        assert token == {"serviceAccountEmail": sa("scheduler"), "audience": mock_url(f"{PRE}-proxy")}
+        assert token == {"serviceAccountEmail": program.outputs["scheduler"], "audience": program.outputs["proxy_url"]}
+
+
+def test_a_workflow_given_by_full_name_and_a_plus_in_the_zone_are_sent_as_such(program):
+    inputs = job(program, "elsewhere")
+    assert inputs["httpTarget"]["uri"] == (
+        f"{mock_url(f'{PRE}-proxy')}/v1/projects/other-proj/locations/us-east1/workflows/etl-a/executions?timezone=Etc/GMT%2B5")
+    assert inputs["timeZone"] == "Etc/GMT+5"
+    assert json.loads(base64.b64decode(inputs["httpTarget"]["body"])) == {"full": True}
+
+
+def iam_grants(program):
+    """(resource type, resource, role, member) of every IAM grant declared."""
+    grants = set()
+    for resource in program.resources:
+        if "iam" not in resource.type.lower():
+            continue
+        inputs = resource.inputs
+        target = inputs.get("project") if resource.type.startswith("gcp:projects/") else inputs.get("bucket", inputs.get("name"))
+        grants.add((resource.type, target, inputs["role"], inputs["member"]))
+    return grants
+
+
+def test_roles_are_granted_per_resource_and_nowhere_else(program):
+    service = f"projects/{P}/locations/{R}/services/{PRE}"
+    assert iam_grants(program) == {
+        ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.invoker", member("proxy")),
+        ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.viewer", member("backfill")),
+        ("gcp:projects/iAMMember:IAMMember", P, "roles/logging.logWriter", member("backfill")),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", f"{P}-{PRE}-runs", "roles/storage.objectUser", member("proxy")),
+        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-range", "roles/run.invoker", member("backfill")),
+        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-proxy", "roles/run.invoker", member("backfill")),
+        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-proxy", "roles/run.invoker", member("scheduler")),
+    }
+
+
+def strings(value):
+    if isinstance(value, dict):
+        for item in value.values():
+            yield from strings(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from strings(item)
+    elif isinstance(value, str):
+        yield value
+
+
+def test_no_public_invoker_or_member_anywhere(program):
+    # allUsers / allAuthenticatedUsers are the public principals
+    # (https://cloud.google.com/iam/docs/principal-identifiers).
+    for resource in program.resources:
+        for text in strings(resource.inputs):
+            assert "allUsers" not in text and "allAuthenticatedUsers" not in text, resource
+    members = {grant[3] for grant in iam_grants(program)}
+    assert members == {member("proxy"), member("backfill"), member("scheduler")}
+    # No IAM policy or binding resource (which would replace others' grants), only members.
+    assert all(r.type.endswith("Member") for r in program.resources if "iam" in r.type.lower())
+
+
+@pytest.mark.parametrize("make, argument", [
+    (lambda: WorkflowsRunner("r", region=R, project=P, prefix="a-prefix-that-is-too-long"), "prefix"),
+    (lambda: WorkflowsRunner("r", region=R, project=P, prefix="Upper"), "prefix"),
+    (lambda: WorkflowsRunner("r", region="europe west1", project=P), "region"),
+    (lambda: WorkflowsRunner("r", region=R, project=P, allowed_workflows=["p/l"]), "allowed_workflows"),
+    (lambda: WorkflowsRunner("r", region=R, project=P, allowed_workflows=[]), "allowed_workflows"),
+    (lambda: WorkflowsRunner("r", region=R), "project"),
+    (lambda: WorkflowsRunner("r", region=R, project=P, source_dir="/nonexistent"), "source_dir"),
+])
+def test_invalid_runner_arguments_fail_before_anything_is_declared_and_name_the_argument(make, argument):
+    with pytest.raises(RunnerConfigError) as raised:
+        declare(make)
+    assert raised.value.argument == argument and "expected" in str(raised.value)
+
+
+JOB_ERRORS = [
+    ("body", dict(body=[1])),
+    ("body", dict(body="{")),
+    ("time_zone", dict(time_zone="Europe/Stock holm")),
+    ("schedule", dict(schedule=" ")),
+    ("name", dict(name="j.k")),
+    ("workflow", dict(workflow="projects/p/locations/l/workflows/-bad")),
+    ("workflow", dict(workflow="a" * 65)),
+]
+
+
+def test_invalid_job_arguments_raise_and_name_the_argument():
+    raised = []
+
+    def program():
+        runner = WorkflowsRunner("r", region=R, project=P)
+        for argument, change in JOB_ERRORS:
+            arguments = dict(name="j", workflow="w", schedule="0 1 * * *", time_zone="UTC", body={}) | change
+            try:
+                ScheduledWorkflow(runner=runner, **arguments)
+            except RunnerConfigError as error:
+                raised.append((argument, error.argument))
+        return {}
+
+    program_ = declare(program)
+    assert raised == [(argument, argument) for argument, _ in JOB_ERRORS]
+    assert program_.of_type("gcp:cloudscheduler/job:Job") == []
+
+
+def test_the_project_comes_from_the_stack_setting_gcp_project_when_not_given():
+    program = declare(lambda: WorkflowsRunner("r", region=R) and None, config={"gcp:project": "from-config"})
+    assert {r.inputs["project"] for r in program.of_type("gcp:serviceaccount/account:Account")} == {"from-config"}
+
+
+def test_the_example_program_declares_one_runner_and_two_scheduled_workflows():
+    example = ROOT / "examples/pulumi/__main__.py"
+    program = declare(lambda: runpy.run_path(str(example), run_name="__main__") and None,
+                      config={"gcp:project": "example-proj", "workflows-runner-tests:region": "us-central1"})
+    assert len(program.of_type("gcp:cloudfunctionsv2/function:Function")) == 2
+    assert len(program.of_type("gcp:workflows/workflow:Workflow")) == 1
+    jobs = sorted(j.inputs["name"] for j in program.of_type("gcp:cloudscheduler/job:Job"))
+    assert jobs == ["workflows-runner-orders-hourly", "workflows-runner-sales-nightly"]
+    assert {j.inputs["region"] for j in program.of_type("gcp:cloudscheduler/job:Job")} == {"us-central1"}
+
+
+def test_the_package_builds_a_wheel_holding_only_the_component(tmp_path):
+    # The PEP 517 hook pip calls, on a copy so the checkout stays clean.
+    source = tmp_path / "src"
+    shutil.copytree(ROOT / "workflows_runner_pulumi", source, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+    out = tmp_path / "dist"
+    out.mkdir()
+    built = subprocess.run([sys.executable, "-c", f"from setuptools import build_meta; print(build_meta.build_wheel({str(out)!r}))"],
+                           cwd=source, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    wheel = out / built.stdout.strip().splitlines()[-1]
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = archive.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    modules = sorted(n for n in names if not n.startswith("workflows_runner_pulumi-"))
+    assert modules == sorted(f"workflows_runner_pulumi/{p.name}" for p in (ROOT / "workflows_runner_pulumi").glob("*.py"))
+    assert "Requires-Dist: pulumi<4,>=3.272" in metadata and "Requires-Dist: pulumi-gcp<11,>=10.2" in metadata
+
+
+def test_no_function_requires_pulumi():
+    for requirements in ROOT.glob("functions/*/requirements.txt"):
+        assert "pulumi" not in requirements.read_text().lower(), requirements
