@@ -27,6 +27,7 @@ class Function:
     source: str  # folder, relative to the checkout
     entry_point: str
     account: str  # service account id
+    build_account: str  # email
     env: tuple  # sorted (name, value)
     timeout_seconds: int | None
 
@@ -37,6 +38,14 @@ class Workflow:
     source: str
     account: str
     env: tuple
+
+
+@dataclass(frozen=True)
+class Role:
+    title: str
+    description: str
+    permissions: tuple
+    stage: str
 
 
 @dataclass(frozen=True)
@@ -68,7 +77,8 @@ class Plan:
     project: str = ""
     apis: set = field(default_factory=set)
     accounts: dict = field(default_factory=dict)  # id -> display name
-    grants: set = field(default_factory=set)  # (kind, resource, role, account id)
+    roles: dict = field(default_factory=dict)  # projects/P/roles/ID -> Role
+    grants: set = field(default_factory=set)  # (kind, resource, role, account id or member)
     functions: dict = field(default_factory=dict)
     workflows: dict = field(default_factory=dict)
     buckets: dict = field(default_factory=dict)
@@ -121,6 +131,12 @@ def env_vars(value):
     if value.startswith("^"):
         delimiter, value = value[1:].split("^", 1)
     return tuple(sorted(tuple(item.split("=", 1)) for item in value.split(delimiter) if item))
+
+
+def principal(member):
+    """A service account member as its id (checked against the project in its email), others as is."""
+    match = SA_MEMBER.fullmatch(member)
+    return account_of(member, match[2]) if match else member
 
 
 def account_of(member_or_email, project):
@@ -179,12 +195,10 @@ def _account_create(plan, flags, _):
 
 
 def _project_binding(plan, flags, _):
-    [project] = flags.words
-    assert plan.project in ("", project)
-    plan.project = project
+    [project] = flags.words  # the deployment's project, or another one of the allowlist
     flags.need("condition", "None")
     flags.need("format", "none")
-    plan.grants.add(("project", project, flags.need("role"), account_of(flags.need("member"), project)))
+    plan.grants.add(("project", project, flags.need("role"), principal(flags.need("member"))))
 
 
 def _function_deploy(plan, flags, _):
@@ -196,10 +210,12 @@ def _function_deploy(plan, flags, _):
     if flags.take("clear-env-vars") is not True:
         env = env_vars(flags.need("set-env-vars"))
     timeout = flags.take("timeout")
+    build = re.fullmatch(r"projects/([^/]+)/serviceAccounts/([^/]+)", flags.need("build-service-account"))
+    assert build and build[1] == project, "--build-service-account=projects/PROJECT/serviceAccounts/EMAIL"
     plan.functions[name] = Function(
         region=flags.need("region"), runtime=flags.need("runtime"), source=flags.need("source"),
         entry_point=flags.need("entry-point"), account=account_of(flags.need("service-account"), project),
-        env=env, timeout_seconds=seconds(timeout) if timeout else None)
+        build_account=build[2], env=env, timeout_seconds=seconds(timeout) if timeout else None)
 
 
 def _invoker(plan, flags, _):
@@ -250,12 +266,21 @@ def _bucket_create(plan, flags, _):
 
 def _bucket_binding(plan, flags, _):
     name = _bucket_name(flags)
-    member = flags.need("member")
-    plan.grants.add(("bucket", name, flags.need("role"), account_of(member, SA_MEMBER.fullmatch(member)[2])))
-    flags.take("format")
+    flags.need("format", "none")
+    plan.grants.add(("bucket", name, flags.need("role"), principal(flags.need("member"))))
+
+
+def _role_create(plan, flags, _):
+    [role_id] = flags.words
+    project = flags.need("project")
+    flags.need("format", "none")
+    plan.roles[f"projects/{project}/roles/{role_id}"] = Role(
+        title=flags.need("title"), description=flags.need("description"),
+        permissions=tuple(sorted(flags.need("permissions").split(","))), stage=flags.need("stage"))
 
 
 READERS = {
+    "iam roles create": _role_create,
     "storage buckets create": _bucket_create,
     "storage buckets add-iam-policy-binding": _bucket_binding,
     "services enable": _services_enable,
@@ -276,10 +301,11 @@ KNOWN_INPUTS = {
     "gcp:projects/service:Service": {"project", "service", "disableOnDestroy"},
     "gcp:serviceaccount/account:Account": {"project", "accountId", "displayName"},
     "gcp:projects/iAMMember:IAMMember": {"project", "role", "member"},
+    "gcp:projects/iAMCustomRole:IAMCustomRole": {"project", "roleId", "title", "description", "permissions", "stage"},
     "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": {"project", "location", "name", "role", "member"},
     "gcp:storage/bucketIAMMember:BucketIAMMember": {"bucket", "role", "member"},
     "gcp:cloudfunctionsv2/function:Function": {
-        "project", "location", "name", "buildConfig.runtime", "buildConfig.entryPoint",
+        "project", "location", "name", "buildConfig.runtime", "buildConfig.entryPoint", "buildConfig.serviceAccount",
         "buildConfig.source.storageSource.bucket", "buildConfig.source.storageSource.object",
         "serviceConfig.serviceAccountEmail", "serviceConfig.environmentVariables*", "serviceConfig.timeoutSeconds"},
     "gcp:workflows/workflow:Workflow": {
@@ -340,21 +366,26 @@ def plan_of_pulumi(program, url_pattern):
         elif kind == "gcp:serviceaccount/account:Account":
             plan.accounts[inputs["accountId"]] = inputs["displayName"]
         elif kind == "gcp:projects/iAMMember:IAMMember":
-            plan.grants.add(("project", project, inputs["role"], account_of(inputs["member"], project)))
+            plan.grants.add(("project", project, inputs["role"], principal(inputs["member"])))
+        elif kind == "gcp:projects/iAMCustomRole:IAMCustomRole":
+            plan.roles[f"projects/{project}/roles/{inputs['roleId']}"] = Role(
+                title=inputs["title"], description=inputs["description"],
+                permissions=tuple(sorted(inputs["permissions"])), stage=inputs["stage"])
         elif kind == "gcp:cloudrunv2/serviceIamMember:ServiceIamMember":
             plan.grants.add(("function", inputs["name"].rsplit("/", 1)[-1], inputs["role"], account_of(inputs["member"], project)))
         elif kind == "gcp:storage/bucketIAMMember:BucketIAMMember":
-            member = inputs["member"]
-            plan.grants.add(("bucket", inputs["bucket"], inputs["role"], account_of(member, SA_MEMBER.fullmatch(member)[2])))
+            plan.grants.add(("bucket", inputs["bucket"], inputs["role"], principal(inputs["member"])))
         elif kind == "gcp:cloudfunctionsv2/function:Function":
             build, service = inputs["buildConfig"], inputs["serviceConfig"]
             archive = archives[build["source"]["storageSource"]["object"]]
             folders = {Path(asset.path).resolve().parent.relative_to(ROOT).as_posix()
                        for name, asset in archive.assets.items() if "/" not in name}
             [folder] = folders
+            build_account = re.fullmatch(r"projects/([^/]+)/serviceAccounts/([^/]+)", build["serviceAccount"])
+            assert build_account and build_account[1] == project, build["serviceAccount"]
             plan.functions[inputs["name"]] = Function(
                 region=inputs["location"], runtime=build["runtime"], source=folder, entry_point=build["entryPoint"],
-                account=account_of(service["serviceAccountEmail"], project),
+                account=account_of(service["serviceAccountEmail"], project), build_account=build_account[2],
                 env=tuple(sorted(service.get("environmentVariables", {}).items())),
                 timeout_seconds=int(service["timeoutSeconds"]) if "timeoutSeconds" in service else None)
         elif kind == "gcp:workflows/workflow:Workflow":
@@ -377,7 +408,11 @@ def plan_of_pulumi(program, url_pattern):
                 oidc_account=account_of(token["serviceAccountEmail"], project), audience=symbol(token["audience"]),
                 attempt_deadline=inputs["attemptDeadline"], retry_count=retry["retryCount"],
                 min_backoff=retry["minBackoffDuration"], max_backoff=retry["maxBackoffDuration"])
-        if project:
-            assert plan.project in ("", project)
+        if project and kind not in OTHER_PROJECT_TYPES:
+            assert plan.project in ("", project), (plan.project, project, resource)
             plan.project = project
     return plan
+
+
+# Resources the allowlist's other projects get (a custom role, grants in that project).
+OTHER_PROJECT_TYPES = {"gcp:projects/iAMMember:IAMMember", "gcp:projects/iAMCustomRole:IAMCustomRole"}

@@ -2,7 +2,8 @@
 CLI, no engine, no cloud. Every resource the program registers is recorded with its inputs.
 
 The mock answers with the inputs plus the few outputs Google computes that the components read
-(a service account's email and member, a function's URL and Cloud Run service), shaped as the
+(a service account's email and member, a function's URL and Cloud Run service, a custom
+role's name), shaped as the
 provider documents them. https://www.pulumi.com/docs/iac/guides/testing/unit/
 """
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ def _computed(type_, inputs):
         url = mock_url(inputs["name"])
         service = f"projects/{inputs['project']}/locations/{inputs['location']}/services/{inputs['name']}"
         return {"url": url, "serviceConfig": {**inputs.get("serviceConfig", {}), "service": service, "uri": url}}
+    if type_ == "gcp:projects/iAMCustomRole:IAMCustomRole":
+        return {"name": f"projects/{inputs['project']}/roles/{inputs['roleId']}"}
     return {}
 
 

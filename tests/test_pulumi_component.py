@@ -30,10 +30,13 @@ def member(key):
     return f"serviceAccount:{sa(key)}"
 
 
+OPERATORS = ["user:ana@example.com", "group:ops@example.com"]
+
+
 def runner_and_jobs():
-    runner = WorkflowsRunner("runner", region=R, prefix=PRE, allowed_workflows=ALLOWED, project=P)
+    runner = WorkflowsRunner("runner", region=R, prefix=PRE, allowed_workflows=ALLOWED, project=P, operators=OPERATORS)
     nightly = ScheduledWorkflow("nightly", runner=runner, workflow="sales", schedule="0 1 * * *",
-                                time_zone="Europe/Stockholm", body={"table": "sales"})
+                                time_zone="Europe/Stockholm", body={"table": "sales"}, catch_up="P7D")
     ScheduledWorkflow("elsewhere", runner=runner, workflow="projects/other-proj/locations/us-east1/workflows/etl-a",
                       schedule="*/15 * * * *", time_zone="Etc/GMT+5", body='{"full": true}')
     return {"range_url": runner.range_url, "proxy_url": runner.proxy_url, "workflow": runner.backfill_workflow,
@@ -51,11 +54,11 @@ def test_the_runner_enables_the_apis_deploy_sh_enables_and_never_disables_them(p
         "cloudresourcemanager.googleapis.com", "iam.googleapis.com", "cloudfunctions.googleapis.com",
         "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
         "workflows.googleapis.com", "workflowexecutions.googleapis.com",
-        "cloudscheduler.googleapis.com", "logging.googleapis.com"])
+        "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com"])
     assert all(api.inputs["project"] == P and api.inputs["disableOnDestroy"] is False for api in apis)
 
 
-def test_four_service_accounts_named_from_the_prefix(program):
+def test_five_service_accounts_named_from_the_prefix(program):
     accounts = {a.inputs["accountId"]: (a.inputs["displayName"], a.inputs["project"])
                 for a in program.of_type("gcp:serviceaccount/account:Account")}
     assert accounts == {
@@ -63,6 +66,7 @@ def test_four_service_accounts_named_from_the_prefix(program):
         f"{PRE}-proxy": ("workflows-runner proxy function", P),
         f"{PRE}-scheduler": ("workflows-runner Cloud Scheduler jobs", P),
         f"{PRE}-backfill": ("workflows-runner backfill workflow", P),
+        f"{PRE}-build": ("workflows-runner function builds", P),
     }
 
 
@@ -85,6 +89,7 @@ def test_both_functions_are_2nd_gen_python312_with_deploy_sh_settings(program):
     for inputs in (range_, proxy):
         assert (inputs["project"], inputs["location"], inputs["buildConfig"]["runtime"]) == (P, R, "python312")
         assert "eventTrigger" not in inputs  # HTTP trigger
+        assert inputs["buildConfig"]["serviceAccount"] == f"projects/{P}/serviceAccounts/{sa('build')}"
     assert range_["buildConfig"]["entryPoint"] == "expand_range"
     assert proxy["buildConfig"]["entryPoint"] == "proxy"
     assert range_["serviceConfig"] == {"serviceAccountEmail": sa("range"), "environmentVariables": {}}
@@ -127,8 +132,10 @@ def test_the_backfill_workflow_gets_the_function_urls_and_runs_as_its_account(pr
     assert (inputs["name"], inputs["region"], inputs["project"], inputs["serviceAccount"]) == (
         f"{PRE}-backfill", R, P, sa("backfill"))
     assert inputs["sourceContents"] == (ROOT / "workflows/backfill.yaml").read_text()
-    assert inputs["userEnvVars"] == {"RANGE_URL": mock_url(f"{PRE}-range"), "PROXY_URL": mock_url(f"{PRE}-proxy")}
-    assert inputs["userEnvVars"] == {"RANGE_URL": program.outputs["range_url"], "PROXY_URL": program.outputs["proxy_url"]}
+    assert inputs["userEnvVars"] == {"RANGE_URL": mock_url(f"{PRE}-range"), "PROXY_URL": mock_url(f"{PRE}-proxy"),
+                                     "RUNS_BUCKET": f"{P}-{PRE}-runs"}
+    assert inputs["userEnvVars"] == {"RANGE_URL": program.outputs["range_url"], "PROXY_URL": program.outputs["proxy_url"],
+                                     "RUNS_BUCKET": program.outputs["bucket"]}
 
 
 def test_the_buckets_are_private_with_uniform_access_and_the_runs_ledger_is_never_force_destroyed(program):
@@ -179,7 +186,7 @@ def iam_grants(program):
     """(resource type, resource, role, member) of every IAM grant declared."""
     grants = set()
     for resource in program.resources:
-        if "iam" not in resource.type.lower():
+        if "iam" not in resource.type.lower() or resource.type.endswith("CustomRole"):
             continue
         inputs = resource.inputs
         target = inputs.get("project") if resource.type.startswith("gcp:projects/") else inputs.get("bucket", inputs.get("name"))
@@ -189,15 +196,68 @@ def iam_grants(program):
 
 def test_roles_are_granted_per_resource_and_nowhere_else(program):
     service = f"projects/{P}/locations/{R}/services/{PRE}"
+    runs = f"{P}-{PRE}-runs"
     assert iam_grants(program) == {
         ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.invoker", member("proxy")),
-        ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.viewer", member("backfill")),
+        ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.invoker", member("backfill")),
         ("gcp:projects/iAMMember:IAMMember", P, "roles/logging.logWriter", member("backfill")),
-        ("gcp:storage/bucketIAMMember:BucketIAMMember", f"{P}-{PRE}-runs", "roles/storage.objectUser", member("proxy")),
+        ("gcp:projects/iAMMember:IAMMember", P, "roles/cloudbuild.builds.builder", member("build")),
+        # other-proj is in the allowlist: the proxy starts runs there, the backfill reads them.
+        ("gcp:projects/iAMMember:IAMMember", "other-proj", "roles/workflows.invoker", member("proxy")),
+        ("gcp:projects/iAMMember:IAMMember", "other-proj", "projects/other-proj/roles/wfr_test_executionReader",
+         member("backfill")),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectUser", member("proxy")),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectViewer", member("backfill")),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectViewer", OPERATORS[0]),
+        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectViewer", OPERATORS[1]),
         ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-range", "roles/run.invoker", member("backfill")),
         ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-proxy", "roles/run.invoker", member("backfill")),
         ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-proxy", "roles/run.invoker", member("scheduler")),
     }
+
+
+def test_the_reader_role_in_another_project_holds_only_executions_get(program):
+    [role] = program.of_type("gcp:projects/iAMCustomRole:IAMCustomRole")
+    assert role.inputs == {
+        "project": "other-proj", "roleId": "wfr_test_executionReader", "title": "workflows-runner execution reader",
+        "description": "Read one execution's state, nothing else: the backfill waits on runs with it",
+        "permissions": ["workflows.executions.get"], "stage": "GA"}
+
+
+def test_a_catch_up_job_starts_the_backfill_daily_over_the_lookback(program):
+    inputs = job(program, "nightly-catch-up")
+    proxy = mock_url(f"{PRE}-proxy")
+    assert (inputs["schedule"], inputs["timeZone"]) == ("17 3 * * *", "Europe/Stockholm")
+    assert inputs["httpTarget"]["uri"] == (
+        f"{proxy}/v1/projects/{P}/locations/{R}/workflows/{PRE}-backfill/executions?timezone=Europe/Stockholm")
+    assert json.loads(base64.b64decode(inputs["httpTarget"]["body"])) == {
+        "workflow": f"projects/{P}/locations/{R}/workflows/sales", "step": "0 1 * * *",
+        "timezone": "Europe/Stockholm", "params": {"table": "sales"}, "lookback": "P7D"}
+    assert inputs["httpTarget"]["oidcToken"] == {"serviceAccountEmail": sa("scheduler"), "audience": proxy}
+    assert inputs["retryConfig"] == job(program, "nightly")["retryConfig"]
+    assert [j.inputs["name"] for j in program.of_type("gcp:cloudscheduler/job:Job")].count(f"{PRE}-elsewhere-catch-up") == 0
+
+
+def test_the_allowlist_gains_the_backfill_when_it_does_not_allow_it_for_catch_up_jobs():
+    def proxy_allowlist(allowed):
+        program = declare(lambda: WorkflowsRunner("r", region=R, project=P, allowed_workflows=allowed) and None)
+        [proxy] = [f for f in program.of_type("gcp:cloudfunctionsv2/function:Function") if f.inputs["name"].endswith("-proxy")]
+        return proxy.inputs["serviceConfig"]["environmentVariables"]["ALLOWED_WORKFLOWS"]
+
+    assert proxy_allowlist(None) == f"{P}/{R}/*"
+    assert proxy_allowlist(f"{P}/*/workflows-runner-*") == f"{P}/*/workflows-runner-*,{P}/{R}/workflows-runner-backfill"
+    assert proxy_allowlist(f"{P}/{R}/etl") == f"{P}/{R}/etl,{P}/{R}/workflows-runner-backfill"
+    assert proxy_allowlist(f"*/{R}/workflows-runner-backfill") == f"*/{R}/workflows-runner-backfill"
+
+
+def test_a_build_service_account_of_ones_own_replaces_prefix_build_and_its_role():
+    email = "builder@shared-proj.iam.gserviceaccount.com"
+    program = declare(lambda: WorkflowsRunner("r", region=R, project=P, build_service_account=email) and None)
+    ids = {a.inputs["accountId"] for a in program.of_type("gcp:serviceaccount/account:Account")}
+    assert "workflows-runner-build" not in ids and len(ids) == 4
+    assert "roles/cloudbuild.builds.builder" not in {r.inputs["role"] for r in program.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert {f.inputs["buildConfig"]["serviceAccount"] for f in program.of_type("gcp:cloudfunctionsv2/function:Function")} == {
+        f"projects/{P}/serviceAccounts/{email}"}
 
 
 def strings(value):
@@ -218,9 +278,11 @@ def test_no_public_invoker_or_member_anywhere(program):
         for text in strings(resource.inputs):
             assert "allUsers" not in text and "allAuthenticatedUsers" not in text, resource
     members = {grant[3] for grant in iam_grants(program)}
-    assert members == {member("proxy"), member("backfill"), member("scheduler")}
+    assert members == {member("proxy"), member("backfill"), member("scheduler"), member("build"), *OPERATORS}
     # No IAM policy or binding resource (which would replace others' grants), only members.
-    assert all(r.type.endswith("Member") for r in program.resources if "iam" in r.type.lower())
+    assert {r.type for r in program.resources if "iam" in r.type.lower()} == {
+        "gcp:projects/iAMMember:IAMMember", "gcp:storage/bucketIAMMember:BucketIAMMember",
+        "gcp:cloudrunv2/serviceIamMember:ServiceIamMember", "gcp:projects/iAMCustomRole:IAMCustomRole"}
 
 
 @pytest.mark.parametrize("make, argument", [
@@ -231,6 +293,8 @@ def test_no_public_invoker_or_member_anywhere(program):
     (lambda: WorkflowsRunner("r", region=R, project=P, allowed_workflows=[]), "allowed_workflows"),
     (lambda: WorkflowsRunner("r", region=R), "project"),
     (lambda: WorkflowsRunner("r", region=R, project=P, source_dir="/nonexistent"), "source_dir"),
+    (lambda: WorkflowsRunner("r", region=R, project=P, operators=["ana@example.com"]), "operators"),
+    (lambda: WorkflowsRunner("r", region=R, project=P, build_service_account="builder"), "build_service_account"),
 ])
 def test_invalid_runner_arguments_fail_before_anything_is_declared_and_name_the_argument(make, argument):
     with pytest.raises(RunnerConfigError) as raised:
@@ -244,8 +308,15 @@ JOB_ERRORS = [
     ("time_zone", dict(time_zone="Europe/Stock holm")),
     ("schedule", dict(schedule=" ")),
     ("name", dict(name="j.k")),
+    ("name", dict(name="j" * 101)),
+    ("schedule", dict(schedule='0 1 * * * "')),
+    ("catch_up", dict(catch_up="7 days")),
+    ("catch_up", dict(catch_up="PT")),
+    ("catch_up", dict(catch_up="P")),
     ("workflow", dict(workflow="projects/p/locations/l/workflows/-bad")),
     ("workflow", dict(workflow="a" * 65)),
+    ("workflow", dict(workflow="ends-with-")),
+    ("workflow", dict(workflow="projects/p2/locations/l/workflows/w")),
 ]
 
 

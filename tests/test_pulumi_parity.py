@@ -4,7 +4,7 @@ fields (tests/deploy_plan.py reads both into one shape). A change to one path wi
 other fails here.
 """
 import re
-from dataclasses import fields, replace
+from dataclasses import fields
 
 import pytest
 
@@ -18,57 +18,67 @@ PLACEHOLDER_URL = re.compile(r"https://([a-z][-a-z0-9]*)\.example\.invalid", re.
 MOCK_URL = re.compile(r"https://([a-z][-a-z0-9]*)\.mock\.invalid", re.ASCII)
 
 SCENARIOS = {
-    "defaults": dict(project="demo-proj", region="europe-west1", prefix=None, allowed=None, jobs=[
-        dict(workflow="sales", schedule="0 1 * * *", time_zone="Europe/Stockholm", body='{"table": "sales"}'),
+    "defaults": dict(project="demo-proj", region="europe-west1", jobs=[
+        dict(workflow="sales", schedule="0 1 * * *", time_zone="Europe/Stockholm", body='{"table": "sales"}',
+             catch_up="P7D"),
     ]),
-    "custom": dict(project="other-proj", region="us-east4", prefix="wr", allowed="a/b/*,c/*/d", jobs=[
-        dict(workflow="projects/p2/locations/asia-east1/workflows/etl", schedule="*/5 * * * *",
-             time_zone="Etc/GMT+5", body='{"full": true, "tables": ["a", "b"]}'),
+    "custom": dict(project="other-proj", region="us-east4", prefix="wr", allowed="a-proj/b/*,c-proj/*/d",
+                   operators="user:ana@example.com,group:ops@example.com",
+                   build="builder@shared-proj.iam.gserviceaccount.com", jobs=[
+        dict(workflow="projects/data-proj/locations/asia-east1/workflows/etl", job="etl-5min", schedule="*/5 * * * *",
+             time_zone="Etc/GMT+5", body='{"full": true, "tables": ["a", "b"]}', catch_up="PT36H"),
         dict(workflow="orders", schedule="15 2 * * 1-5", time_zone="America/New_York", body="{}"),
+        dict(workflow="orders", job="orders-eu", schedule="15 2 * * 1-5", time_zone="Europe/Paris",
+             body='{"region": "eu"}'),
     ]),
+    "any project": dict(project="demo-proj", region="europe-west1", allowed="*/*/*", jobs=[]),
 }
 
 
 def deploy_args(scenario):
     args = ["--project", scenario["project"], "--region", scenario["region"]]
-    return args + (["--prefix", scenario["prefix"]] if scenario["prefix"] else [])
+    return args + (["--prefix", scenario["prefix"]] if "prefix" in scenario else [])
 
 
 def dry_run_output(cloud, scenario):
-    """What deploy.sh prints in --dry-run for a fresh project: deploy, then each schedule."""
-    allowed = ["--allowed-workflows", scenario["allowed"]] if scenario["allowed"] else []
-    results = [cloud.run(*deploy_args(scenario), *allowed, "--dry-run")]
-    for job in scenario["jobs"]:
-        results.append(cloud.run("schedule", job["workflow"], "--schedule", job["schedule"], "--time-zone",
-                                 job["time_zone"], "--body", job["body"], *deploy_args(scenario), "--dry-run"))
-    for result in results:
+    """What deploy.sh prints in --dry-run without a gcloud login (the plan for a fresh project):
+    deploy, then each schedule."""
+    def dry_run(*args):
+        result = cloud.run(*args, *deploy_args(scenario), "--dry-run")
         assert result.returncode == 0, result.stderr
-    assert cloud.changes() == [], "a dry run changed something"
-    return "\n".join(result.stdout for result in results)
+        assert "Dry run without a gcloud login" in result.stdout, result.stdout
+        # It only asked gcloud who is logged in: nobody, so it looked nothing up.
+        assert cloud.calls() == [["auth", "list", "--filter=status:ACTIVE", "--format=value(account)"]]
+        return result.stdout
+
+    options = {"allowed": "--allowed-workflows", "operators": "--operators", "build": "--build-service-account"}
+    outputs = [dry_run(*[item for key, flag in options.items() if key in scenario for item in (flag, scenario[key])])]
+    for job in scenario["jobs"]:
+        extra = [item for key in ("job", "catch_up") if key in job for item in (f"--{key.replace('_', '-')}", job[key])]
+        outputs.append(dry_run("schedule", job["workflow"], "--schedule", job["schedule"], "--time-zone",
+                               job["time_zone"], "--body", job["body"], *extra))
+    return "\n".join(outputs)
+
+
+def offline_cloud(path):
+    return FakeCloud(path, account=None)
 
 
 def pulumi_plan(scenario):
     def program():
-        options = {"prefix": scenario["prefix"]} if scenario["prefix"] else {}
-        runner = WorkflowsRunner("runner", region=scenario["region"], project=scenario["project"],
-                                 allowed_workflows=scenario["allowed"], **options)
+        options = {key: scenario[key] for key in ("prefix",) if key in scenario}
+        runner = WorkflowsRunner(
+            "runner", region=scenario["region"], project=scenario["project"],
+            allowed_workflows=scenario.get("allowed"), operators=scenario.get("operators", "").split(",") if "operators" in scenario else (),
+            build_service_account=scenario.get("build"), **options)
         for job in scenario["jobs"]:
-            ScheduledWorkflow(job["workflow"].rsplit("/", 1)[-1], runner=runner, workflow=job["workflow"],
-                              schedule=job["schedule"], time_zone=job["time_zone"], body=job["body"])
+            ScheduledWorkflow(job.get("job", job["workflow"].rsplit("/", 1)[-1]), runner=runner, workflow=job["workflow"],
+                              schedule=job["schedule"], time_zone=job["time_zone"], body=job["body"],
+                              catch_up=job.get("catch_up"))
     return plan_of_pulumi(declare(program), MOCK_URL)
 
 
-def without_runs_bucket(plan: Plan):
-    """The plan as it was before deploy.sh created the runs bucket (issue 14): no bucket, no grant
-    on it, no RUNS_BUCKET for the proxy. Only used while deploy.sh plans no bucket at all."""
-    functions = {name: replace(function, env=tuple(item for item in function.env if item[0] != "RUNS_BUCKET"))
-                 for name, function in plan.functions.items()}
-    return replace(plan, buckets={}, grants={grant for grant in plan.grants if grant[0] != "bucket"}, functions=functions)
-
-
 def assert_same(planned: Plan, declared: Plan):
-    if not planned.buckets:  # TODO(issue 14): remove once deploy.sh on main creates the runs bucket
-        declared = without_runs_bucket(declared)
     for part in fields(Plan):
         assert getattr(declared, part.name) == getattr(planned, part.name), (
             f"{part.name}: the Pulumi component (left) and deploy.sh --dry-run (right) differ")
@@ -77,9 +87,10 @@ def assert_same(planned: Plan, declared: Plan):
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_the_component_declares_what_deploy_sh_plans_for_a_fresh_project(tmp_path, name):
     scenario = SCENARIOS[name]
-    planned = plan_of_dry_run(dry_run_output(FakeCloud(tmp_path), scenario), PLACEHOLDER_URL)
+    planned = plan_of_dry_run(dry_run_output(offline_cloud(tmp_path), scenario), PLACEHOLDER_URL)
     declared = pulumi_plan(scenario)
-    assert planned.accounts and planned.functions and planned.workflows and planned.jobs  # the reader read them
+    assert planned.accounts and planned.functions and planned.workflows and planned.buckets  # the reader read them
+    assert len(planned.jobs) == sum(1 + ("catch_up" in job) for job in scenario["jobs"])
     assert_same(planned, declared)
 
 
@@ -96,7 +107,7 @@ SCENARIOS_FOR_EDITS = {**SCENARIOS, "deploy only": {**SCENARIOS["defaults"], "jo
 def test_a_change_to_deploy_sh_alone_fails_the_parity_test(tmp_path, edit):
     old, new, scenario = DEPLOY_SH_EDITS[edit]
     scenario = SCENARIOS_FOR_EDITS[scenario]
-    cloud = FakeCloud(tmp_path)
+    cloud = offline_cloud(tmp_path)
     script = cloud.checkout / "deploy.sh"
     text = script.read_text()
     assert old in text, f"deploy.sh no longer has {old!r}: choose another edit for this test"
@@ -116,7 +127,7 @@ PULUMI_EDITS = {
 
 @pytest.fixture(scope="module")
 def defaults_dry_run(tmp_path_factory):
-    cloud = FakeCloud(tmp_path_factory.mktemp("defaults"))
+    cloud = offline_cloud(tmp_path_factory.mktemp("defaults"))
     return plan_of_dry_run(dry_run_output(cloud, SCENARIOS["defaults"]), PLACEHOLDER_URL)
 
 

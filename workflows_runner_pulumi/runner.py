@@ -6,7 +6,7 @@ from pathlib import Path
 import pulumi
 from pulumi_gcp import cloudfunctionsv2, cloudrunv2, projects, serviceaccount, storage, workflows
 
-from . import spec
+from . import allowlist, spec
 from .errors import RunnerConfigError
 from .sources import source_archive
 
@@ -20,26 +20,17 @@ def _project(project):
     return project
 
 
-def _allowed(allowed_workflows, project, region):
-    """ALLOWED_WORKFLOWS of the proxy: project/location/workflow entries, '*' per segment."""
-    if allowed_workflows is None:
-        return f"{project}/{region}/*"
-    entries = [allowed_workflows] if isinstance(allowed_workflows, str) else list(allowed_workflows)
-    entries = [entry for item in entries for entry in item.split(",")]
-    for entry in entries:
-        if not spec.ALLOWED_ENTRY.fullmatch(entry):
-            raise RunnerConfigError("allowed_workflows", "project/location/workflow entries, '*' per segment", entry)
-    if not entries:
-        raise RunnerConfigError("allowed_workflows", "at least one project/location/workflow", allowed_workflows)
-    return ",".join(entries)
-
-
-def _check(prefix, region, source_dir):
+def _check(prefix, region, operators, build_service_account, source_dir):
     if not (spec.PREFIX.fullmatch(prefix) and len(prefix) <= spec.PREFIX_MAX):
         raise RunnerConfigError(
             "prefix", f"lowercase letters, digits and hyphens, starting with a letter, at most {spec.PREFIX_MAX} characters", prefix)
     if not spec.REGION.fullmatch(region or ""):
         raise RunnerConfigError("region", "a Google Cloud region such as europe-west1", region)
+    for operator in operators:
+        if not spec.MEMBER.fullmatch(operator):
+            raise RunnerConfigError("operators", "principals such as user:ana@example.com or group:ops@example.com", operator)
+    if build_service_account is not None and not spec.BUILD_EMAIL.fullmatch(build_service_account):
+        raise RunnerConfigError("build_service_account", "a service account email", build_service_account)
     if not (source_dir / spec.BACKFILL_SOURCE).is_file():
         raise RunnerConfigError("source_dir", f"a workflows-runner checkout with {spec.BACKFILL_SOURCE}", str(source_dir))
 
@@ -49,30 +40,39 @@ class WorkflowsRunner(pulumi.ComponentResource):
 
     Outputs: range_url, proxy_url, backfill_workflow (its id), runs_bucket (its name) and
     scheduler_email (the service account ScheduledWorkflow's jobs sign their OIDC tokens as).
+    operators: principals who may read the run ledger. build_service_account: the email Cloud
+    Build builds the functions as (default: a new PREFIX-build with roles/cloudbuild.builds.builder).
     The function sources and backfill.yaml come from source_dir, by default the checkout that
     holds this package.
     """
 
-    def __init__(self, name, region, prefix=spec.DEFAULT_PREFIX, allowed_workflows=None, *,
-                 project=None, source_dir=None, opts=None):
+    def __init__(self, name, region, prefix=spec.DEFAULT_PREFIX, allowed_workflows=None, *, project=None,
+                 operators=(), build_service_account=None, source_dir=None, opts=None):
         super().__init__("workflows-runner:index:WorkflowsRunner", name, None, opts)
         source_dir = Path(source_dir) if source_dir is not None else CHECKOUT
-        _check(prefix, region, source_dir)
+        operators = [operators] if isinstance(operators, str) else list(operators)
+        _check(prefix, region, operators, build_service_account, source_dir)
         self.project, self.region, self.prefix = _project(project), region, prefix
-        self.allowed_workflows = _allowed(allowed_workflows, self.project, region)
         self._name, self._source_dir = name, source_dir
         self._ids = spec.names(prefix)
+        entries = allowlist.entries_of(allowed_workflows, self.project, region)
+        entries = allowlist.with_backfill(entries, self.project, region, self._ids["workflow"])
+        self.allowed_workflows = ",".join(entries)
 
         apis = self._apis()
-        self.accounts = self._accounts(apis)
-        self._project_roles()
-        self.runs_bucket = self._runs_bucket(apis)
-        self.functions = self._functions(apis)
+        self.accounts = self._accounts(apis, own_builder=build_service_account is None)
+        grants = self._project_roles()
+        for other in allowlist.other_projects(entries, self.project):
+            self._other_project_roles(other)
+        self.build_email = build_service_account or self.accounts["build"].email
+        self.runs_bucket = self._runs_bucket(apis, operators)
+        self.functions = self._functions([*apis, *grants])
         invokers = self._invokers()
         self.backfill = self._backfill(apis, invokers)
 
         self.range_url = self.functions["range"].url
         self.proxy_url = self.functions["proxy"].url
+        self.backfill_id = self._ids["workflow"]
         self.backfill_workflow = self.backfill.name
         self.runs_bucket_name = self.runs_bucket.name
         self.scheduler_email = self.accounts["scheduler"].email
@@ -90,18 +90,33 @@ class WorkflowsRunner(pulumi.ComponentResource):
                                  disable_on_destroy=False, opts=self._child())
                 for api in spec.APIS]
 
-    def _accounts(self, apis):
+    def _accounts(self, apis, own_builder):
         return {key: serviceaccount.Account(
                     f"{self._name}-sa-{key}", project=self.project, account_id=self._ids["account"][key],
                     display_name=display, opts=self._child(depends_on=apis))
-                for key, display in spec.ACCOUNTS.items()}
+                for key, display in spec.ACCOUNTS.items() if key != "build" or own_builder}
+
+    def _grant(self, key, role, project):
+        return projects.IAMMember(
+            f"{self._name}-{key}-{role.rsplit('/', 1)[1]}" + ("" if project == self.project else f"-{project}"),
+            project=project, role=role, member=self.accounts[key].member, opts=self._child())
 
     def _project_roles(self):
-        return [projects.IAMMember(f"{self._name}-{key}-{role.split('/')[1]}", project=self.project, role=role,
-                                   member=self.accounts[key].member, opts=self._child())
-                for key, role in spec.PROJECT_ROLES]
+        roles = [*spec.PROJECT_ROLES, *([("build", spec.BUILD_ROLE)] if "build" in self.accounts else [])]
+        return [self._grant(key, role, self.project) for key, role in roles]
 
-    def _runs_bucket(self, apis):
+    def _other_project_roles(self, other):
+        """The proxy starts runs in another project of the allowlist, the backfill waits on them."""
+        reader = spec.READER_ROLE
+        role = projects.IAMCustomRole(
+            f"{self._name}-reader-{other}", project=other, role_id=spec.reader_role_id(self.prefix),
+            title=reader.title, description=reader.description, permissions=list(reader.permissions),
+            stage=reader.stage, opts=self._child())
+        self._grant("proxy", "roles/workflows.invoker", other)
+        projects.IAMMember(f"{self._name}-backfill-reader-{other}", project=other, role=role.name,
+                           member=self.accounts["backfill"].member, opts=self._child())
+
+    def _runs_bucket(self, apis, operators):
         # The run ledger (docs/ledger.md): private, uniform access, public access prevention
         # enforced (https://cloud.google.com/storage/docs/public-access-prevention). Not
         # force_destroy: like `deploy.sh destroy`, the ledger is only removed on purpose.
@@ -109,17 +124,20 @@ class WorkflowsRunner(pulumi.ComponentResource):
             f"{self._name}-runs", project=self.project, name=spec.runs_bucket(self.project, self.prefix),
             location=self.region.upper(), uniform_bucket_level_access=True,
             public_access_prevention="enforced", opts=self._child(depends_on=apis))
-        # The proxy's only storage grant, on this bucket alone.
-        storage.BucketIAMMember(
-            f"{self._name}-runs-proxy", bucket=bucket.name, role=spec.RUNS_OBJECT_ROLE,
-            member=self.accounts["proxy"].member, opts=self._child())
+        # The only storage grants, on this bucket alone.
+        for key, role in spec.RUNS_BUCKET_ROLES:
+            storage.BucketIAMMember(f"{self._name}-runs-{key}", bucket=bucket.name, role=role,
+                                    member=self.accounts[key].member, opts=self._child())
+        for operator in operators:
+            storage.BucketIAMMember(f"{self._name}-runs-{operator}", bucket=bucket.name, role=spec.OPERATOR_ROLE,
+                                    member=operator, opts=self._child())
         return bucket
 
-    def _functions(self, apis):
+    def _functions(self, after):
         sources = storage.Bucket(
             f"{self._name}-sources", project=self.project, name=spec.sources_bucket(self.project, self.prefix),
             location=self.region.upper(), uniform_bucket_level_access=True,
-            public_access_prevention="enforced", force_destroy=True, opts=self._child(depends_on=apis))
+            public_access_prevention="enforced", force_destroy=True, opts=self._child(depends_on=after))
         env = {
             "range": {},
             "proxy": {"GOOGLE_CLOUD_PROJECT": self.project, "ALLOWED_WORKFLOWS": self.allowed_workflows,
@@ -135,13 +153,14 @@ class WorkflowsRunner(pulumi.ComponentResource):
                 f"{self._name}-{key}", project=self.project, location=self.region, name=self._ids["function"][key],
                 build_config=cloudfunctionsv2.FunctionBuildConfigArgs(
                     runtime=spec.RUNTIME, entry_point=function.entry_point,
+                    service_account=pulumi.Output.concat("projects/", self.project, "/serviceAccounts/", self.build_email),
                     source=cloudfunctionsv2.FunctionBuildConfigSourceArgs(
                         storage_source=cloudfunctionsv2.FunctionBuildConfigSourceStorageSourceArgs(
                             bucket=sources.name, object=archive.name))),
                 service_config=cloudfunctionsv2.FunctionServiceConfigArgs(
                     service_account_email=self.accounts[function.account].email,
                     environment_variables=env[key], timeout_seconds=function.timeout_seconds),
-                opts=self._child(depends_on=apis))
+                opts=self._child(depends_on=after))
         return functions
 
     def _invokers(self):
@@ -157,7 +176,8 @@ class WorkflowsRunner(pulumi.ComponentResource):
             f"{self._name}-backfill", project=self.project, region=self.region, name=self._ids["workflow"],
             source_contents=(self._source_dir / spec.BACKFILL_SOURCE).read_text(),
             service_account=self.accounts["backfill"].email,
-            user_env_vars={"RANGE_URL": self.functions["range"].url, "PROXY_URL": self.functions["proxy"].url},
+            user_env_vars={"RANGE_URL": self.functions["range"].url, "PROXY_URL": self.functions["proxy"].url,
+                           "RUNS_BUCKET": self.runs_bucket.name},
             # Holds no data: removing the stack may remove it, as `deploy.sh destroy` does.
             deletion_protection=False,
             opts=self._child(depends_on=[*apis, *invokers]))

@@ -35,35 +35,63 @@ def workflow_path(workflow, project, region):
     return found
 
 
-def executions_path(workflow, project, region, time_zone):
-    project, location, name = workflow_path(workflow, project, region)
+def _executions_path(target, time_zone):
+    project, location, name = target
     # '+' in a query string means a space: Etc/GMT+5 must be sent as Etc/GMT%2B5.
     return (f"/v1/projects/{project}/locations/{location}/workflows/{name}/executions"
             f"?timezone={time_zone.replace('+', '%2B')}")
 
 
+def _check(name, schedule, time_zone, catch_up):
+    if not spec.JOB_NAME.fullmatch(name):
+        raise RunnerConfigError("name", "at most 100 letters, digits, hyphens and underscores", name)
+    # Cron text only: nothing that needs quoting in the catch-up job's JSON body.
+    if not (isinstance(schedule, str) and schedule.strip() and spec.CRON_TEXT.fullmatch(schedule)):
+        raise RunnerConfigError("schedule", "a unix-cron schedule such as '0 1 * * *'", schedule)
+    if not spec.TIME_ZONE.fullmatch(time_zone or ""):
+        raise RunnerConfigError("time_zone", "an IANA time zone such as Europe/Stockholm", time_zone)
+    if catch_up is not None and not (spec.DURATION.fullmatch(catch_up) and any(c.isdigit() for c in catch_up)
+                                     and not catch_up.endswith("T")):
+        raise RunnerConfigError("catch_up", "an ISO 8601 duration in weeks, days, hours, minutes or seconds, e.g. P7D", catch_up)
+
+
 class ScheduledWorkflow(pulumi.ComponentResource):
     """The job PREFIX-NAME: at each time of `schedule` in `time_zone`, POST `body` to the runner's
-    proxy, which starts `workflow` once for that scheduled time. Output: job (the job's id)."""
+    proxy, which starts `workflow` once for that scheduled time. Output: job (the job's id).
 
-    def __init__(self, name, runner, workflow, schedule, time_zone, body=None, *, opts=None):
+    catch_up (an ISO 8601 duration such as P7D) adds the daily job PREFIX-NAME-catch-up, which
+    starts the runner's backfill over the last catch_up of the schedule's times with reprocess
+    none, so missed times run without anyone asking (Airflow's catchup). Output: catch_up_job."""
+
+    def __init__(self, name, runner, workflow, schedule, time_zone, body=None, *, catch_up=None, opts=None):
         super().__init__("workflows-runner:index:ScheduledWorkflow", name, None, opts)
-        job_id = f"{runner.prefix}-{name}"
-        if not spec.JOB_ID.fullmatch(job_id):
-            raise RunnerConfigError("name", "letters, digits, hyphens and underscores", name)
-        if not spec.TIME_ZONE.fullmatch(time_zone or ""):
-            raise RunnerConfigError("time_zone", "an IANA time zone such as Europe/Stockholm", time_zone)
-        if not isinstance(schedule, str) or not schedule.strip():
-            raise RunnerConfigError("schedule", "a unix-cron schedule such as '0 1 * * *'", schedule)
+        _check(name, schedule, time_zone, catch_up)
         text = _body(body)
         if isinstance(workflow, str):  # checked now, so the error names the argument before any deployment
-            path = executions_path(workflow, runner.project, runner.region, time_zone)
+            target = workflow_path(workflow, runner.project, runner.region)
+            path = pulumi.Output.from_input(_executions_path(target, time_zone))
         else:
-            path = pulumi.Output.from_input(workflow).apply(
-                lambda workflow: executions_path(workflow, runner.project, runner.region, time_zone))
+            target = pulumi.Output.from_input(workflow).apply(
+                lambda workflow: workflow_path(workflow, runner.project, runner.region))
+            path = target.apply(lambda target: _executions_path(target, time_zone))
+        job_id = f"{runner.prefix}-{name}"
+        self.job = self._job(name, runner, job_id, schedule, time_zone, path, text)
+        outputs = {"job": self.job.name}
+        self.catch_up_job = None
+        if catch_up is not None:
+            backfill = _executions_path((runner.project, runner.region, runner.backfill_id), time_zone)
+            catch_up_body = pulumi.Output.from_input(target).apply(lambda target: json.dumps({
+                "workflow": "projects/{}/locations/{}/workflows/{}".format(*target), "step": schedule,
+                "timezone": time_zone, "params": json.loads(text), "lookback": catch_up}))
+            self.catch_up_job = self._job(f"{name}-catch-up", runner, f"{job_id}-catch-up", spec.CATCH_UP_SCHEDULE,
+                                          time_zone, pulumi.Output.from_input(backfill), catch_up_body)
+            outputs["catch_up_job"] = self.catch_up_job.name
+        self.register_outputs(outputs)
+
+    def _job(self, resource_name, runner, job_id, schedule, time_zone, path, text):
         retry = spec.JOB_RETRY
-        self.job = cloudscheduler.Job(
-            name, project=runner.project, region=runner.region, name=job_id,
+        return cloudscheduler.Job(
+            resource_name, project=runner.project, region=runner.region, name=job_id,
             schedule=schedule, time_zone=time_zone, attempt_deadline=retry.attempt_deadline,
             retry_config=cloudscheduler.JobRetryConfigArgs(
                 retry_count=retry.retry_count, min_backoff_duration=retry.min_backoff,
@@ -72,9 +100,8 @@ class ScheduledWorkflow(pulumi.ComponentResource):
                 uri=pulumi.Output.concat(runner.proxy_url, path), http_method="POST",
                 headers={"Content-Type": "application/json"},
                 # The API takes the body as bytes, base64 in JSON.
-                body=base64.b64encode(text.encode()).decode(),
+                body=pulumi.Output.from_input(text).apply(lambda text: base64.b64encode(text.encode()).decode()),
                 oidc_token=cloudscheduler.JobHttpTargetOidcTokenArgs(
                     service_account_email=runner.scheduler_email, audience=runner.proxy_url)),
             # After the runner and its grants (the scheduler may invoke the proxy), so no first delivery is refused.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[runner]))
-        self.register_outputs({"job": self.job.name})

@@ -12,7 +12,7 @@ APIS = (
     "cloudresourcemanager.googleapis.com", "iam.googleapis.com", "cloudfunctions.googleapis.com",
     "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
     "workflows.googleapis.com", "workflowexecutions.googleapis.com",
-    "cloudscheduler.googleapis.com", "logging.googleapis.com",
+    "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com",
 )
 
 # Service accounts by role in the system: id PREFIX-<key>, display name.
@@ -21,14 +21,47 @@ ACCOUNTS = {
     "proxy": "workflows-runner proxy function",
     "scheduler": "workflows-runner Cloud Scheduler jobs",
     "backfill": "workflows-runner backfill workflow",
+    # Not created when the caller names its own build_service_account.
+    "build": "workflows-runner function builds",
 }
 # Workflows roles can only be granted on the project
 # (https://cloud.google.com/workflows/docs/access-control).
 PROJECT_ROLES = (
     ("proxy", "roles/workflows.invoker"),
-    ("backfill", "roles/workflows.viewer"),
+    # The backfill starts its own continuation (a long backfill chains executions) and waits on
+    # runs (executions.get): roles/workflows.invoker holds both.
+    ("backfill", "roles/workflows.invoker"),
     ("backfill", "roles/logging.logWriter"),
 )
+# Projects created since mid-2024 may build functions as the Compute Engine default account,
+# which may lack this role (https://cloud.google.com/functions/docs/securing/build-custom-sa).
+BUILD_ROLE = "roles/cloudbuild.builds.builder"
+
+
+@dataclass(frozen=True)
+class ReaderRole:
+    """The custom role the backfill gets in each other project of the allowlist: it waits on runs
+    there, which takes only executions.get (roles/workflows.viewer would also show every
+    workflow's source and every execution's arguments)."""
+    title: str = "workflows-runner execution reader"
+    description: str = "Read one execution's state, nothing else: the backfill waits on runs with it"
+    permissions: tuple = ("workflows.executions.get",)
+    stage: str = "GA"
+
+
+READER_ROLE = ReaderRole()
+
+
+def reader_role_id(prefix):
+    # Custom role ids allow letters, digits, '_' and '.', not '-'.
+    return prefix.replace("-", "_") + "_executionReader"
+
+
+# Roles on the runs bucket, and on nothing else: objectUser for the proxy's claims, lookups,
+# state patches and the delete that overwriting a stale claim needs (docs/ledger.md); objectViewer
+# for the backfill and for operators (wfr status).
+RUNS_BUCKET_ROLES = (("proxy", "roles/storage.objectUser"), ("backfill", "roles/storage.objectViewer"))
+OPERATOR_ROLE = "roles/storage.objectViewer"
 # (function, caller): roles/run.invoker on the function's Cloud Run service, which is what
 # `gcloud functions add-invoker-policy-binding` grants for 2nd gen
 # (https://cloud.google.com/sdk/gcloud/reference/functions/add-invoker-policy-binding).
@@ -86,12 +119,20 @@ PREFIX_MAX = 30 - len("-scheduler")
 REGION = re.compile(r"[a-z][a-z0-9-]*[0-9]", re.ASCII)
 SEGMENT = r"[^/,;\s]+"
 ALLOWED_ENTRY = re.compile(rf"{SEGMENT}/{SEGMENT}/{SEGMENT}")
+CRON_TEXT = re.compile(r"[A-Za-z0-9*/,?#\s-]+", re.ASCII)
 TIME_ZONE = re.compile(r"[A-Za-z0-9_+/-]+", re.ASCII)
-WORKFLOW_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}", re.ASCII)
-WORKFLOW_PATH = re.compile(r"projects/([^/]+)/locations/([^/]+)/workflows/([^/]+)", re.ASCII)
+WORKFLOW_NAME = re.compile(r"[A-Za-z]([A-Za-z0-9_-]{0,62}[A-Za-z0-9])?", re.ASCII)
+# Project ids (6-30 characters, or domain:id) and locations, as deploy.sh checks them.
+_PROJECT_ID = r"(?:[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]"
+_LOCATION = r"[a-z][a-z0-9-]{0,61}[a-z0-9]"
+WORKFLOW_PATH = re.compile(rf"projects/({_PROJECT_ID})/locations/({_LOCATION})/workflows/([^/]+)", re.ASCII)
 # Scheduler job ids: letters, numbers, hyphens, underscores, at most 500 characters
-# (https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs#Job.FIELDS.name).
-JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}", re.ASCII)
-# The proxy's role on the runs bucket: create, read, list, patch and overwrite objects
-# (docs/ledger.md), nothing on the bucket's own settings or IAM.
-RUNS_OBJECT_ROLE = "roles/storage.objectUser"
+# (https://cloud.google.com/scheduler/docs/reference/rest/v1/projects.locations.jobs#Job.FIELDS.name);
+# deploy.sh takes job names of at most 100, leaving room for PREFIX- and -catch-up.
+JOB_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}", re.ASCII)
+MEMBER = re.compile(r"(user|group|serviceAccount|domain):[^,\s]+", re.ASCII)
+BUILD_EMAIL = re.compile(r"[a-z0-9-]+@[a-z0-9.-]+\.gserviceaccount\.com", re.ASCII)
+# ISO 8601 durations in weeks, days, hours, minutes, seconds: the backfill's lookback.
+DURATION = re.compile(r"P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?", re.ASCII)
+# The catch-up job's schedule: daily, at a quiet minute.
+CATCH_UP_SCHEDULE = "17 3 * * *"
