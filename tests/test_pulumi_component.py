@@ -350,7 +350,8 @@ def test_the_example_program_declares_one_runner_and_two_scheduled_workflows():
     assert len(program.of_type("gcp:cloudfunctionsv2/function:Function")) == 2
     assert len(program.of_type("gcp:workflows/workflow:Workflow")) == 1
     jobs = sorted(j.inputs["name"] for j in program.of_type("gcp:cloudscheduler/job:Job"))
-    assert jobs == ["workflows-runner-orders-hourly", "workflows-runner-sales-nightly"]
+    assert jobs == ["workflows-runner-orders-hourly", "workflows-runner-sales-nightly",
+                    "workflows-runner-sales-nightly-catch-up"]
     assert {j.inputs["region"] for j in program.of_type("gcp:cloudscheduler/job:Job")} == {"us-central1"}
 
 

@@ -12,7 +12,8 @@ runner = WorkflowsRunner("runner", region=region)
 
 ScheduledWorkflow(
     "sales-nightly", runner=runner, workflow="sales-etl",
-    schedule="0 1 * * *", time_zone="Europe/Stockholm", body={"table": "sales"})
+    schedule="0 1 * * *", time_zone="Europe/Stockholm", body={"table": "sales"},
+    catch_up="P7D")  # a daily backfill of the last 7 days' missed times
 ScheduledWorkflow(
     "orders-hourly", runner=runner, workflow="orders-sync",
     schedule="15 * * * *", time_zone="Etc/UTC", body={"table": "orders", "full": False})
