@@ -156,8 +156,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     # A throwaway state folder: this run must not touch (or interrupt) a served stack's history.
     with tempfile.TemporaryDirectory(prefix="localcloud-run-") as state:
+        # Exactly the file given, even beside a sibling of the same stem (W.json next to W.yaml);
+        # the folder still serves the siblings it calls through the executions connectors.
         server = api.start(path.parent, state, env={path.stem: dict(args.env)}, project=args.project,
-                           location=args.location, log=stderr_log)
+                           location=args.location, log=stderr_log, files={path.stem: path})
         try:
             body = {} if args.data is None else {"argument": args.data}
             execution = server.executions.create(args.project, args.location, path.stem, body)

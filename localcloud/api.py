@@ -45,11 +45,18 @@ WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
 ARGUMENT_LIMIT = 32 * 1024                     # bytes, "The size limit is 32KB" (Execution.argument)
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 100, {"BASIC": 1000, "FULL": 100}
 BASIC_FIELDS = ("name", "startTime", "endTime", "duration", "state", "workflowRevisionId")
-CALL_LOG_LEVELS = {"CALL_LOG_LEVEL_UNSPECIFIED", "LOG_ALL_CALLS", "LOG_ERRORS_ONLY", "LOG_NONE"}
-EXECUTION_INPUT_FIELDS = {"argument", "labels", "callLogLevel", "disableConcurrencyQuotaOverflowBuffering"}
+# The Execution resource of workflowexecutions v1 (its discovery document, schemas.Execution):
+# the fields a caller sets, with the enum values each enum field takes, and the output-only fields,
+# which Google accepts in a create and ignores. Anything else is refused, as Google does.
+EXECUTION_ENUMS = {
+    "callLogLevel": ("CALL_LOG_LEVEL_UNSPECIFIED", "LOG_ALL_CALLS", "LOG_ERRORS_ONLY", "LOG_NONE"),
+    "executionHistoryLevel": ("EXECUTION_HISTORY_LEVEL_UNSPECIFIED", "EXECUTION_HISTORY_BASIC",
+                              "EXECUTION_HISTORY_DETAILED"),
+}
+EXECUTION_INPUT_FIELDS = {"argument", "labels", "disableConcurrencyQuotaOverflowBuffering", *EXECUTION_ENUMS}
 EXECUTION_OUTPUT_FIELDS = {"name", "startTime", "endTime", "duration", "state", "result", "error",
                            "workflowRevisionId", "status", "stateError", "createTime"}
-EXECUTION_FIELDS = EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS   # output-only ones are ignored
+EXECUTION_FIELDS = EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS
 DEPTH_MESSAGE = ("Resource limit exceeded: a value nests deeper than localcloud can process "
                  "(Google's Workflows sets no documented nesting limit)")
 INTERRUPTED_MESSAGE = "localcloud stopped while this execution was ACTIVE; it was not resumed"
@@ -63,8 +70,12 @@ class Executions:
     """The API's behaviour, free of HTTP: create, get, list, cancel, and the runs themselves."""
 
     def __init__(self, workflows_dir: str | Path, store: Store, project: str, location: str,
-                 env: Mapping[str, Mapping[str, str]] | None, log: LogSink):
+                 env: Mapping[str, Mapping[str, str]] | None, log: LogSink,
+                 files: Mapping[str, str | Path] | None = None):
         self.workflows_dir = Path(workflows_dir)
+        # Workflows served from a given file rather than from the folder: the one file the CLI's
+        # `run` was given (W.json beside a W.yaml), or backfill.yaml beside a user's own folder.
+        self.files = {workflow: Path(path) for workflow, path in (files or {}).items()}
         self.store, self.project, self.location = store, project, location
         self.env = {workflow: dict(values) for workflow, values in (env or {}).items()}
         self.log = log
@@ -80,6 +91,8 @@ class Executions:
     def workflow_path(self, project: str, location: str, workflow_id: str) -> Path:
         parent = f"projects/{project}/locations/{location}/workflows/{workflow_id}"
         if (project, location) == (self.project, self.location) and "/" not in workflow_id:
+            if workflow_id in self.files:
+                return self.files[workflow_id]
             for suffix in WORKFLOW_SUFFIXES:
                 path = self.workflows_dir / f"{workflow_id}{suffix}"
                 if path.is_file():
@@ -112,9 +125,12 @@ class Executions:
             "workflowRevisionId": f"000001-{revision[:3]}",
             "createTime": now,
         }
-        for field in ("argument", "callLogLevel", "labels"):
-            if body.get(field):
-                execution[field] = body[field]
+        for field in sorted(EXECUTION_INPUT_FIELDS):
+            # Kept as given, but as proto3 JSON writes a resource: false, empty and the enums'
+            # *_UNSPECIFIED values are the defaults and are left out.
+            value = body.get(field)
+            if value and not (field in EXECUTION_ENUMS and value == EXECUTION_ENUMS[field][0]):
+                execution[field] = value
         context = Context(project=self.project, location=self.location, workflow_id=workflow_id,
                           execution_id=execution_id, env=dict(self.env.get(workflow_id, {})),
                           api_url=self.api_url, cancelled=threading.Event(),
@@ -155,11 +171,16 @@ class Executions:
                     argument = loads_json(text, max_depth=None)
                 except ValueError as error:
                     raise invalid(f"execution.argument: the argument must be valid JSON: {error}") from None
-        level = body.get("callLogLevel")
-        if level is not None and level not in CALL_LOG_LEVELS:
-            raise invalid(f"Invalid value at 'execution.call_log_level' "
-                          f"(type.googleapis.com/google.cloud.workflows.executions.v1.Execution.CallLogLevel), "
-                          f"\"{level}\"")
+        for field, values in EXECUTION_ENUMS.items():
+            value = body.get(field)
+            if value is not None and value not in values:
+                raise invalid(f"Invalid value at 'execution.{snake_case(field)}' (type.googleapis.com/"
+                              f"google.cloud.workflows.executions.v1.Execution.{field[0].upper()}{field[1:]}), "
+                              f"{json.dumps(value)}")
+        flag = body.get("disableConcurrencyQuotaOverflowBuffering")
+        if flag is not None and not isinstance(flag, bool):
+            raise invalid("Invalid value at 'execution.disable_concurrency_quota_overflow_buffering' (TYPE_BOOL), "
+                          f"{json.dumps(flag)}")
         check_labels(body.get("labels"))
         return argument
 
@@ -283,6 +304,11 @@ class Executions:
         if entry:
             entry[1].cancelled.set()
         return cancelled
+
+
+def snake_case(field: str) -> str:
+    """A JSON field name as the proto field Google's error messages name (callLogLevel -> call_log_level)."""
+    return re.sub("[A-Z]", lambda upper: "_" + upper.group(0).lower(), field)
 
 
 def ended(execution: Execution, outcome: dict[str, Any]) -> Execution:
@@ -417,8 +443,10 @@ class ApiServer(ThreadingHTTPServer):
 
 def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0.1", port: int = 0,
           env: Mapping[str, Mapping[str, str]] | None = None, project: str = PROJECT,
-          location: str = LOCATION, log: LogSink = stdout_log) -> ApiServer:
+          location: str = LOCATION, log: LogSink = stdout_log,
+          files: Mapping[str, str | Path] | None = None) -> ApiServer:
     """Serve the Executions API in a background thread; returns the server (`.url`, `.stop()`).
+    `files` maps workflow ids to files that take precedence over the folder's.
     Raises store.StateLocked while another API serves `state_dir`."""
     state_lock = lock_state(state_dir)
     try:
@@ -427,7 +455,7 @@ def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0
         state_lock.close()
         raise
     server.state_lock = state_lock
-    server.executions = Executions(workflows_dir, Store(state_dir), project, location, env, log)
+    server.executions = Executions(workflows_dir, Store(state_dir), project, location, env, log, files)
     server.executions.api_url = server.url
     threading.Thread(target=server.serve_forever, args=(0.05,), name="localcloud-api", daemon=True).start()
     return server

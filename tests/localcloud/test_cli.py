@@ -172,3 +172,11 @@ def test_executions_list_into_a_closed_pipe_ends_without_a_traceback(tmp_path):
                               text=True, timeout=60)
     assert pipeline.stdout.split() == ["WORKFLOW", "EXECUTION_ID", "STATE", "START_TIME", "END_TIME"]
     assert "Traceback" not in pipeline.stderr and "BrokenPipeError" not in pipeline.stderr
+
+
+def test_run_runs_exactly_the_file_given_beside_a_sibling_of_the_same_name(workflows):
+    (workflows / "twin.yaml").write_text("- done:\n    return: from yaml\n")
+    (workflows / "twin.json").write_text(json.dumps([{"done": {"return": "from json"}}]))
+    for suffix in ("json", "yaml"):
+        done = localcloud("run", str(workflows / f"twin.{suffix}"))
+        assert done.returncode == 0 and json.loads(done.stdout) == f"from {suffix}", done.stderr
