@@ -1,4 +1,6 @@
-"""A local Cloud Scheduler: cron jobs with HTTP targets, from a YAML or JSON file.
+"""A local Cloud Scheduler: cron jobs with HTTP targets, from a jobs file and over Cloud Scheduler
+v1 REST (create, get, list, patch, delete, pause, resume, run), so `gcloud scheduler jobs ...`
+works against it; jobs created over REST are kept in the state folder (scheduler_jobs.py).
 
 Each job POSTs (or its httpMethod) to its uri at every scheduled minute of its time zone, with the
 headers Cloud Scheduler adds: `X-CloudScheduler: true`, `X-CloudScheduler-JobName`,
@@ -20,146 +22,32 @@ A job file is a list of jobs (or {"jobs": [...]}), in Cloud Scheduler's field na
       attemptDeadline: 180s
       forceRunScheduleTime: next        # "run now": send the next scheduled time (default) or omit
 
-"Run now" (`gcloud scheduler jobs run`, or POST .../jobs/NAME:run here) fires at once. Google
+"Run now" (`gcloud scheduler jobs run`, or POST .../jobs/NAME:run here) fires at once, paused or not. Google
 documents that a forced run's ScheduleTime "might use the timestamp of the next scheduled
 execution, or might be omitted": both are offered, `next` by default.
 """
 from __future__ import annotations
 
-import base64
-import json
 import re
 import threading
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+import uuid
+from datetime import datetime, timedelta
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import unquote
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from cronsim import CronSim, CronSimError
-
-from .google_http import ApiError, GoogleJSONHandler, LogSink, query_params, rfc3339, stdout_log, unknown_url
 from .context import LOCAL_TOKEN, LOCATION, PROJECT
+from .google_http import (ApiError, GoogleJSONHandler, LogSink, invalid, query_params, stdout_log,
+                          unknown_url)
+from .scheduler_jobs import (RESOURCE_INPUT_FIELDS, Job, job_from_config, job_from_resource, load_jobs,  # noqa: F401
+                             load_saved_jobs, resource, save_jobs, settable, utc_now)
 
 Clock = Callable[[], datetime]
-JOB_NAME = re.compile(r"^[A-Za-z0-9_-]{1,500}$")
-HTTP_METHODS = {"POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS"}
-JOB_FIELDS = {"name", "description", "schedule", "timeZone", "uri", "httpMethod", "headers", "body",
-              "oidc", "oidcToken", "retryConfig", "attemptDeadline", "forceRunScheduleTime"}
 CATCH_UP = timedelta(minutes=5)   # after a sleep or a stall, older missed times are skipped
-
-
-def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def duration_seconds(value: Any, what: str) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)s\s*", str(value))
-    if not match:
-        raise ValueError(f"{what}: expected a duration like '5s', got {value!r}")
-    return float(match.group(1))
-
-
-@dataclass
-class Job:
-    name: str
-    schedule: str
-    uri: str
-    time_zone: str = "Etc/UTC"
-    http_method: str = "POST"
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    oidc: bool = False
-    retry_count: int = 0
-    min_backoff: float = 5.0
-    max_backoff: float = 3600.0
-    max_doublings: int = 5
-    attempt_deadline: float = 180.0
-    force_run_schedule_time: str = "next"
-    config: dict[str, Any] = field(default_factory=dict)
-    last_attempt_time: datetime | None = None
-    last_status: int | None = None       # HTTP status of the last attempt (None: no answer)
-
-    @property
-    def zone(self) -> ZoneInfo:
-        return ZoneInfo(self.time_zone)
-
-    def times_after(self, moment: datetime):
-        """The scheduled instants strictly after `moment`, in the job's zone."""
-        return CronSim(self.schedule, moment.astimezone(self.zone))
-
-    def schedule_time_header(self, instant: datetime) -> str:
-        local = instant.astimezone(self.zone).replace(microsecond=0)
-        text = local.isoformat()
-        return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-def job_from_config(config: dict[str, Any]) -> Job:
-    if not isinstance(config, dict):
-        raise ValueError(f"a job must be a map, got {config!r}")
-    name = config.get("name")
-    if not isinstance(name, str) or not JOB_NAME.match(name):
-        raise ValueError(f"job name {name!r}: use 1-500 letters, digits, '-' or '_'")
-    unknown = set(config) - JOB_FIELDS
-    if unknown:
-        raise ValueError(f"job {name}: unknown fields {sorted(unknown)}")
-    for required in ("schedule", "uri"):
-        if not isinstance(config.get(required), str):
-            raise ValueError(f"job {name}: '{required}' is required")
-    job = Job(name=name, schedule=config["schedule"].strip(), uri=config["uri"], config=config)
-    job.time_zone = config.get("timeZone") or "Etc/UTC"
-    try:
-        job.zone
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"job {name}: unknown timeZone {job.time_zone!r}") from None
-    try:
-        job.times_after(utc_now())
-    except CronSimError as error:
-        raise ValueError(f"job {name}: invalid schedule {job.schedule!r}: {error}") from None
-    job.http_method = str(config.get("httpMethod") or "POST").upper()
-    if job.http_method not in HTTP_METHODS:
-        raise ValueError(f"job {name}: unsupported httpMethod {job.http_method}")
-    job.headers = {str(k): str(v) for k, v in (config.get("headers") or {}).items()}
-    body = config.get("body")
-    if body is not None:
-        if job.http_method not in ("POST", "PUT", "PATCH"):
-            raise ValueError(f"job {name}: a body is allowed only with POST, PUT or PATCH")
-        job.body = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-    job.oidc = bool(config.get("oidc") or config.get("oidcToken"))
-    retry = config.get("retryConfig") or {}
-    job.retry_count = int(retry.get("retryCount", 0))
-    if not 0 <= job.retry_count <= 5:
-        raise ValueError(f"job {name}: retryCount must be between 0 and 5")
-    job.min_backoff = duration_seconds(retry.get("minBackoffDuration", "5s"), f"job {name}")
-    job.max_backoff = duration_seconds(retry.get("maxBackoffDuration", "3600s"), f"job {name}")
-    job.max_doublings = int(retry.get("maxDoublings", 5))
-    job.attempt_deadline = duration_seconds(config.get("attemptDeadline", "180s"), f"job {name}")
-    job.force_run_schedule_time = config.get("forceRunScheduleTime", "next")
-    if job.force_run_schedule_time not in ("next", "omit"):
-        raise ValueError(f"job {name}: forceRunScheduleTime is 'next' or 'omit'")
-    return job
-
-
-def load_jobs(path: str | Path) -> list[Job]:
-    """Jobs from a YAML or JSON file (a list, or a map with a `jobs` list)."""
-    data = yaml.safe_load(Path(path).read_text()) or []
-    if isinstance(data, dict):
-        data = data.get("jobs") or []
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a list of jobs")
-    jobs = [job_from_config(item) for item in data]
-    names = [job.name for job in jobs]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"{path}: duplicate job names {duplicates}")
-    return jobs
+PAGE_SIZE_MAX = 500               # ListJobsRequest.pageSize: "The maximum page size is 500."
 
 
 class Scheduler:
@@ -167,8 +55,12 @@ class Scheduler:
 
     def __init__(self, jobs: list[Job], clock: Clock = utc_now, log: LogSink = stdout_log,
                  project: str = PROJECT, location: str = LOCATION,
-                 catch_up: timedelta = CATCH_UP):
-        self.jobs = {job.name: job for job in jobs}
+                 catch_up: timedelta = CATCH_UP, jobs_file: Path | None = None):
+        """`jobs_file`: where jobs are kept across restarts; those saved there load first, then
+        `jobs` (from a jobs file) replace any of the same name."""
+        self.jobs_file = jobs_file
+        saved = load_saved_jobs(jobs_file) if jobs_file else []
+        self.jobs = {job.name: job for job in [*saved, *jobs]}
         self.catch_up = catch_up
         self.clock, self.log, self.project, self.location = clock, log, project, location
         self.attempts: list[dict[str, Any]] = []   # every delivery attempt, oldest first
@@ -183,7 +75,9 @@ class Scheduler:
         with self._lock:
             since, self._cursor = self._cursor, max(self._cursor, now)
         fired = []
-        for job in self.jobs.values():
+        for job in list(self.jobs.values()):
+            if job.paused:
+                continue
             for instant in job.times_after(since):
                 if instant > now:
                     break
@@ -274,70 +168,163 @@ class Scheduler:
         for thread in threads:
             thread.join(timeout)
 
-    def resource(self, job: Job) -> dict[str, Any]:
-        """The job as Cloud Scheduler's REST API shows it."""
-        target: dict[str, Any] = {"uri": job.uri, "httpMethod": job.http_method}
-        if job.headers:
-            target["headers"] = job.headers
-        if job.body:
-            target["body"] = base64.b64encode(job.body).decode()
-        if job.oidc:
-            target["oidcToken"] = job.config.get("oidcToken") or {"audience": job.uri}
-        resource = {
-            "name": f"projects/{self.project}/locations/{self.location}/jobs/{job.name}",
-            "schedule": job.schedule, "timeZone": job.time_zone, "httpTarget": target,
-            "state": "ENABLED", "attemptDeadline": f"{job.attempt_deadline:g}s",
-            "scheduleTime": rfc3339(next(job.times_after(self.clock()))),
-        }
-        if job.config.get("retryConfig"):
-            resource["retryConfig"] = job.config["retryConfig"]
-        if job.last_attempt_time:
-            resource["lastAttemptTime"] = rfc3339(job.last_attempt_time)
-        if job.last_status is not None and not 200 <= job.last_status < 300:
-            resource["status"] = {"code": 2, "message": f"HTTP {job.last_status}"}
-        return resource
+    # --- changes over REST, kept in jobs_file ----------------------------------------------------
+    def save(self) -> None:
+        if self.jobs_file:
+            with self._lock:
+                save_jobs(self.jobs_file, list(self.jobs.values()))
+
+    def put(self, job: Job) -> Job:
+        with self._lock:
+            self.jobs[job.name] = job
+        self.save()
+        return job
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self.jobs.pop(name, None)
+        self.save()
+
+    def show(self, job: Job) -> dict[str, Any]:
+        return resource(job, self.project, self.location, self.clock())
 
 
-JOB_ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/jobs"
-                       r"(?:/(?P<job>[^/:]+))?(?P<run>:run)?$")
+JOB_ROUTE = re.compile(r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/jobs"
+                       r"(?:/(?P<job>[^/:]+))?(?::(?P<verb>run|pause|resume))?")
 
 
 class SchedulerHandler(GoogleJSONHandler):
-    """GET .../jobs, GET .../jobs/NAME and POST .../jobs/NAME:run, as Cloud Scheduler v1 has them."""
+    """projects.locations.jobs of Cloud Scheduler v1: create, get, list, patch, delete, pause,
+    resume and run, for HTTP targets."""
 
-    server: "SchedulerServer"
+    server: "SchedulerHTTPServer"
 
     def route(self, method: str, url: Any) -> tuple[int, Any]:
         scheduler = self.server.scheduler
-        match = JOB_ROUTE.match(url.path)
+        match = JOB_ROUTE.fullmatch(url.path)
         parts = {key: unquote(value) for key, value in match.groupdict().items() if value} if match else {}
         if not match or (parts["project"], parts["location"]) != (scheduler.project, scheduler.location):
             raise unknown_url(url)
-        query_params(url, {"pageSize", "pageToken"} if "job" not in parts else set())
+        if "job" not in parts and "verb" not in parts:
+            if method == "GET":
+                return 200, self.list(query_params(url, {"pageSize", "pageToken"}))
+            if method == "POST":
+                query_params(url, set())
+                return 200, self.create(self.read_json())
+            raise unknown_url(url)
         if "job" not in parts:
-            if method != "GET":
-                raise unknown_url(url)
-            jobs = [scheduler.resource(job) for job in scheduler.jobs.values()]
-            return 200, {"jobs": jobs} if jobs else {}
+            raise unknown_url(url)
+        name = f"projects/{scheduler.project}/locations/{scheduler.location}/jobs/{parts['job']}"
         job = scheduler.jobs.get(parts["job"])
         if job is None:
-            raise ApiError(404, f"Job not found: projects/{parts['project']}/locations/"
-                                f"{parts['location']}/jobs/{parts['job']}", "NOT_FOUND")
-        if method == "GET" and "run" not in parts:
-            return 200, scheduler.resource(job)
-        if method == "POST" and "run" in parts:
+            raise ApiError(404, f"Job not found: {name}", "NOT_FOUND")
+        verb = parts.get("verb")
+        if method == "GET" and verb is None:
+            query_params(url, set())
+            return 200, scheduler.show(job)
+        if method == "DELETE" and verb is None:
+            query_params(url, set())
+            scheduler.remove(job.name)
+            return 200, {}
+        if method == "PATCH" and verb is None:
+            mask = query_params(url, {"updateMask"}).get("updateMask")
+            return 200, self.patch(job, self.read_json(), mask)
+        if method == "POST" and verb is not None:
+            query_params(url, set())
             self.read_json()
-            scheduler.run_now(job.name)
-            return 200, scheduler.resource(job)
+            return 200, self.act(job, verb)
         raise unknown_url(url)
+
+    def list(self, params: dict[str, str]) -> dict[str, Any]:
+        scheduler = self.server.scheduler
+        try:
+            size = int(params.get("pageSize") or PAGE_SIZE_MAX)
+            offset = int(params.get("pageToken") or 0)
+        except ValueError:
+            raise invalid("pageSize and pageToken must be numbers (pageToken as returned)") from None
+        if size < 0 or offset < 0:
+            raise invalid("pageSize and pageToken must not be negative")
+        size = min(size or PAGE_SIZE_MAX, PAGE_SIZE_MAX)   # 0 means the default; larger is capped
+        jobs = sorted(scheduler.jobs.values(), key=lambda job: job.name)
+        answer: dict[str, Any] = {}
+        if jobs[offset:offset + size]:
+            answer["jobs"] = [scheduler.show(job) for job in jobs[offset:offset + size]]
+        if offset + size < len(jobs):
+            answer["nextPageToken"] = str(offset + size)
+        return answer
+
+    def create(self, body: Any) -> dict[str, Any]:
+        scheduler = self.server.scheduler
+        if not isinstance(body, dict):
+            raise invalid("Invalid JSON payload received. Expected an object for 'job'.")
+        prefix = f"projects/{scheduler.project}/locations/{scheduler.location}/jobs/"
+        name = body.get("name") or prefix + f"job-{uuid.uuid4().hex[:20]}"   # "Optionally caller-specified"
+        if not isinstance(name, str) or not name.startswith(prefix):
+            raise invalid(f"Job name must be of the form {prefix}JOB_ID, got {name!r}")
+        job = self.build({**body, "name": name}, name.removeprefix(prefix))
+        if job.name in scheduler.jobs:
+            raise ApiError(409, f"Job {name} already exists.", "ALREADY_EXISTS")
+        return scheduler.show(scheduler.put(job))
+
+    def patch(self, job: Job, body: Any, mask: str | None) -> dict[str, Any]:
+        """updateMask names the fields to change (dotted paths, e.g. httpTarget.uri); a field it
+        names that the body leaves out is cleared. Without a mask, the fields present change."""
+        if not isinstance(body, dict):
+            raise invalid("Invalid JSON payload received. Expected an object for 'job'.")
+        current = settable(job)
+        paths = [path.strip() for path in mask.split(",") if path.strip()] if mask else \
+            [key for key in body if key in RESOURCE_INPUT_FIELDS and key != "name"]
+        for path in paths:
+            *parents, leaf = path.split(".")
+            if parents[:1] and parents[0] not in RESOURCE_INPUT_FIELDS or not parents and leaf not in RESOURCE_INPUT_FIELDS:
+                raise invalid(f"updateMask: unknown field {path!r}")
+            source, target = body, current
+            for key in parents:
+                source = source.get(key) if isinstance(source, dict) else None
+                target = target.setdefault(key, {})
+            if isinstance(source, dict) and leaf in source:
+                target[leaf] = source[leaf]
+            else:
+                target.pop(leaf, None)
+        changed = self.build(current, job.name)
+        changed.paused, changed.force_run_schedule_time = job.paused, job.force_run_schedule_time
+        changed.last_attempt_time, changed.last_status = job.last_attempt_time, job.last_status
+        return self.server.scheduler.show(self.server.scheduler.put(changed))
+
+    def act(self, job: Job, verb: str) -> dict[str, Any]:
+        scheduler = self.server.scheduler
+        if verb == "run":
+            scheduler.run_now(job.name)
+            return scheduler.show(job)
+        # "A job must be in Job.State.ENABLED to be paused" / "in Job.State.PAUSED to be resumed."
+        if job.paused == (verb == "pause"):
+            state = "PAUSED" if job.paused else "ENABLED"
+            raise ApiError(400, f"Job {job.name} is {state}; it cannot be {verb}d.", "FAILED_PRECONDITION")
+        job.paused = verb == "pause"
+        job.user_update_time = utc_now()
+        scheduler.save()
+        return scheduler.show(job)
+
+    @staticmethod
+    def build(body: dict[str, Any], job_id: str) -> Job:
+        try:
+            return job_from_resource(body, job_id)
+        except NotImplementedError as error:
+            raise ApiError(501, str(error), "UNIMPLEMENTED") from None
+        except ValueError as error:
+            raise invalid(str(error)) from None
+
+
+class SchedulerHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    scheduler: Scheduler
 
 
 class SchedulerServer:
     def __init__(self, scheduler: Scheduler, host: str, port: int):
         self.scheduler = scheduler
-        self.http = ThreadingHTTPServer((host, port), SchedulerHandler)
-        self.http.daemon_threads = True
-        self.http.scheduler = scheduler  # type: ignore[attr-defined]
+        self.http = SchedulerHTTPServer((host, port), SchedulerHandler)
+        self.http.scheduler = scheduler
 
     @property
     def url(self) -> str:
@@ -352,13 +339,14 @@ class SchedulerServer:
 
 def start(jobs: list[Job], host: str = "127.0.0.1", port: int = 0, project: str = PROJECT,
           location: str = LOCATION, clock: Clock = utc_now, log: LogSink = stdout_log,
-          tick: float | None = 0.5) -> SchedulerServer:
-    """Start the scheduler (ticking unless tick is None) and its small REST API; `.url`, `.stop()`."""
-    scheduler = Scheduler(jobs, clock=clock, log=log, project=project, location=location)
+          tick: float | None = 0.5, jobs_file: Path | None = None) -> SchedulerServer:
+    """Start the scheduler (ticking unless tick is None) and its REST API; `.url`, `.stop()`.
+    With `jobs_file`, jobs created or changed over REST are kept there across restarts."""
+    scheduler = Scheduler(jobs, clock=clock, log=log, project=project, location=location, jobs_file=jobs_file)
+    scheduler.save()
     server = SchedulerServer(scheduler, host, port)
     threading.Thread(target=server.http.serve_forever, args=(0.05,), name="localcloud-scheduler-api",
                      daemon=True).start()
     if tick is not None:
         scheduler.start(tick)
     return server
-
