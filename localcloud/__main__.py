@@ -2,6 +2,7 @@
 
     serve [--workflows DIR] [--state DIR] [--host H] [--port N] [--jobs FILE] [--scheduler-port N]
           [--env WORKFLOW:K=V ...] [--env-file FILE] [--project P] [--location L]
+    up --workflows DIR [--jobs FILE] [--state DIR] [--port N]     (localcloud/up.py)
     run PATH [--data JSON] [--env K=V ...]
     executions list [--workflow W] [--filter F] [--limit N] [--format table|json] [--state DIR | --api URL]
     demo ...        (localcloud/demo.py)
@@ -24,7 +25,7 @@ from urllib.parse import urlencode
 
 import yaml
 
-from . import api, filters, scheduler
+from . import api, filters, scheduler, up
 from .google_http import ApiError
 from .context import LOCAL_TOKEN, LOCATION, PROJECT
 from .store import StateLocked, Store
@@ -86,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--project", default=PROJECT)
     listing.add_argument("--location", default=LOCATION)
 
+    up.add_parser(commands)
     commands.add_parser("demo", help="the guided demo (localcloud/demo.py)", add_help=False)
     return top
 
@@ -263,6 +265,8 @@ def dispatch(argv: list[str]) -> int:
         return serve(args)
     if args.command == "run":
         return run(args)
+    if args.command == "up":
+        return up.main(args)
     return list_executions(args)
 
 

@@ -22,6 +22,16 @@ from .context import LOCATION, PROJECT
 from .google_http import LogSink, stdout_log
 
 ROOT = Path(__file__).resolve().parent.parent
+BACKFILL = ROOT / "workflows" / "backfill.yaml"   # always the project's own, beside any workflows folder
+
+
+@dataclass
+class Ports:
+    """Loopback ports of each server; 0 picks a free one."""
+    api: int = 0
+    range: int = 0
+    proxy: int = 0
+    scheduler: int = 0
 
 
 def free_port() -> int:
@@ -115,15 +125,18 @@ class Stack:
 def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
           jobs: list[dict[str, Any]] | None = None, log_dir: str | Path | None = None,
           proxy_env: dict[str, str] | None = None, api_log: LogSink = stdout_log,
-          scheduler_log: LogSink = stdout_log, backfill_env: dict[str, str] | None = None) -> Stack:
-    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}`.
-    `api_log` and `scheduler_log` receive the in-process servers' structured log entries.
-    `backfill_env` overrides backfill's env (e.g. RANGE_URL through a fault-injecting relay)."""
-    range_port, proxy_port = free_port(), free_port()
+          scheduler_log: LogSink = stdout_log, backfill_env: dict[str, str] | None = None,
+          ports: Ports | None = None, jobs_file: Path | None = None) -> Stack:
+    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}` (no
+    scheduler when None). `api_log` and `scheduler_log` receive the in-process servers' structured
+    log entries. `backfill_env` overrides backfill's env (e.g. RANGE_URL through a fault-injecting
+    relay). `ports` fixes the servers' ports; `jobs_file` keeps the scheduler's jobs across restarts."""
+    ports = ports or Ports()
+    range_port, proxy_port = ports.range or free_port(), ports.proxy or free_port()
     range_url, proxy_url = f"http://127.0.0.1:{range_port}", f"http://127.0.0.1:{proxy_port}"
-    server = api.start(workflows_dir, state_dir, project=PROJECT, location=LOCATION,
+    server = api.start(workflows_dir, state_dir, port=ports.api, project=PROJECT, location=LOCATION,
                        env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url, **(backfill_env or {})}},
-                       log=api_log)
+                       files={"backfill": BACKFILL}, log=api_log)
     stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
     try:
         def log_file(name: str) -> IO[bytes] | int:
@@ -137,10 +150,11 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
         stack.processes.append(start_function(
             "proxy", "proxy", proxy_port, log=log_file("proxy"),
             env={"WORKFLOWS_API": server.url, "GOOGLE_CLOUD_PROJECT": PROJECT, **(proxy_env or {})}))
-        if jobs:
+        if jobs is not None:
             configs = [{**job, "uri": job["uri"].format(proxy=proxy_url)} for job in jobs]
             stack.scheduler = scheduler.start([scheduler.job_from_config(c) for c in configs],
-                                              project=PROJECT, location=LOCATION, log=scheduler_log)
+                                              port=ports.scheduler, project=PROJECT, location=LOCATION,
+                                              log=scheduler_log, jobs_file=jobs_file)
     except BaseException:
         stack.stop()
         raise
