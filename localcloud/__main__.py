@@ -128,6 +128,9 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as error:       # typically: the port is taken
         print(f"cannot serve on {args.host}: {error}", file=sys.stderr)
         return 1
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):   # before the first line: a reader may stop us at once
+        signal.signal(signum, lambda *_: stop.set())
     print(json.dumps({"api": server.url, "scheduler": jobs_server.url if jobs_server else None}), flush=True)
     names = sorted(path.stem for path in Path(args.workflows).glob("*") if path.suffix in api.WORKFLOW_SUFFIXES)
     print(f"Workflow Executions API on {server.url} for projects/{args.project}/locations/{args.location}: "
@@ -136,9 +139,6 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Cloud Scheduler on {jobs_server.url}: {', '.join(j.name for j in jobs) or 'no jobs'}", flush=True)
     print(f"State in {args.state}/ (delete it to forget). Ctrl-C stops.", flush=True)
 
-    stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
     stop.wait()
     if jobs_server:
         jobs_server.stop()

@@ -22,6 +22,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 from cronsim import CronSim, CronSimError
 
+from .google_http import rfc3339
+
 JOB_NAME = re.compile(r"[A-Za-z0-9_-]{1,500}")
 HTTP_METHODS = ("POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
 FILE_FIELDS = {"name", "description", "schedule", "timeZone", "uri", "httpMethod", "headers", "body",
@@ -219,10 +221,6 @@ def job_from_resource(resource: dict[str, Any], job_id: str) -> Job:
     if not 15 <= job.attempt_deadline <= 1800:
         raise ValueError(f"job {job_id}: attemptDeadline must be between 15s and 1800s")
     return checked(job)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def settable(job: Job) -> dict[str, Any]:

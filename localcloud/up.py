@@ -129,11 +129,10 @@ def main(args: argparse.Namespace) -> int:
     token.write_text(LOCAL_TOKEN + "\n")
     (state / "endpoints.json").write_text(json.dumps(urls, indent=2) + "\n")
     (state / "gcloud.sh").write_text(gcloud_script(urls, token))
-    say_hello(urls, state, workflows, stack)
-
     stop = threading.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (signal.SIGINT, signal.SIGTERM):   # before the banner: a reader may stop us at once
         signal.signal(signum, lambda *_: stop.set())
+    say_hello(urls, state, workflows, stack)
     stop.wait()
     stack.stop()
     print("localcloud stopped", flush=True)
