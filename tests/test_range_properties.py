@@ -187,3 +187,24 @@ def test_cronsim_loses_times_on_half_hour_shifts():
     assert times == brute_force("* 19 * * *", "Australia/Lord_Howe", start, stop)
     assert times[0] == "2022-10-02T19:00:00+11:00" and len(times) == 60
     assert len(cronsim_times("* 19 * * *", "Australia/Lord_Howe", start, stop)) == 30
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expressions, st.sampled_from(ZONES + ["America/St_Johns", "Africa/Casablanca", "Europe/London"]),
+       st.datetimes(datetime(1901, 1, 1), datetime(2198, 1, 1)), st.integers(3, 120))
+def test_count_of_whole_days_and_months_equals_the_listed_times(expr, zone, start, days):
+    """count() adds up whole uniform days and months without building them; texts() lists every
+    time (and is judged by the minute scan above), so the two must agree on any window."""
+    if not accepted(expr):
+        return
+    w = window(expr, zone, start.replace(tzinfo=UTC), start.replace(tzinfo=UTC) + timedelta(days=days))
+    assert w.count() == len(w.texts())
+
+
+@pytest.mark.parametrize("expr", ["0 0 * * " + "0" * 5000, "*/" + "9" * 5000 + " * * * *", "1" * 5000 + " * * * *",
+                                  "0 0 * * 0000000000", "*/1000000000 * * * *"])
+def test_numbers_of_over_nine_digits_are_refused(expr):
+    """int() refuses over 4,300 digits, so such a field must be a CronError (a 400), never a crash."""
+    assert cron_window.CronSchedule("*/100000000 * * * *").seconds == cron_window.CronSchedule("0 * * * *").seconds
+    with pytest.raises(cron_window.CronError):
+        cron_window.CronSchedule(expr)

@@ -53,7 +53,9 @@ def parse_field(text: str, index: int) -> set[int]:
     low, high = FIELD_RANGES[index]
 
     def number(value: str) -> int:
-        if not value or any(ch not in "0123456789" for ch in value):
+        # Past 9 digits (cronsim reads any length, but int() refuses over 4,300) a number is
+        # refused: no field needs more than 2, and leading zeros that long are nobody's intent.
+        if not value or len(value) > 9 or any(ch not in "0123456789" for ch in value):
             raise _field_error(index, text)
         return int(value)
 
@@ -152,6 +154,53 @@ class Run(NamedTuple):
     texts: Callable[[int | None], list[str]]  # the first n texts (all if None)
 
 
+class Stretch(NamedTuple):
+    """Times at one UTC offset whose wall clock is schedule.seconds[i:j]: time k is shift + seconds[k],
+    and each is a distinct real instant."""
+    shift: int
+    offset: int
+    i: int
+    j: int
+
+
+def _holds(stretch: Stretch, seconds: list[int], instant: int) -> bool:
+    k = bisect_left(seconds, instant - stretch.shift, stretch.i, stretch.j)
+    return k < stretch.j and seconds[k] == instant - stretch.shift
+
+
+class Changeover(NamedTuple):
+    """A day an offset change touches: the stretches before and after the change, the (instant,
+    offset) of each repeated time that fires (each a distinct real instant), and the gap exit
+    where skipped fixed times fire (it may equal a stretch's time, or another day's exit)."""
+    stretches: tuple[Stretch, Stretch]
+    repeated: list[tuple[int, int]]
+    gap_exit: tuple[int, int] | None
+
+
+class _Cursor:
+    """What is left of a walk: [lo, hi).
+
+    Invariant: once a piece is yielded, the bound on the walk's side moves past it (lo = its
+    latest time + 1 ascending, hi = its earliest time descending), and every later piece is clipped
+    to [lo, hi). A gap exit or a repeat that crosses midnight puts a day's time among the next
+    day's; the cursor is what keeps such a time from being yielded twice or out of order."""
+    __slots__ = ("lo", "hi", "desc")
+
+    def __init__(self, lo: int, hi: int, desc: bool):
+        self.lo, self.hi, self.desc = lo, hi, desc
+
+    @classmethod
+    def within(cls, window: CronWindow, lo: int | None, hi: int | None, desc: bool) -> _Cursor:
+        return cls(window.lo if lo is None else max(lo, window.lo), window.hi if hi is None else min(hi, window.hi), desc)
+
+    def passed(self, first: int, last: int) -> None:
+        """A piece whose times span [first, last] was walked."""
+        if self.desc:
+            self.hi = first
+        else:
+            self.lo = last + 1
+
+
 class CronWindow:
     """The times of `schedule` in zone `tz` within [lo, hi)."""
 
@@ -183,8 +232,8 @@ class CronWindow:
         return (all(self.tz.utcoffset(datetime(year, month, day)) == first for day in range(3, length + 1, 2))
                 and self.tz.utcoffset(datetime(year, month, length, 23, 59, fold=1)) == first)
 
-    def _transition_day(self, ordinal: int) -> list[tuple[int, int]]:
-        """(instant, offset) of each time on a day a transition touches, per the DST rules."""
+    def _transition_day(self, ordinal: int) -> Changeover:
+        """The times of a day a transition touches, per the DST rules."""
         day = date.fromordinal(ordinal)
         midnight = (ordinal - EPOCH_ORDINAL) * DAY
         seconds = self.schedule.seconds
@@ -196,25 +245,20 @@ class CronWindow:
         before, after = self._offset(wall(0)), self._offset(wall(DAY - 60, fold=1))
         a = bisect_left(seconds, True, key=lambda s: self._offset(wall(s, fold=1)) != before)
         b = bisect_left(seconds, True, key=lambda s: self._offset(wall(s)) == after)
-        items = [(midnight + s - before, before) for s in seconds[:a]]
-        gap_exit = None  # (wall, instant, offset) of the first real minute after the gap
-        for second in seconds[a:b]:
-            first, second_offset = self._offset(wall(second)), self._offset(wall(second, fold=1))
-            if second_offset < first:  # repeated: first occurrence, and the second unless fixed
-                items.append((midnight + second - first, first))
-                if not self.schedule.fixed:
-                    items.append((midnight + second - second_offset, second_offset))
-            elif self.schedule.fixed:  # skipped: fixed jobs fire at the first minute after the gap
-                if gap_exit is None or gap_exit[0] <= wall(second):
-                    exit_wall = wall(second)
-                    while self._offset(exit_wall) < self._offset(exit_wall.replace(fold=1)):
-                        exit_wall += timedelta(minutes=1)
-                    offset = self._offset(exit_wall)
-                    local = (exit_wall - datetime(1970, 1, 1)) // timedelta(seconds=1)
-                    gap_exit = (exit_wall, local - offset, offset)
-                items.append(gap_exit[1:])
-        items += [(midnight + s - after, after) for s in seconds[b:]]
-        return items
+        # One transition per day: between the edges fold=0 reads `before` and fold=1 `after`.
+        middle, gap_exit = [], None
+        if after < before:  # repeated: first occurrence, and the second unless fixed
+            middle = [(midnight + s - before, before) for s in seconds[a:b]]
+            if not self.schedule.fixed:
+                middle += [(midnight + s - after, after) for s in seconds[a:b]]
+        elif self.schedule.fixed and a < b:  # skipped: fixed jobs fire at the first minute after the gap
+            exit_wall = wall(seconds[a])
+            while self._offset(exit_wall) < self._offset(exit_wall.replace(fold=1)):
+                exit_wall += timedelta(minutes=1)
+            offset = self._offset(exit_wall)
+            gap_exit = ((exit_wall - datetime(1970, 1, 1)) // timedelta(seconds=1) - offset, offset)
+        return Changeover((Stretch(midnight - before, before, 0, a), Stretch(midnight - after, after, b, len(seconds))),
+                          middle, gap_exit)
 
     def _clock(self, offset: int) -> list[str]:
         if offset not in self._clock_by_offset:
@@ -230,85 +274,121 @@ class CronWindow:
                 if (first.year, first.month) <= (year, month) <= (last.year, last.month):
                     yield year, month
 
-    def runs(self, lo: int | None = None, hi: int | None = None, desc: bool = False,
-             totals: bool = False) -> Iterator[Run | int]:
-        """Runs of times in [lo, hi), oldest first (newest first if desc).
+    def runs(self, lo: int | None = None, hi: int | None = None, desc: bool = False) -> Iterator[Run]:
+        """Runs of times in [lo, hi), oldest first (newest first if desc)."""
+        return self._walk(_Cursor.within(self, lo, hi, desc), totals=False)
 
-        With totals=True a month far from the window's ends and free of transitions is
-        yielded as its bare count (an int), so counting never builds the times."""
-        lo = self.lo if lo is None else max(lo, self.lo)
-        hi = self.hi if hi is None else min(hi, self.hi)
-        if lo >= hi:
+    def _walk(self, cursor: _Cursor, totals: bool) -> Iterator[Run | int]:
+        """The pieces of the window left to `cursor`: Runs, or with `totals` (ascending only) their
+        bare sizes, where a month far from the window's ends and free of transitions is one
+        number and a day is counted without building its times."""
+        assert not (totals and cursor.desc), "counting walks forwards"
+        if cursor.lo >= cursor.hi:
             return
         seconds, count = self.schedule.seconds, len(self.schedule.seconds)
         # One spare day each side: a fold or a gap exit can move a time across midnight.
-        first_ordinal, last_ordinal = self.local_ordinal(lo) - 1, self.local_ordinal(hi - 1) + 1
-        pending: list[tuple[int, int]] = []  # times of consecutive transition days, merged
-        pending_ordinal = 0
-
-        def flush() -> Run | None:
-            nonlocal lo, hi, pending
-            items = [item for item in sorted(set(pending)) if lo <= item[0] < hi]
-            pending = []
-            if not items:
-                return None
-            if desc:
-                items.reverse()
-                hi = items[-1][0]
-            else:
-                lo = items[-1][0] + 1
-            return Run(0, [u for u, _ in items], lambda n=None: [format_instant(u, o) for u, o in items[:n]])
-
-        for year, month in self._months(date.fromordinal(first_ordinal), date.fromordinal(last_ordinal), desc):
+        first_ordinal, last_ordinal = self.local_ordinal(cursor.lo) - 1, self.local_ordinal(cursor.hi - 1) + 1
+        group: list[Changeover] = []  # consecutive transition days, walked as one piece
+        group_ordinal = 0
+        for year, month in self._months(date.fromordinal(first_ordinal), date.fromordinal(last_ordinal), cursor.desc):
             days = self.schedule.month_days(year, month)
             if not days:
                 continue
             month_ordinal = date(year, month, 1).toordinal() - 1
-            if (totals and not desc and first_ordinal + 2 < month_ordinal + days[0]
-                    and month_ordinal + days[-1] < last_ordinal - 2
+            if (totals and first_ordinal + 2 < month_ordinal + days[0] and month_ordinal + days[-1] < last_ordinal - 2
                     and self._month_is_uniform(year, month, calendar.monthrange(year, month)[1])):
-                if pending and (run := flush()):
-                    yield run
-                last_base = (month_ordinal + days[-1] - EPOCH_ORDINAL) * DAY - self._offset(datetime(year, month, 1))
-                lo = max(lo, last_base + seconds[-1] + 1)
-                yield len(days) * count
-                continue
-            for day in (reversed(days) if desc else days):
+                if group:
+                    yield from self._group(group, cursor, totals)
+                    group = []
+                offset = self._offset(datetime(year, month, 1))
+                first = (month_ordinal + days[0] - EPOCH_ORDINAL) * DAY - offset + seconds[0]
+                if first >= cursor.lo:  # else an earlier gap exit already gave its first time
+                    cursor.passed(first, (month_ordinal + days[-1] - EPOCH_ORDINAL) * DAY - offset + seconds[-1])
+                    yield len(days) * count
+                    continue
+            whole_days, bulk_first, bulk_last = 0, 0, 0  # with totals: uniform days inside the window, counted at once
+            for day in (reversed(days) if cursor.desc else days):
                 ordinal = month_ordinal + day
                 if not first_ordinal <= ordinal <= last_ordinal:
                     continue
                 offset = self._day_offset(year, month, day)
-                if offset is None:
-                    if pending and abs(ordinal - pending_ordinal) != 1 and (run := flush()):
-                        yield run
-                    pending += self._transition_day(ordinal)
-                    pending_ordinal = ordinal
+                base = (ordinal - EPOCH_ORDINAL) * DAY - (offset or 0)
+                if (totals and offset is not None and not group and first_ordinal + 2 < ordinal < last_ordinal - 2
+                        and base + seconds[0] >= cursor.lo):
+                    bulk_first = bulk_first if whole_days else base + seconds[0]
+                    whole_days += 1
+                    bulk_last = base + seconds[-1]
                     continue
-                if pending and (run := flush()):
-                    yield run
-                base = (ordinal - EPOCH_ORDINAL) * DAY - offset
-                a = bisect_left(seconds, lo - base) if lo > base else 0
-                b = bisect_left(seconds, hi - base) if hi - base <= seconds[-1] else count
+                if whole_days:
+                    cursor.passed(bulk_first, bulk_last)
+                    yield whole_days * count
+                    whole_days = 0
+                if offset is None:
+                    if group and abs(ordinal - group_ordinal) != 1:
+                        yield from self._group(group, cursor, totals)
+                        group = []
+                    group.append(self._transition_day(ordinal))
+                    group_ordinal = ordinal
+                    continue
+                if group:
+                    yield from self._group(group, cursor, totals)
+                    group = []
+                a = bisect_left(seconds, cursor.lo - base) if cursor.lo > base else 0
+                b = bisect_left(seconds, cursor.hi - base) if cursor.hi - base <= seconds[-1] else count
                 if a >= b:
+                    continue
+                cursor.passed(base + seconds[a], base + seconds[b - 1])
+                if totals:
+                    yield b - a
                     continue
                 prefix = "%04d-%02d-%02d" % (year, month, day)
                 day_seconds, clock = seconds[a:b], self._clock(offset)[a:b]
-                if desc:
-                    hi = base + seconds[a]
+                if cursor.desc:
                     day_seconds.reverse()
                     clock.reverse()
-                else:
-                    lo = base + seconds[b - 1] + 1
                 yield Run(base, day_seconds, lambda n=None, p=prefix, c=clock: [p + t for t in c[:n]])
-        if pending and (run := flush()):
-            yield run
+            if whole_days:
+                cursor.passed(bulk_first, bulk_last)
+                yield whole_days * count
+        if group:
+            yield from self._group(group, cursor, totals)
+
+    def _group(self, group: list[Changeover], cursor: _Cursor, totals: bool) -> Iterator[Run | int]:
+        """Consecutive transition days as one piece (a gap exit or a repeat may cross midnight,
+        so their times are merged and ordered together), or its size with `totals`."""
+        seconds = self.schedule.seconds
+        spans = [(stretch, *self._span(stretch, cursor)) for day in group for stretch in day.stretches]
+        spans = [(stretch, i, j) for stretch, i, j in spans if i < j]
+        repeated = [item for day in group for item in day.repeated if cursor.lo <= item[0] < cursor.hi]
+        exits = {day.gap_exit for day in group if day.gap_exit and cursor.lo <= day.gap_exit[0] < cursor.hi}
+        if totals:  # stretch and repeated times are distinct real instants; an exit may be one of them
+            exits = {u for u, _ in exits if not any(_holds(stretch, seconds, u) for stretch, _, _ in spans)}
+            ends = [s.shift + seconds[k] for s, i, j in spans for k in (i, j - 1)] + [u for u, _ in repeated] + list(exits)
+            if ends:
+                cursor.passed(min(ends), max(ends))
+                yield sum(j - i for _, i, j in spans) + len(repeated) + len(exits)
+            return
+        items = sorted({(s.shift + seconds[k], s.offset) for s, i, j in spans for k in range(i, j)}
+                       .union(repeated, exits))
+        if not items:
+            return
+        cursor.passed(items[0][0], items[-1][0])
+        if cursor.desc:
+            items.reverse()
+        yield Run(0, [u for u, _ in items], lambda n=None: [format_instant(u, o) for u, o in items[:n]])
+
+    def _span(self, stretch: Stretch, cursor: _Cursor) -> tuple[int, int]:
+        """The indexes [i, j) of the stretch's times that lie in the cursor's window."""
+        seconds = self.schedule.seconds
+        return (max(stretch.i, bisect_left(seconds, cursor.lo - stretch.shift)),
+                min(stretch.j, bisect_left(seconds, cursor.hi - stretch.shift)))
 
     # -- what the function answers ------------------------------------------------------------
     def count(self, limit: int | None = None) -> int:
         """The number of times in the window; stops early once past `limit`."""
         total = 0
-        for run in self.runs(totals=True):
-            total += run if isinstance(run, int) else len(run.seconds)
+        for size in self._walk(_Cursor.within(self, None, None, False), totals=True):
+            total += size
             if limit is not None and total > limit:
                 break
         return total
