@@ -8,34 +8,56 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
 import re
 import time
 import traceback
+import zoneinfo
 from datetime import datetime, timedelta, timezone
+from typing import Mapping, NamedTuple
 from zoneinfo import ZoneInfo
 
 import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
+import request_limits
 from cron_window import EPOCH, CronError, CronSchedule, CronWindow
 
 MAX_BODY = 64 * 1024
+MAX_TOKEN = 200  # characters; the tokens this function issues are under 100
 MAX_ITEMS = 10_000  # largest unpaged answer and largest page
 FIELDS = {"start", "stop", "step", "timezone", "pageSize", "pageToken", "order", "countOnly"}
-# Bounds on start and stop that keep the slowest answer (countOnly of a minutely window) well
-# under a second; three centuries cover any backfill.
+# Bounds on start and stop that keep the slowest answer (countOnly of a minutely window) near a
+# tenth of a second (bench/bench_range.py); three centuries cover any backfill.
 EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2200, 1, 1, tzinfo=timezone.utc)
-RFC3339 = re.compile(r"(\d{4}-\d{2}-\d{2})[Tt ](\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})?")
-ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+# [0-9], not \d: \d also matches other scripts' digits, which int() and fromisoformat() accept.
+RFC3339 = re.compile(r"([0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ]([0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?([Zz]|[+-][0-9]{2}:[0-9]{2})?",
+                     re.ASCII)
+# https://cloud.google.com/trace/docs/trace-context: X-Cloud-Trace-Context is TRACE_ID/SPAN_ID;o=OPTIONS
+# with a 32-hex-digit TRACE_ID; W3C traceparent is VERSION-TRACE_ID-PARENT_ID-FLAGS.
+TRACE_CONTEXT = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?", re.ASCII)
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
+
+request_limits.install(MAX_BODY, (400, "INVALID_ARGUMENT", f"request body is over {MAX_BODY // 1024} KB"))
 
 
 class BadRequest(Exception):
     pass
+
+
+class Request(NamedTuple):
+    """A request, read and checked."""
+    window: CronWindow
+    desc: bool
+    count_only: bool
+    page_size: int | None
+    after: int | None  # the instant a page token resumes after
+    query: str  # what a page token must belong to
 
 
 def error(code: int, status: str, message: str) -> flask.Response:
@@ -64,14 +86,20 @@ def read_body(request: flask.Request) -> dict:
     return {key: value for key, value in body.items() if value is not None}
 
 
+@functools.cache
+def zone_names() -> frozenset[str]:
+    """IANA time zone names. Twin of zone_names in functions/proxy/main.py.
+
+    available_timezones() also lists the host's own `localtime` file (whatever zone the machine
+    is set to) and tzdata's `Factory` placeholder; neither is a place's time zone."""
+    return frozenset(zoneinfo.available_timezones() - {"localtime", "Factory"})
+
+
 def parse_zone(body: dict) -> ZoneInfo:
     name = body.get("timezone", "UTC")
-    if not isinstance(name, str) or not ZONE_NAME.fullmatch(name):
-        raise BadRequest("timezone must be an IANA time zone name such as 'Europe/Stockholm'")
-    try:
-        return ZoneInfo(name)
-    except Exception:  # unknown key, or a file that is not a zone
-        raise BadRequest(f"timezone {name!r} is not a known IANA time zone") from None
+    if not isinstance(name, str) or name not in zone_names():
+        raise BadRequest(f"timezone must be an IANA time zone name such as 'Europe/Stockholm', got {str(name)[:64]!r}")
+    return ZoneInfo(name)
 
 
 def parse_instant(body: dict, field: str, tz: ZoneInfo) -> int:
@@ -98,7 +126,7 @@ def parse_instant(body: dict, field: str, tz: ZoneInfo) -> int:
     return seconds + (1 if fraction and fraction.strip(".0") else 0)
 
 
-def parse_request(body: dict) -> dict:
+def parse_request(body: dict) -> Request:
     tz = parse_zone(body)
     lo, hi = parse_instant(body, "start", tz), parse_instant(body, "stop", tz)
     if hi < lo:
@@ -126,8 +154,8 @@ def parse_request(body: dict) -> dict:
     # A token only resumes the query it came from.
     query = hashlib.sha256(json.dumps([lo, hi, step, tz.key, order]).encode()).hexdigest()[:16]
     after = decode_token(body["pageToken"], query, lo, hi) if "pageToken" in body else None
-    return {"window": CronWindow(schedule, tz, lo, hi), "desc": order == "desc", "count_only": count_only,
-            "page_size": page_size, "after": after, "query": query}
+    return Request(CronWindow(schedule, tz, lo, hi), desc=order == "desc", count_only=count_only,
+                   page_size=page_size, after=after, query=query)
 
 
 def encode_token(after: int, query: str) -> str:
@@ -136,45 +164,55 @@ def encode_token(after: int, query: str) -> str:
 
 def decode_token(token, query: str, lo: int, hi: int) -> int:
     try:
+        if not isinstance(token, str) or len(token) > MAX_TOKEN:
+            raise ValueError
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         after = data["after"]
         if data["query"] != query:
             raise BadRequest("pageToken belongs to another query: keep start, stop, step, timezone and order")
         if type(after) is not int or not lo <= after < hi:
             raise ValueError
-    except (TypeError, KeyError, ValueError, binascii.Error):
+    except (TypeError, KeyError, ValueError, RecursionError, binascii.Error):
         raise BadRequest("pageToken is not a token this function issued") from None
     return after
 
 
-def answer(request: dict) -> tuple[object, int]:
+def answer(request: Request) -> tuple[object, int]:
     """The response body and the number of times it holds (or counts)."""
-    window: CronWindow = request["window"]
-    desc = request["desc"]
-    if request["count_only"]:
+    window, desc = request.window, request.desc
+    if request.count_only:
         count = window.count()
         return {"count": count, "first": window.first(), "last": window.first(desc=True)}, count
-    if request["page_size"] is None:
+    if request.page_size is None:
         if window.count(limit=MAX_ITEMS) > MAX_ITEMS:
             raise BadRequest(f"the window holds more than {MAX_ITEMS} times: page through it with "
                              f"pageSize (1 to {MAX_ITEMS}) and pageToken, or ask countOnly")
         times = window.texts(desc=desc)
         return times, len(times)
-    times, after = window.page(request["page_size"], request["after"], desc=desc)
+    times, after = window.page(request.page_size, request.after, desc=desc)
     body = {"scheduleTimes": times}
     if after is not None:
-        body["nextPageToken"] = encode_token(after, request["query"])
+        body["nextPageToken"] = encode_token(after, request.query)
     return body, len(times)
 
 
 def log(request: flask.Request, severity: str, message: str, **fields) -> None:
     entry = {"severity": severity, "message": message, **fields}
-    trace = request.headers.get("X-Cloud-Trace-Context", "")
-    trace_id = trace.split("/")[0].split(";")[0]
-    if trace_id:
+    trace = trace_id(request.headers)
+    if trace:
         project = os.environ.get("GOOGLE_CLOUD_PROJECT")
-        entry["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace_id}" if project else trace_id
+        entry["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace}" if project else trace
     print(json.dumps(entry), flush=True)
+
+
+def trace_id(headers: Mapping[str, str]) -> str | None:
+    """The request's trace id, from X-Cloud-Trace-Context or else traceparent, in lower case.
+    Twin of trace_id in functions/proxy/main.py: tests/test_twins.py holds both to one table."""
+    match = TRACE_CONTEXT.fullmatch(headers.get("X-Cloud-Trace-Context", ""))
+    if match:
+        return match[1].lower()
+    match = TRACEPARENT.fullmatch(headers.get("traceparent", "").strip().lower())
+    return match[1] if match else None
 
 
 @functions_framework.errorhandler(HTTPException)
