@@ -121,7 +121,11 @@ def create_body_problem(body) -> str | None:
         return "body must be an Execution"
     if not isinstance(body.get("argument"), str):
         return "argument must be a JSON string"
-    if not isinstance(json.loads(body["argument"]), dict) or len(body["argument"].encode()) > 32 * 1024:
+    try:  # Infinity and NaN are not JSON (RFC 8259 section 6), though Python writes and reads them
+        argument = json.loads(body["argument"], parse_constant=lambda name: 1 / 0)
+    except (ValueError, ZeroDivisionError):
+        return "argument must be JSON"
+    if not isinstance(argument, dict) or len(body["argument"].encode()) > 32 * 1024:
         return "argument must encode a JSON object of at most 32 KB"
     labels = body.get("labels", {})
     if len(labels) > 64 or not all(LABEL_KEY.fullmatch(k) and isinstance(v, str) and LABEL_VALUE.fullmatch(v)
@@ -302,6 +306,7 @@ def test_unreadable_scheduled_time_is_400(proxy, workflows, headers, body):
 
 
 @pytest.mark.parametrize("query", ["?timezone=Mars/Olympus", "?timezone=../../etc/passwd", "?timezone=",
+                                   "?timezone=localtime", "?timezone=Factory", "?timezone=right/UTC",
                                    "?reprocess=all", "?timeZone=UTC", "?timezone=UTC&timezone=UTC"])
 def test_bad_query_is_400_and_not_forwarded(proxy, workflows, query):
     response = proxy.post(URL_PATH + query, {})
@@ -431,12 +436,26 @@ def test_empty_body_means_an_empty_object(proxy, workflows, data):
 
 
 @pytest.mark.parametrize("data", [b"{", b"[1, 2", b'"text"', b"42", b"null", b"true", b'{"a": NaN}',
-                                  b'{"a": Infinity}', b"\xff\xfe{", b'{"a": "\\ud800"}', b"[" * 100_000])
+                                  b'{"a": Infinity}', b"\xff\xfe{", b'{"a": "\\ud800"}', b"[" * 100_000,
+                                  b'{"a": 1e400}', b'[{"a": -1e400}]', b'{"x":' + b"[" * 975 + b"]" * 975 + b"}",
+                                  b'{"x":' + b"[" * 976 + b"]" * 976 + b"}"])
 def test_bodies_that_are_not_json_objects_are_400(proxy, workflows, data):
     response = proxy.post(data=data)
     assert response.status_code == 400, response.text
     assert response.json()["error"]["status"] == "INVALID_ARGUMENT"
     assert workflows.calls == []
+
+
+def test_bodies_nest_at_most_100_deep(proxy, workflows):
+    """The proxy's own documented limit (docs/proxy.md): deeper bodies once parsed but could not
+    be written back (json.dumps recursed past Python's limit, a 500 at 975 levels)."""
+    def nested(depth: int) -> bytes:  # the outer object is the first level
+        return b'{"x":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    headers = scheduler_headers("2020-01-01T00:00:00Z")
+    assert proxy.post(data=nested(100), headers=headers).status_code == 200
+    response = proxy.post(data=nested(101), headers=headers)
+    assert response.status_code == 400 and "100 deep" in response.json()["error"]["message"]
+    assert len(workflows.creates()) == 1
 
 
 def test_body_over_one_mebibyte_is_413_before_parsing(proxy, workflows):

@@ -26,6 +26,10 @@ json_values = st.recursive(
     max_leaves=12)
 bodies = st.one_of(
     st.binary(max_size=300),
+    # issue 10: bodies that parsed but broke json.dumps (deep nesting), or overflowed to Infinity
+    st.integers(1, 1200).map(lambda depth: b'{"x":' + b"[" * depth + b"]" * depth + b"}"),
+    st.tuples(st.integers(-400, 400), st.sampled_from(["1", "-1", "9.5"])).map(
+        lambda t: b'{"a":%se%d}' % (t[1].encode(), t[0])),
     json_values.map(lambda value: json.dumps(value).encode()),
     st.lists(st.dictionaries(st.sampled_from(["scheduleTime", "a", "b"]), json_values | schedule_times,
                              max_size=3), max_size=4).map(lambda value: json.dumps(value).encode()))

@@ -239,6 +239,13 @@ GOOD = {"start": "2022-01-01T00:00:00Z", "stop": "2022-01-02T00:00:00Z", "step":
     ({"pageSize": True}, "pageSize"), ({"pageToken": "abc"}, "pageToken"),
     ({"order": "newest"}, "order"), ({"countOnly": "yes"}, "countOnly"),
     ({"countOnly": True, "pageSize": 5}, "countOnly"), ({"stepp": "0 * * * *"}, "stepp"),
+    # issue 10: each of these was a 500 or was accepted
+    ({"step": "0 0 * * " + "0" * 5000}, "day-of-week"), ({"step": "*/" + "9" * 5000 + " * * * *"}, "minute"),
+    ({"pageSize": 5, "pageToken": base64.urlsafe_b64encode(b"[" * 40000).decode()}, "pageToken"),
+    ({"pageSize": 5, "pageToken": base64.urlsafe_b64encode(b'{"after":' * 3000).decode()[:180]}, "pageToken"),
+    ({"timezone": "localtime"}, "timezone"), ({"timezone": "Factory"}, "timezone"),
+    ({"timezone": "posixrules"}, "timezone"), ({"timezone": "right/UTC"}, "timezone"),
+    ({"start": "2019-10-12T07:20:50.\uff15Z"}, "start"), ({"stop": "2022-01-0\u0662T00:00:00Z"}, "stop"),
 ])
 def test_bad_fields_are_400_naming_the_field(server, change, field):
     body = {key: value for key, value in {**GOOD, **change}.items() if value is not None}
@@ -277,7 +284,7 @@ def test_paths_the_framework_routes_itself_still_get_googles_error_shape(server,
 def test_one_structured_log_line_per_request(server):
     _, log_path = server
     marker = "0 7 * * *"
-    call(server, {**GOOD, "step": marker}, headers={"X-Cloud-Trace-Context": "4bf92f3577b34da6/1;o=1"})
+    call(server, {**GOOD, "step": marker}, headers={"X-Cloud-Trace-Context": "4bf92f3577b34da6a3ce929d0e0e4736/1;o=1"})
     call(server, {**GOOD, "step": marker, "order": "sideways"})
     lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
     mine = [line for line in lines if line.get("window", {}).get("step") == marker]
@@ -285,7 +292,7 @@ def test_one_structured_log_line_per_request(server):
     ok, bad = mine
     assert ok["severity"] == "INFO" and ok["count"] == 1 and ok["durationMs"] >= 0
     assert ok["window"] == {"start": GOOD["start"], "stop": GOOD["stop"], "step": marker}
-    assert ok["logging.googleapis.com/trace"] == "projects/demo-project/traces/4bf92f3577b34da6"
+    assert ok["logging.googleapis.com/trace"] == "projects/demo-project/traces/4bf92f3577b34da6a3ce929d0e0e4736"
     assert bad["severity"] == "WARNING" and "order" in bad["message"] and "logging.googleapis.com/trace" not in bad
 
 
@@ -294,12 +301,17 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers(-10**20, 10**
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
                            max_leaves=6)
 plausible = {
-    "start": st.sampled_from(["2022-03-26T00:00:00Z", "2022-10-30T02:30:00", "1900-01-01T00:00:00Z", "2022-13-01T00:00:00Z"]),
+    "start": st.sampled_from(["2022-03-26T00:00:00Z", "2022-10-30T02:30:00", "1900-01-01T00:00:00Z", "2022-13-01T00:00:00Z",
+                              "2019-10-12T07:20:50.\uff15Z"]),
     "stop": st.sampled_from(["2022-03-28T00:00:00+02:00", "2199-12-31T23:59:59.999Z", "2022-03-26T00:00:00Z"]),
-    "step": st.sampled_from(["* * * * *", "30 2 * * *", "0 0 31 2 MON", "@yearly", "*/0 * * * *", "0 0 L * *"]) | st.text(max_size=20),
-    "timezone": st.sampled_from(["Europe/Stockholm", "Australia/Lord_Howe", "Etc/GMT+14", "", "Europe", "UTC/../UTC"]),
+    "step": st.sampled_from(["* * * * *", "30 2 * * *", "0 0 31 2 MON", "@yearly", "*/0 * * * *", "0 0 L * *",
+                             "0 0 * * " + "0" * 5000]) | st.text(max_size=20)
+            | st.integers(1, 6000).map(lambda n: "*/" + "7" * n + " * * * *"),
+    "timezone": st.sampled_from(["Europe/Stockholm", "Australia/Lord_Howe", "Etc/GMT+14", "", "Europe", "UTC/../UTC",
+                                 "localtime", "Factory", "right/UTC", "Europe/London"]),
     "pageSize": st.sampled_from([1, 10_000, 0, -1, 2.5]),
-    "pageToken": st.sampled_from(["", "e30", "eyJhZnRlciI6MX0", "=="]),
+    "pageToken": st.sampled_from(["", "e30", "eyJhZnRlciI6MX0", "=="])
+                 | st.integers(1, 40000).map(lambda n: base64.urlsafe_b64encode(b"[" * n).decode()),
     "order": st.sampled_from(["asc", "desc", "DESC"]),
     "countOnly": st.booleans(),
 }

@@ -6,18 +6,22 @@ the run can be found again, and starts it only if the reprocess policy says so.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 import sys
 import time
+import zoneinfo
 from datetime import datetime, timezone
+from typing import Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
+import request_limits
 import scheduled_time
 import workflows_api
 from workflows_api import ApiError
@@ -25,6 +29,10 @@ from workflows_api import ApiError
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ELEMENTS = 100
 MAX_ARGUMENT_BYTES = 32 * 1024  # Workflows' limit on `argument`, counted in UTF-8 bytes
+# Deepest JSON nesting read: json.dumps of the enriched body recurses once per level, so a body
+# near Python's recursion limit (1,000) parses but cannot be written back. Workflows' own limit
+# on an argument is its size (MAX_ARGUMENT_BYTES).
+MAX_DEPTH = 100
 DEFAULT_DEADLINE_SECONDS = 60.0
 REPROCESS_MODES = ("none", "failed", "completed")
 
@@ -33,9 +41,12 @@ _PATH = re.compile(
     r"/v1/projects/(?P<project>(?:[a-z][a-z0-9-]*(?:\.[a-z0-9-]+)+:)?[a-z][a-z0-9-]{4,28}[a-z0-9])"
     r"/locations/(?P<location>[a-z][a-z0-9-]{0,61}[a-z0-9])"
     r"/workflows/(?P<workflow>[A-Za-z](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9])?)/executions")
-_ZONE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_+-]*(?:/[A-Za-z0-9_+-]+)*")
-_TRACE_HEADER = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?")
-_TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+# https://cloud.google.com/trace/docs/trace-context: X-Cloud-Trace-Context is TRACE_ID/SPAN_ID;o=OPTIONS
+# with a 32-hex-digit TRACE_ID; W3C traceparent is VERSION-TRACE_ID-PARENT_ID-FLAGS.
+TRACE_CONTEXT = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?", re.ASCII)
+TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
+
+request_limits.install(MAX_BODY_BYTES, (413, "INVALID_ARGUMENT", f"the body is larger than {MAX_BODY_BYTES} bytes"))
 
 
 def proxy(request):
@@ -235,12 +246,9 @@ def _query(request) -> tuple[ZoneInfo | timezone, str | None]:
     zone: ZoneInfo | timezone = timezone.utc
     if "timezone" in args:
         name = args["timezone"]
-        try:
-            if not _ZONE_NAME.fullmatch(name) or len(name) > 64:
-                raise ValueError
-            zone = ZoneInfo(name)
-        except Exception:  # ZoneInfoNotFoundError, ValueError, or an unreadable file
-            raise ApiError(400, f"timezone {name!r} is not an IANA time zone name such as Europe/Stockholm") from None
+        if name not in zone_names():
+            raise ApiError(400, f"timezone {name[:64]!r} is not an IANA time zone name such as Europe/Stockholm")
+        zone = ZoneInfo(name)
     reprocess = args.get("reprocess")
     if reprocess is not None and reprocess not in REPROCESS_MODES:
         raise ApiError(400, f"reprocess must be one of {', '.join(REPROCESS_MODES)}")
@@ -257,13 +265,38 @@ def _read_json(request):
     if not data.strip():
         return {}
     try:
-        return json.loads(data, parse_constant=_reject_constant)
+        body = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ApiError(400, "the body is not valid JSON") from None
+    if _depth(body) > MAX_DEPTH:
+        raise ApiError(400, f"the body nests arrays and objects more than {MAX_DEPTH} deep")
+    return body
 
 
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    """1e400 is valid JSON but overflows to inf, which json.dumps would write as Infinity."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _depth(value) -> int:
+    """How deeply arrays and objects nest (a scalar is 0), without recursion."""
+    deepest, level = 0, [(value, 1)]
+    while level:
+        item, depth = level.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        if children:
+            deepest = max(deepest, depth)
+            level.extend((child, depth + 1) for child in children)
+        elif isinstance(item, (dict, list)):
+            deepest = max(deepest, depth)
+    return deepest
 
 
 def _render(instant: datetime, zone) -> str:
@@ -292,7 +325,7 @@ def _write_log(request, log: dict, code: int, began: float) -> None:
     entry = {"severity": "INFO" if code < 400 else "WARNING" if code < 500 else "ERROR",
              "message": log.pop("message", ""), "httpStatus": code, **log,
              "latencyMs": round((time.monotonic() - began) * 1000, 2)}
-    trace = _trace_id(request)
+    trace = trace_id(request.headers)
     project = os.environ.get("GOOGLE_CLOUD_PROJECT") or (log.get("workflow") or "/").split("/")[1]
     if trace and project:
         entry["logging.googleapis.com/trace"] = f"projects/{project}/traces/{trace}"
@@ -300,9 +333,20 @@ def _write_log(request, log: dict, code: int, began: float) -> None:
     sys.stdout.flush()
 
 
-def _trace_id(request) -> str | None:
-    match = _TRACE_HEADER.fullmatch(request.headers.get("X-Cloud-Trace-Context", ""))
+@functools.cache
+def zone_names() -> frozenset[str]:
+    """IANA time zone names. Twin of zone_names in functions/range/main.py.
+
+    available_timezones() also lists the host's own `localtime` file (whatever zone the machine
+    is set to) and tzdata's `Factory` placeholder; neither is a place's time zone."""
+    return frozenset(zoneinfo.available_timezones() - {"localtime", "Factory"})
+
+
+def trace_id(headers: Mapping[str, str]) -> str | None:
+    """The request's trace id, from X-Cloud-Trace-Context or else traceparent, in lower case.
+    Twin of trace_id in functions/range/main.py: tests/test_twins.py holds both to one table."""
+    match = TRACE_CONTEXT.fullmatch(headers.get("X-Cloud-Trace-Context", ""))
     if match:
         return match[1].lower()
-    match = _TRACEPARENT.fullmatch(request.headers.get("traceparent", "").strip().lower())
+    match = TRACEPARENT.fullmatch(headers.get("traceparent", "").strip().lower())
     return match[1] if match else None

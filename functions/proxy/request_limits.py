@@ -1,7 +1,7 @@
 """What a request may cost before the function sees it: body size, body read time, request line.
 
 Twin of functions/range/request_limits.py (each function deploys alone, so each holds a copy);
-tests/test_request_limits.py checks both against one table. Keep them identical.
+tests/test_request_limits.py runs its checks against both, and tests/test_twins.py keeps them identical.
 
 functions-framework 3.10.2 leaves three doors open, all read in its installed source:
 - `read_request`, an after-request hook, calls `request.get_data()`, so a body the function

@@ -97,8 +97,10 @@ def zone_names() -> frozenset[str]:
 
 def parse_zone(body: dict) -> ZoneInfo:
     name = body.get("timezone", "UTC")
-    if not isinstance(name, str) or name not in zone_names():
-        raise BadRequest(f"timezone must be an IANA time zone name such as 'Europe/Stockholm', got {str(name)[:64]!r}")
+    if not isinstance(name, str):
+        raise BadRequest("timezone must be an IANA time zone name such as 'Europe/Stockholm'")
+    if name not in zone_names():
+        raise BadRequest(f"timezone {name[:64]!r} is not a known IANA time zone")
     return ZoneInfo(name)
 
 

@@ -1,0 +1,134 @@
+"""What a request may cost before either function answers: slow bodies, huge bodies and huge
+request lines, sent over raw sockets to both functions under functions-framework.
+
+The limits live in functions/*/request_limits.py (twins). Memory while a refused 200 MB body is
+sent is measured in bench/bench_limits.py, not here.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.serving import serve_function
+
+NORMAL = {  # a request each function answers itself, and what it answers
+    "range": (b"/", b'{"start":"2022-01-01T00:00:00Z","stop":"2022-01-01T00:03:00Z","step":"* * * * *"}', 200),
+    # not on the allowlist: the proxy reads the body and answers without calling Workflows
+    "proxy": (b"/v1/projects/other-project/locations/europe-west1/workflows/w/executions", b"{}", 403),
+}
+TOO_LARGE = {"range": 400, "proxy": 413}
+
+
+@pytest.fixture(scope="module", params=sorted(NORMAL))
+def function(request):
+    env = {"ALLOWED_WORKFLOWS": "my-project/*/*", "WORKFLOWS_API": "http://127.0.0.1:9"}
+    with serve_function(request.param, "expand_range" if request.param == "range" else "proxy", env=env) as url:
+        yield request.param, urlsplit(url).port
+
+
+def head(path: bytes, length: int | None, extra: bytes = b"") -> bytes:
+    size = b"Transfer-Encoding: chunked\r\n" if length is None else b"Content-Length: %d\r\n" % length
+    return b"POST " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + size + extra + b"\r\n"
+
+
+def status_of(sock: socket.socket) -> tuple[int, dict | None]:
+    """The status code and JSON body of the one response on `sock` (the socket is left open)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {data!r}")
+        data += chunk
+    header, _, rest = data.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    length = next((int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length:")), 0)
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        rest += chunk
+    body = json.loads(rest) if rest.startswith(b"{") else None
+    return int(lines[0].split()[1]), body
+
+
+def normal_request(port: int, function: str) -> int:
+    path, body, _ = NORMAL[function]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head(path, len(body)) + body)
+        return status_of(sock)[0]
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_eight_stalled_bodies_do_not_stall_a_normal_request(function, trial):
+    """Eight clients promise 100 bytes and send 7 (the issue's reproduction). Before the read
+    timeout they held every gunicorn thread and a normal request waited until they left."""
+    name, port = function
+    path = NORMAL[name][0]
+    stalled = [socket.create_connection(("127.0.0.1", port), timeout=30) for _ in range(8)]
+    try:
+        for sock in stalled:
+            sock.sendall(head(path, 100) + b'{"a":1,')
+        assert normal_request(port, name) == NORMAL[name][2]  # answered, within the 30 s timeout
+        answers = [status_of(sock) for sock in stalled]
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert [code for code, _ in answers] == [408] * 8
+    assert all(set(body["error"]) == {"code", "status", "message"} for _, body in answers)
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_sent(function):
+    """A 200 MB Content-Length is answered after 64 KB of it: the function (and the framework's
+    after-request hook) no longer read a refused body, so the client need not send the rest."""
+    name, port = function
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head(NORMAL[name][0], 200 * 1024 * 1024) + b"x" * 65536)
+        code, body = status_of(sock)
+    assert code == body["error"]["code"] == TOO_LARGE[name]
+
+
+def test_a_chunked_body_is_read_whole_and_a_long_one_refused(function):
+    name, port = function
+    path, body, expected = NORMAL[name]
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head(path, None) + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body))
+        assert status_of(sock)[0] == expected
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        piece = b"x" * 65536
+        try:
+            for _ in range(40):  # 2.5 MB, over both limits
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if _ else head(path, None))
+        except OSError:  # refused and closed while we were still sending
+            pass
+        code, answer = status_of(sock)
+    assert code == answer["error"]["code"] == TOO_LARGE[name]
+
+
+def test_a_16_mb_request_line_is_refused_cheaply(function):
+    """functions-framework turns gunicorn's request-line limit off, and gunicorn reads a long line
+    in quadratic time (16 MB took 30 s of CPU). With the limit back, gunicorn answers 414 after
+    8 KB; a normal request right after it is answered."""
+    name, port = function
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sender = threading.Thread(target=_send_ignoring_reset, args=(sock, b"GET /" + b"a" * (16 * 1024 * 1024)))
+        sender.start()
+        answer = b""
+        try:
+            answer = sock.recv(4096)
+        except ConnectionResetError:
+            pass
+        sender.join(30)
+        assert not sender.is_alive()
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 414 "), answer[:80]  # gunicorn's own answer
+    assert normal_request(port, name) == NORMAL[name][2]
+
+
+def _send_ignoring_reset(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:
+        pass
