@@ -1,0 +1,1 @@
+"""wfr: the operator's command line for workflows-runner (docs/cli.md)."""

@@ -1,0 +1,142 @@
+"""The API calls wfr makes, one method per Google API method, on a Target (Google or localcloud).
+
+Shapes follow Google's discovery documents (workflowexecutions v1, storage v1, cloudscheduler v1,
+cloudfunctions v2); localcloud serves the same paths.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any, Iterator
+from urllib.parse import quote
+
+from . import auth as auth_
+from .errors import ApiError, WfrError
+from .http import Http
+from .target import FUNCTIONS_ROOT, Target
+
+
+class Cloud:
+    def __init__(self, target: Target, http: Http | None = None, auth: auth_.Auth | None = None):
+        self.target = target
+        self.http = http or Http()
+        self.auth = auth or (auth_.LocalAuth(target.local_token) if target.local_token else auth_.GoogleAuth())
+        self._function_urls: dict[str, str] = {}
+
+    def _api(self, service: str, method: str, url: str, **kwargs: Any) -> Any:
+        return self.http.call(service, method, url, headers=self.auth.api_headers(), **kwargs)
+
+    # --- Workflows Executions API ---------------------------------------------------------
+    def execution(self, name: str, view: str = "BASIC") -> dict[str, Any]:
+        return self._api("executions", "GET", f"{self.target.api_root}/v1/{name}", params={"view": view})
+
+    def executions(self, workflow: str, filter_: str | None = None, view: str = "BASIC",
+                   order_by: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every execution of `workflow` (a full name) matching `filter_`, page by page
+        (1,000 per page in BASIC view, 100 in FULL: the API's maxima)."""
+        params: dict[str, Any] = {"view": view, "pageSize": 1000 if view == "BASIC" else 100}
+        if filter_:
+            params["filter"] = filter_
+        if order_by:
+            params["orderBy"] = order_by
+        while True:
+            page = self._api("executions", "GET", f"{self.target.api_root}/v1/{workflow}/executions", params=params)
+            yield from page.get("executions", [])
+            if not page.get("nextPageToken"):
+                return
+            params["pageToken"] = page["nextPageToken"]
+
+    def create_execution(self, workflow: str, argument: Any, labels: dict[str, str]) -> dict[str, Any]:
+        # Not retried: a create whose answer was lost may have started an execution.
+        return self._api("executions", "POST", f"{self.target.api_root}/v1/{workflow}/executions",
+                         json={"argument": json.dumps(argument), "labels": labels}, retry=False)
+
+    def cancel_execution(self, name: str) -> dict[str, Any]:
+        return self._api("executions", "POST", f"{self.target.api_root}/v1/{name}:cancel", json={})
+
+    # --- Cloud Storage JSON API (the ledger) -----------------------------------------------
+    def list_objects(self, prefix: str, start_offset: str | None = None, end_offset: str | None = None,
+                     page_size: int = 1000) -> Iterator[dict[str, Any]]:
+        """Objects of the runs bucket by name, in name order; at most 1,000 per call (the API's cap)."""
+        self._need_bucket()
+        params: dict[str, Any] = {"prefix": prefix, "maxResults": page_size,
+                                  "fields": "items(name,metadata,metageneration),nextPageToken"}
+        if start_offset:
+            params["startOffset"] = start_offset
+        if end_offset:
+            params["endOffset"] = end_offset
+        url = f"{self.target.storage_root}/storage/v1/b/{self.target.bucket}/o"
+        while True:
+            page = self._api("storage", "GET", url, params=params)
+            yield from page.get("items", [])
+            if not page.get("nextPageToken"):
+                return
+            params["pageToken"] = page["nextPageToken"]
+
+    def read_json_object(self, name: str) -> Any:
+        """An object's content, which the ledger writes as JSON (alt=media reads the content)."""
+        self._need_bucket()
+        url = f"{self.target.storage_root}/storage/v1/b/{self.target.bucket}/o/{quote(name, safe='')}"
+        return self._api("storage", "GET", url, params={"alt": "media"})
+
+    def patch_metadata(self, name: str, metadata: dict[str, str], metageneration: str) -> bool:
+        """Merge `metadata` into the object's custom metadata if nobody changed it since
+        `metageneration`; False when somebody did (412): their write wins."""
+        self._need_bucket()
+        url = f"{self.target.storage_root}/storage/v1/b/{self.target.bucket}/o/{quote(name, safe='')}"
+        try:
+            self._api("storage", "PATCH", url, params={"ifMetagenerationMatch": metageneration,
+                                                       "fields": "metageneration"},
+                      json={"metadata": metadata})
+        except ApiError as error:
+            if error.code == 412:
+                return False
+            raise
+        return True
+
+    def _need_bucket(self) -> None:
+        if not self.target.storage_root or not self.target.bucket:
+            raise WfrError("this target has no runs bucket (the local stack was started without storage)")
+
+    # --- Cloud Scheduler --------------------------------------------------------------------
+    def job(self, name: str) -> dict[str, Any]:
+        if not self.target.scheduler_root:
+            raise WfrError("this target has no Cloud Scheduler endpoint")
+        return self._api("scheduler", "GET", f"{self.target.scheduler_root}/v1/{name}")
+
+    # --- the functions ----------------------------------------------------------------------
+    def function_url(self, kind: str) -> str:
+        """The root URL of the range or proxy function: from endpoints.json locally, else from
+        the Cloud Functions API (deploy.sh names them PREFIX-range and PREFIX-proxy)."""
+        local = {"range": self.target.range_url, "proxy": self.target.proxy_url}[kind]
+        if local:
+            return local
+        if kind not in self._function_urls:
+            t = self.target
+            function = self._api("functions", "GET",
+                                 f"{FUNCTIONS_ROOT}/v2/projects/{t.project}/locations/{t.location}/functions/{t.prefix}-{kind}")
+            url = function.get("url") or function.get("serviceConfig", {}).get("uri")
+            if not url:
+                raise WfrError(f"function {t.prefix}-{kind} has no URL yet (is it deployed?)")
+            self._function_urls[kind] = url
+        return self._function_urls[kind]
+
+    def call_function(self, kind: str, path: str, body: Any, params: dict[str, str] | None = None,
+                      retry: bool = True) -> Any:
+        root = self.function_url(kind)
+        return self.http.call(kind, "POST", root + path, headers=self.auth.function_headers(root),
+                              params=params, json=body, retry=retry)
+
+
+def decode_job_body(job: dict[str, Any]) -> dict[str, Any]:
+    """The JSON object a Scheduler job posts (httpTarget.body is base64, per the API)."""
+    raw = job.get("httpTarget", {}).get("body")
+    if not raw:
+        return {}
+    try:
+        body = json.loads(base64.b64decode(raw))
+    except ValueError:
+        raise WfrError(f"job {job.get('name')}: its body is not JSON") from None
+    if not isinstance(body, dict):
+        raise WfrError(f"job {job.get('name')}: its body is not a JSON object")
+    return body

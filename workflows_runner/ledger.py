@@ -1,0 +1,92 @@
+"""Reading the run ledger (docs/ledger.md, the contract; the proxy writes it in
+functions/proxy/ledger.py): object names, their metadata, and the listings wfr makes.
+
+A window of a workflow is one ranged listing (startOffset/endOffset over names that sort by
+instant), 1,000 objects a call, so a status costs window / 1,000 storage calls, never one per time.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from .cloud import Cloud
+
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+_NAME = re.compile(r"runs/([^/]+)/([^/]+)/([^/]+)/([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"
+                   r"/([0-9a-f]{32})/([0-9]{6})", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One attempt of one run, as the listing shows it (name and custom metadata)."""
+    name: str
+    instant: datetime
+    digest: str
+    attempt: int
+    state: str               # CLAIMED, ACTIVE, QUEUED, SUCCEEDED, FAILED, CANCELLED, UNAVAILABLE
+    execution: str | None
+    create_time: str | None
+    end_time: str | None
+    error: str | None
+    metageneration: str
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TERMINAL
+
+
+def instant_key(instant: datetime) -> str:
+    """The INSTANT part of a name: UTC, fixed width, six fraction digits, so names sort by time."""
+    return f"{instant.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%S.%fZ}"
+
+
+def workflow_prefix(workflow: str) -> str:
+    """projects/P/locations/L/workflows/W -> runs/P/L/W/"""
+    _, project, _, location, _, workflow_id = workflow.split("/")
+    return f"runs/{project}/{location}/{workflow_id}/"
+
+
+def run_prefix(workflow: str, instant: datetime, digest: str) -> str:
+    return f"{workflow_prefix(workflow)}{instant_key(instant)}/{digest}/"
+
+
+def parse(item: dict[str, Any]) -> Record | None:
+    """A listed object -> Record; None for a name that is not a run attempt's."""
+    match = _NAME.fullmatch(item.get("name", ""))
+    if not match:
+        return None
+    metadata = item.get("metadata") or {}
+    return Record(name=item["name"],
+                  instant=datetime.strptime(match[4], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc),
+                  digest=match[5], attempt=int(match[6]), state=metadata.get("state", "CLAIMED"),
+                  execution=metadata.get("execution"), create_time=metadata.get("createTime"),
+                  end_time=metadata.get("endTime"), error=metadata.get("error"),
+                  metageneration=str(item.get("metageneration", "")))
+
+
+def window(cloud: Cloud, workflow: str, first: datetime, last: datetime) -> Iterator[Record]:
+    """Every attempt of every run of `workflow` scheduled at first <= instant <= last."""
+    prefix = workflow_prefix(workflow)
+    for item in cloud.list_objects(prefix, start_offset=prefix + instant_key(first),
+                                   end_offset=prefix + instant_key(last + timedelta(microseconds=1))):
+        record = parse(item)
+        if record is not None:
+            yield record
+
+
+def attempts(cloud: Cloud, workflow: str, instant: datetime, digest: str) -> list[Record]:
+    """The attempts of one run, oldest first (one prefix listing)."""
+    return [r for r in map(parse, cloud.list_objects(run_prefix(workflow, instant, digest))) if r is not None]
+
+
+def learned(execution: dict[str, Any]) -> dict[str, str]:
+    """The metadata a terminal execution's record should hold (the ledger's write 3, "Learn")."""
+    metadata = {"state": execution["state"]}
+    if execution.get("endTime"):
+        metadata["endTime"] = execution["endTime"]
+    payload = (execution.get("error") or {}).get("payload")
+    if payload:
+        metadata["error"] = payload[:1000]
+    return metadata

@@ -1,0 +1,78 @@
+"""Views of a Status: JSON (the contract in docs/cli.md), CSV, and the terminal's table, grid
+and totals. rich draws them; on a pipe it prints plain text (no colour, no box characters)."""
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .status import STATES, Status, TimeStatus
+
+SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "missing": "·"}
+STYLE = {"succeeded": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
+         "missing": "dim"}
+# A grid cell that stands for several times shows the one needing attention first.
+SEVERITY = ("failed", "cancelled", "missing", "running", "succeeded")
+
+
+def status_json(status: Status, times: list[TimeStatus]) -> dict[str, Any]:
+    """The documented JSON: `times` are those selected (--only), `totals` count the whole window."""
+    w = status.window
+    return {"workflow": status.workflow,
+            "window": {"start": w.start, "stop": w.stop, "step": w.step, "timezone": w.timezone},
+            "times": [{"scheduleTime": t.schedule_time, "state": t.state, "attempts": t.attempts,
+                       "execution": t.execution} for t in times],
+            "totals": dict(status.totals)}
+
+
+def status_csv(times: list[TimeStatus]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["scheduleTime", "state", "attempts", "execution", "error"])
+    for t in times:
+        writer.writerow([t.schedule_time, t.state, t.attempts, t.execution or "", t.error or ""])
+    return out.getvalue()
+
+
+def short_id(name: str | None) -> str:
+    return name.rsplit("/", 1)[-1] if name else "-"
+
+
+def status_table(console: Console, times: list[TimeStatus]) -> None:
+    table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
+    for column in ("TIME", "STATE", "ATTEMPTS", "EXECUTION", "ERROR"):
+        table.add_column(column, no_wrap=column != "ERROR", overflow="fold")
+    for t in times:
+        table.add_row(t.schedule_time, Text(f"{SYMBOL[t.state]} {t.state}", style=STYLE[t.state]),
+                      str(t.attempts), short_id(t.execution), (t.error or "")[:120])
+    console.print(table)
+
+
+def status_grid(console: Console, status: Status) -> None:
+    """A row per local day, a cell per time; when a day has more times than fit, each cell
+    stands for several consecutive times and shows the worst of them."""
+    days = status.days()
+    if not days:
+        return
+    room = max(10, console.width - 12)
+    widest = max(len(times) for _, times in days)
+    per_cell = -(-widest // room)
+    if per_cell > 1:
+        console.print(Text(f"each cell: {per_cell} consecutive times, the worst shown", style="dim"))
+    for day, times in days:
+        row = Text(f"{day}  ")
+        for i in range(0, len(times), per_cell):
+            state = min((t.state for t in times[i:i + per_cell]), key=SEVERITY.index)
+            row.append(SYMBOL[state], style=STYLE[state])
+        console.print(row, no_wrap=True, overflow="crop")
+
+
+def totals_line(status: Status) -> Text:
+    line = Text(f"{len(status.times)} times: ")
+    line.append_text(Text(", ").join(Text(f"{status.totals[s]} {s}", style=STYLE[s] if status.totals[s] else "")
+                                     for s in STATES))
+    return line

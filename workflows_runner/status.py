@@ -1,0 +1,185 @@
+"""The status model: every scheduled time of a window with the state of its newest attempt.
+
+Shared by every view (the terminal table and grid, JSON/CSV, the browser grid): they render a
+Status and compute nothing of their own.
+
+Cost: the expected times come from the range function (one call per 10,000 times), the runs from
+one ranged listing of the ledger (one storage call per 1,000 attempts), and executions only for
+records not yet terminal; the terminal states learned are written back to the ledger, so the
+next status over the same window costs listings only.
+"""
+from __future__ import annotations
+
+import itertools
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from . import ledger
+from .cloud import Cloud, decode_job_body
+from .errors import ApiError, WfrError
+from .identity import parse_instant, run_digest
+
+# The five states of a scheduled time, in the order totals list them.
+STATES = ("succeeded", "failed", "cancelled", "running", "missing")
+_STATE_OF = {"SUCCEEDED": "succeeded", "FAILED": "failed", "UNAVAILABLE": "failed",
+             "CANCELLED": "cancelled", "CLAIMED": "running", "ACTIVE": "running", "QUEUED": "running"}
+RANGE_PAGE = 10_000        # the range function's largest page
+BULK_THRESHOLD = 20        # above this many unsettled records, list executions instead of getting each
+WORKERS = 8                # concurrent executions.get / metadata writes
+
+
+@dataclass(frozen=True)
+class Window:
+    start: str
+    stop: str
+    step: str
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class TimeStatus:
+    schedule_time: str            # RFC 3339 in the window's zone, as the range function gives it
+    instant: datetime             # the same instant, UTC
+    state: str                    # one of STATES
+    attempts: int
+    execution: str | None         # the newest attempt's execution, or None
+    error: str | None = None      # the newest attempt's error, when it failed
+    record: str | None = None     # the newest attempt's ledger object
+
+    @property
+    def day(self) -> str:
+        """The local date (in the window's zone) the time falls on: a row of the grid."""
+        return self.schedule_time[:10]
+
+
+@dataclass(frozen=True)
+class Status:
+    workflow: str                 # projects/P/locations/L/workflows/W
+    window: Window
+    params: dict[str, Any]
+    times: list[TimeStatus]
+    totals: dict[str, int] = field(init=False)
+
+    def __post_init__(self):
+        counts = dict.fromkeys(STATES, 0)
+        for time in self.times:
+            counts[time.state] += 1
+        object.__setattr__(self, "totals", counts)
+
+    def only(self, states: Iterable[str]) -> list[TimeStatus]:
+        wanted = set(states)
+        return [t for t in self.times if t.state in wanted]
+
+    def days(self) -> list[tuple[str, list[TimeStatus]]]:
+        """The times grouped by local date, in order: the grid's rows."""
+        return [(day, list(group)) for day, group in itertools.groupby(self.times, key=lambda t: t.day)]
+
+
+def window_from_job(cloud: Cloud, job_name: str, start: str, stop: str) -> tuple[Window, dict[str, Any]]:
+    """A Scheduler job's schedule, time zone and body: the window's step and zone and the runs'
+    params, so nothing is typed twice."""
+    job = cloud.job(cloud.target.job_name(job_name))
+    if not job.get("schedule"):
+        raise WfrError(f"job {job_name} has no schedule")
+    return Window(start, stop, job["schedule"], job.get("timeZone") or "UTC"), decode_job_body(job)
+
+
+def scheduled_times(cloud: Cloud, window: Window) -> list[str]:
+    body: dict[str, Any] = {"start": window.start, "stop": window.stop, "step": window.step,
+                            "timezone": window.timezone, "pageSize": RANGE_PAGE}
+    times: list[str] = []
+    while True:
+        try:
+            page = cloud.call_function("range", "/", body)
+        except ApiError as error:
+            if error.code == 400:
+                raise WfrError(f"the range function refused the window: {error.api_message}") from None
+            raise
+        times += page["scheduleTimes"]
+        if not page.get("nextPageToken"):
+            return times
+        body["pageToken"] = page["nextPageToken"]
+
+
+def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any]) -> Status:
+    """The status of every scheduled time of `window` for runs of `workflow` (a full name) with
+    argument `params` (the run identity: the same params the Scheduler job or backfill sends)."""
+    texts = scheduled_times(cloud, window)
+    if not texts:
+        return Status(workflow, window, params, [])
+    instants = [parse_instant(text) for text in texts]
+    digests = {run_digest(workflow, instant, params): instant for instant in instants}
+    newest: dict[datetime, ledger.Record] = {}
+    count: dict[datetime, int] = {}
+    for record in ledger.window(cloud, workflow, instants[0], instants[-1]) if len(instants) else ():
+        if digests.get(record.digest) != record.instant:
+            continue  # another run at the same time (other params)
+        count[record.instant] = count.get(record.instant, 0) + 1
+        if record.instant not in newest or record.attempt > newest[record.instant].attempt:
+            newest[record.instant] = record
+    newest.update(settle(cloud, workflow, list(newest.values())))
+    times = []
+    for text, instant in zip(texts, instants):
+        record = newest.get(instant)
+        if record is None:
+            times.append(TimeStatus(text, instant, "missing", 0, None))
+        else:
+            times.append(TimeStatus(text, instant, _STATE_OF.get(record.state, "running"), count[instant],
+                                    record.execution, record.error, record.name))
+    return Status(workflow, window, params, times)
+
+
+def settle(cloud: Cloud, workflow: str, records: list[ledger.Record]) -> dict[datetime, ledger.Record]:
+    """Look up the executions of records not yet terminal; write the terminal states learned
+    back (conditionally: a concurrent writer wins, and writes the same). Returns the records
+    that changed, by instant."""
+    pending = [r for r in records if not r.terminal and r.execution]
+    if not pending:
+        return {}
+    executions = _executions(cloud, workflow, pending)
+    ended = [(r, executions[r.execution]) for r in pending
+             if r.execution in executions and executions[r.execution].get("state") in ledger.TERMINAL]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        # BASIC views carry no error: read the failed ones in full, for their message.
+        failed = [e["name"] for _, e in ended if e["state"] == "FAILED" and "error" not in e]
+        for full in pool.map(lambda name: cloud.execution(name, view="FULL"), failed):
+            executions[full["name"]] = full
+        changes = {}
+        for record, execution in ended:
+            metadata = ledger.learned(executions[execution["name"]])
+            changes[record.instant] = ledger.Record(**{**record.__dict__, "state": metadata["state"],
+                                                       "end_time": metadata.get("endTime"),
+                                                       "error": metadata.get("error")})
+        list(pool.map(lambda pair: cloud.patch_metadata(pair[0].name, ledger.learned(executions[pair[1]["name"]]),
+                                                        pair[0].metageneration), ended))
+    return changes
+
+
+def _executions(cloud: Cloud, workflow: str, pending: list[ledger.Record]) -> dict[str, dict[str, Any]]:
+    """The executions of `pending`, by name: one executions.list over their createTime span when
+    there are many (1,000 a call), then executions.get for any the listing did not hold."""
+    found: dict[str, dict[str, Any]] = {}
+    creates = sorted(r.create_time for r in pending if r.create_time)
+    if len(pending) > BULK_THRESHOLD and creates:
+        budget = len(pending) // 1000 + 3  # pages: stop if the span holds far more than ours
+        listing = cloud.executions(workflow, f'createTime>="{creates[0]}" AND createTime<="{creates[-1]}"')
+        for index, execution in enumerate(listing):
+            found[execution["name"]] = execution
+            if index >= budget * 1000:
+                break
+    missing = [r.execution for r in pending if r.execution not in found]
+
+    def get(name: str) -> dict[str, Any] | None:
+        try:
+            return cloud.execution(name)
+        except ApiError as error:
+            if error.code == 404:
+                return None  # past Workflows' retention: the record keeps what it knew
+            raise
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for execution in pool.map(get, missing):
+            if execution is not None:
+                found[execution["name"]] = execution
+    return found
