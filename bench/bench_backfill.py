@@ -62,7 +62,7 @@ def rates(times: int, **options) -> list[float]:
 
 
 def main() -> None:
-    start_only = rates(TIMES)
+    start_only = rates(TIMES, wait=False)
     waiting = rates(WAIT_TIMES, wait=True, params={"sleepSeconds": RUN_SECONDS})
     print("backfill runs started per second (fresh local stack each; ratio vs concurrency 1)")
     print(f"  start only: {TIMES} times, pages of {PAGE_SIZE}; wait: {WAIT_TIMES} times, "

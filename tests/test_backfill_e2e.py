@@ -102,7 +102,7 @@ def test_three_days_across_a_dst_change_start_three_runs_with_their_times(stack)
     assert all(json.loads(run["argument"]) == {"case": "dst", "scheduleTime": scheduled(run)} for run in runs)
     assert all(json.loads(run["result"]) == {"scheduleTime": scheduled(run)} for run in runs)
     assert {k: v for k, v in result.items() if k != "executions"} == {
-        "planned": 3, "started": 3, "skipped": 0, "failed": 0, "firstFailures": []}
+        "planned": 3, "started": 3, "skipped": 0, "failed": 0, "notStarted": 0, "firstFailures": [], "links": 1}
     assert sorted(result["executions"]) == sorted(run["name"] for run in runs)
 
 
@@ -124,7 +124,7 @@ def test_reprocess_failed_reruns_only_the_failed_day_and_wait_counts_it_failed(s
     days = daily(date(2024, 2, 1), 3, 0, "UTC")
     params = {"case": "failed-day", "failFor": [days[1]]}
     argument = {"workflow": "example", "start": "2024-02-01T00:00:00Z", "stop": "2024-02-04T00:00:00Z",
-                "step": "0 0 * * *", "params": params}
+                "step": "0 0 * * *", "params": params, "wait": False}
     first = summary(backfill(stack, argument))
     states = {scheduled(run): run["state"] for run in finished(stack, example_runs(stack, "failed-day"))}
     assert first["started"] == 3 and first["failed"] == 0    # without wait, endings are not watched

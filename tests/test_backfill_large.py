@@ -20,7 +20,7 @@ def test_five_thousand_times_in_ten_pages_fit_in_memory(tmp_path):
         start = datetime(2024, 9, 1, tzinfo=timezone.utc)
         argument = {"workflow": "example", "start": start.isoformat(),
                     "stop": (start + timedelta(minutes=5000)).isoformat(), "step": "* * * * *",
-                    "concurrency": 20, "params": {"case": "large"}}
+                    "concurrency": 20, "wait": False, "params": {"case": "large"}}
         result = summary(backfill(stack, argument))
         runs = example_runs(stack, "large")
         progress = [entry["message"] for entry in stack.api.logs
