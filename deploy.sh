@@ -237,6 +237,8 @@ deploy() {
   # Workflows roles can only be granted on the project.
   grant_project_role "$SA_PROXY" roles/workflows.invoker
   grant_project_role "$SA_BACKFILL" roles/workflows.viewer
+  # A backfill near the step limit starts its own continuation (README, backfill "Limits").
+  grant_project_role "$SA_BACKFILL" roles/workflows.invoker
   grant_project_role "$SA_BACKFILL" roles/logging.logWriter
 
   deploy_function "$FN_RANGE" functions/range expand_range "$SA_RANGE" --clear-env-vars
