@@ -236,8 +236,8 @@ deploy() {
   ensure_service_account "$SA_BACKFILL" "workflows-runner backfill workflow"
   # Workflows roles can only be granted on the project.
   grant_project_role "$SA_PROXY" roles/workflows.invoker
-  grant_project_role "$SA_BACKFILL" roles/workflows.viewer
-  # A backfill near the step limit starts its own continuation (README, backfill "Limits").
+  # The backfill waits on runs (executions.get) and, near the step limit, starts its own
+  # continuation (README, backfill "Limits"): roles/workflows.invoker holds both.
   grant_project_role "$SA_BACKFILL" roles/workflows.invoker
   grant_project_role "$SA_BACKFILL" roles/logging.logWriter
 

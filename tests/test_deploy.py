@@ -76,7 +76,6 @@ FRESH_PROJECT_CALLS = [
          f"--display-name=workflows-runner {what}"],
     )],
     *project_check_and_grant("proxy", "roles/workflows.invoker"),
-    *project_check_and_grant("backfill", "roles/workflows.viewer"),
     *project_check_and_grant("backfill", "roles/workflows.invoker"),
     *project_check_and_grant("backfill", "roles/logging.logWriter"),
     RANGE_DEPLOY,
@@ -104,7 +103,6 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
         "policies": {
             f"projects/{P}": {"roles/owner": ["user:dev@example.com"],
                               "roles/workflows.invoker": [member(sa("proxy")), member(sa("backfill"))],
-                              "roles/workflows.viewer": [member(sa("backfill"))],
                               "roles/logging.logWriter": [member(sa("backfill"))]},
             run_service + "range": {"roles/run.invoker": [member(sa("backfill"))]},
             run_service + "proxy": {"roles/run.invoker": [member(sa("scheduler")), member(sa("backfill"))]},
@@ -203,7 +201,7 @@ def test_a_new_service_account_is_retried_until_iam_sees_it(tmp_path):
     result = cloud.run("--region", R)
     assert result.returncode == 0, result.stderr
     bindings = [argv for argv in cloud.calls() if argv[:2] == ["projects", "add-iam-policy-binding"]]
-    assert len(bindings) == 4 + 2
+    assert len(bindings) == 3 + 2
     assert bindings[0] == bindings[1] == bindings[2]
     assert result.stdout.count("retrying in 0s") == 2
 
