@@ -1,4 +1,4 @@
-"""Every `python -m localcloud serve|up` example of README.md, run as written from a checkout."""
+"""Every `python -m localcloud serve|up` example of docs/localcloud.md, run as written from a checkout."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ import sys
 
 from tests.serving import ROOT
 
-COMMANDS = [line for line in (ROOT / "README.md").read_text().splitlines()
+COMMANDS = [line for line in (ROOT / "docs" / "localcloud.md").read_text().splitlines()
             if re.match(r"python -m localcloud (serve|up|executions list) ", line)]
 
 
