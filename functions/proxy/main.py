@@ -1,8 +1,9 @@
 """HTTP Cloud Function `proxy`: Cloud Scheduler (or the backfill) calls it instead of Workflows.
 
-POST /v1/projects/{p}/locations/{l}/workflows/{w}/executions?timezone=IANA&reprocess=MODE
+POST /v1/projects/{p}/locations/{l}/workflows/{w}/executions?timezone=IANA&reprocess=MODE&backfill=ID
 It writes the run's scheduled time into the body as `scheduleTime`, labels the execution so
-the run can be found again, and starts it only if the reprocess policy says so.
+the run can be found again, and starts it only if the reprocess policy says so, deciding who
+starts through the run ledger (claims.py, docs/ledger.md).
 """
 from __future__ import annotations
 
@@ -13,17 +14,21 @@ import re
 import sys
 import time
 import zoneinfo
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
+import claims
+import ledger
 import request_limits
 import scheduled_time
-import workflows_api
 from workflows_api import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -35,6 +40,7 @@ MAX_ARGUMENT_BYTES = 32 * 1024  # Workflows' limit on `argument`, counted in UTF
 MAX_DEPTH = 100
 DEFAULT_DEADLINE_SECONDS = 60.0
 REPROCESS_MODES = ("none", "failed", "completed")
+QUERY_PARAMETERS = ("timezone", "reprocess", "backfill")
 
 # Google's naming rules: project ids (optionally domain-scoped), region ids, workflow ids.
 _PATH = re.compile(
@@ -45,6 +51,7 @@ _PATH = re.compile(
 # with a 32-hex-digit TRACE_ID; W3C traceparent is VERSION-TRACE_ID-PARENT_ID-FLAGS.
 TRACE_CONTEXT = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?", re.ASCII)
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{1,63}", re.ASCII)  # Google's label value rule, non-empty
 
 request_limits.install(MAX_BODY_BYTES, (413, "INVALID_ARGUMENT", f"the body is larger than {MAX_BODY_BYTES} bytes"))
 
@@ -81,9 +88,9 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
     parent = f"projects/{project}/locations/{location}/workflows/{workflow}"
     log["workflow"] = parent
     _check_allowed(project, location, workflow)
-    zone, reprocess_param = _query(request)
+    query = _query(request)
     header_time = request.headers.get("X-CloudScheduler-ScheduleTime")
-    reprocess = reprocess_param or ("none" if header_time is not None else "completed")
+    reprocess = query.reprocess or ("none" if header_time is not None else "completed")
     log["reprocess"] = reprocess
     scheduled = None
     if header_time is not None:
@@ -91,15 +98,19 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
             scheduled = scheduled_time.parse(header_time)
         except ValueError as error:
             raise ApiError(400, f"X-CloudScheduler-ScheduleTime: {error}") from None
+    bucket = _runs_bucket()
     body = _read_json(request)
     job = request.headers.get("X-CloudScheduler-JobName")
-    run = _Run(parent, zone, reprocess, scheduled, datetime.now(timezone.utc),
-               scheduled_time.job_label(job) if job else "", began + _deadline_seconds())
+    deadline_seconds = _deadline_seconds()
+    settled = _Request(parent=parent, zone=query.zone, zone_name=query.zone_name, reprocess=reprocess,
+                       header_time=scheduled, arrival=datetime.now(timezone.utc),
+                       job=scheduled_time.job_label(job) if job else "", backfill=query.backfill,
+                       bucket=bucket, deadline=began + deadline_seconds,
+                       lease=timedelta(seconds=claims.LEASE_FACTOR * deadline_seconds))
     if isinstance(body, dict):
-        try:
-            execution = run.start(body)
-        finally:
-            log["scheduleTime"] = run.last_schedule_time
+        element = settled.element(body)
+        log["scheduleTime"] = element.schedule_time
+        execution = claims.start(element.run)
         log.update(outcome="started" if execution["started"] else "existing",
                    execution=execution.get("name"), message=_summary(execution))
         return 200, execution
@@ -108,15 +119,18 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
     if len(body) > MAX_ELEMENTS:
         raise ApiError(413, f"an array body holds at most {MAX_ELEMENTS} elements")
     results, outcomes, worst = [], [], 200
-    for element in body:
+    for item in body:
+        schedule_time = None
         try:
-            execution = run.start(element)
+            element = settled.element(item)
+            schedule_time = element.schedule_time
+            execution = claims.start(element.run)
             results.append(execution)
-            outcomes.append({"scheduleTime": run.last_schedule_time, "execution": execution.get("name"),
+            outcomes.append({"scheduleTime": schedule_time, "execution": execution.get("name"),
                              "outcome": "started" if execution["started"] else "existing"})
         except ApiError as error:
             results.append(error.body())
-            outcomes.append({"scheduleTime": run.last_schedule_time, "outcome": "rejected",
+            outcomes.append({"scheduleTime": schedule_time, "outcome": "rejected",
                              "error": error.status, "code": error.code})
             worst = max(worst, error.code)
     log.update(outcome="array", elements=outcomes,
@@ -124,21 +138,33 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
     return worst, {"executions": results}
 
 
-class _Run:
-    """What one request settles for each body object: argument, labels, lookup, create."""
+@dataclass(frozen=True)
+class _Element:
+    schedule_time: str  # as written into the argument, for the log
+    run: claims.Run
 
-    def __init__(self, parent, zone, reprocess, header_time, arrival, job, deadline):
-        self.parent, self.zone, self.reprocess = parent, zone, reprocess
-        self.header_time, self.arrival, self.job, self.deadline = header_time, arrival, job, deadline
-        self.last_schedule_time = None
 
-    def start(self, body) -> dict:
-        self.last_schedule_time = None
+@dataclass(frozen=True)
+class _Request:
+    """What one request settles for every body object it starts."""
+    parent: str
+    zone: ZoneInfo | timezone
+    zone_name: str
+    reprocess: str
+    header_time: datetime | None
+    arrival: datetime
+    job: str
+    backfill: str
+    bucket: str
+    deadline: float
+    lease: timedelta
+
+    def element(self, body) -> _Element:
+        """One body object's run: its argument, labels and ledger record."""
         if not isinstance(body, dict):
             raise ApiError(400, "each array element must be a JSON object")
         instant, trigger = self._scheduled(body)
         rendered = _render(instant, self.zone)
-        self.last_schedule_time = rendered
         rest = {key: value for key, value in body.items() if key != "scheduleTime"}
         enriched = dict(body)
         enriched["scheduleTime"] = rendered
@@ -156,45 +182,36 @@ class _Run:
                   scheduled_time.TRIGGER_LABEL: trigger}
         if self.job:
             labels[scheduled_time.JOB_LABEL] = self.job
-        create_body = json.dumps({"argument": argument, "labels": labels}, ensure_ascii=False).encode()
-        return workflows_api.with_retries(lambda: self._lookup_then_create(digest, create_body),
-                                          self.deadline)
+        if self.backfill:
+            labels[claims.BACKFILL_LABEL] = self.backfill
+        content = ledger.Claim(workflow=self.parent, scheduleTime=rendered, timezone=self.zone_name,
+                               argument=argument, trigger=trigger, job=self.job or None,
+                               backfill=self.backfill or None, attempt=0)
+        return _Element(rendered, claims.Run(
+            bucket=self.bucket, parent=self.parent, instant=instant, digest=digest,
+            reprocess=self.reprocess, labels=labels, content=content, deadline=self.deadline,
+            lease=self.lease))
 
-    def _scheduled(self, body: dict):
+    def _scheduled(self, body: dict) -> tuple[datetime, str]:
         if self.header_time is not None:
             return self.header_time, "scheduler"
+        trigger = "backfill" if self.backfill else None
         if "scheduleTime" in body:
             if not isinstance(body["scheduleTime"], str):
                 raise ApiError(400, "scheduleTime must be an RFC 3339 string")
             try:
-                return scheduled_time.parse(body["scheduleTime"]), "explicit"
+                return scheduled_time.parse(body["scheduleTime"]), trigger or "explicit"
             except ValueError as error:
                 raise ApiError(400, f"scheduleTime: {error}") from None
-        return self.arrival, "manual"
-
-    def _lookup_then_create(self, digest: str, create_body: bytes) -> dict:
-        # One unit, retried whole: after an ambiguous create failure the lookup finds the run
-        # that create may have started, so a retry does not start a second one.
-        path = f"/v1/{self.parent}/executions"
-        found = workflows_api.call("GET", path, self.deadline, params={
-            "filter": f'labels.{scheduled_time.RUN_DIGEST_LABEL}="{digest}"',
-            "orderBy": "createTime desc", "pageSize": "1", "view": "FULL"})
-        executions = found.get("executions")
-        newest = executions[0] if isinstance(executions, list) and executions else None
-        if isinstance(newest, dict) and not _should_start(self.reprocess, newest.get("state")):
-            return {**newest, "started": False}
-        created = workflows_api.call("POST", path, self.deadline, json_body=create_body)
-        return {**created, "started": True}
+        return self.arrival, trigger or "manual"
 
 
-def _should_start(reprocess: str, newest_state) -> bool:
-    """Judge the newest execution of the same run (the policy never starts one while the newest
-    is ACTIVE or QUEUED, so older ones are finished and the newest decides)."""
-    if reprocess == "none":
-        return False
-    if reprocess == "failed":
-        return newest_state in ("FAILED", "CANCELLED")
-    return newest_state not in ("ACTIVE", "QUEUED")
+def _runs_bucket() -> str:
+    bucket = os.environ.get("RUNS_BUCKET", "").strip()
+    if not bucket:
+        raise ApiError(500, "the proxy is deployed without RUNS_BUCKET, the Cloud Storage bucket of "
+                            "its run ledger (docs/ledger.md), so it starts nothing")
+    return bucket
 
 
 def _route(request) -> tuple[str, str, str]:
@@ -236,23 +253,34 @@ def _allowlist() -> tuple[list[tuple[str, ...]], str | None]:
     return [], None
 
 
-def _query(request) -> tuple[ZoneInfo | timezone, str | None]:
+class _Query(NamedTuple):
+    zone: ZoneInfo | timezone
+    zone_name: str
+    reprocess: str | None
+    backfill: str
+
+
+def _query(request) -> _Query:
     args = request.args
-    unknown = sorted(set(args) - {"timezone", "reprocess"})
+    unknown = sorted(set(args) - set(QUERY_PARAMETERS))
     if unknown:
-        raise ApiError(400, f"unknown query parameter {unknown[0]!r}: only timezone and reprocess are read")
+        raise ApiError(400, f"unknown query parameter {unknown[0]!r}: only {', '.join(QUERY_PARAMETERS)} are read")
     if any(len(args.getlist(key)) > 1 for key in args):
         raise ApiError(400, "each query parameter may be given once")
     zone: ZoneInfo | timezone = timezone.utc
+    zone_name = "Etc/UTC"
     if "timezone" in args:
         name = args["timezone"]
         if name not in zone_names():
             raise ApiError(400, f"timezone {name[:64]!r} is not an IANA time zone name such as Europe/Stockholm")
-        zone = ZoneInfo(name)
+        zone, zone_name = ZoneInfo(name), name
     reprocess = args.get("reprocess")
     if reprocess is not None and reprocess not in REPROCESS_MODES:
         raise ApiError(400, f"reprocess must be one of {', '.join(REPROCESS_MODES)}")
-    return zone, reprocess
+    backfill = args.get("backfill", "")
+    if "backfill" in args and not _LABEL_VALUE.fullmatch(backfill):
+        raise ApiError(400, "backfill must be the backfill's execution id: 1 to 63 of a-z, 0-9, _ and -")
+    return _Query(zone, zone_name, reprocess, backfill)
 
 
 def _read_json(request):

@@ -1,5 +1,7 @@
-"""The Workflows Executions API v1 over REST: one reused session, errors in Google's shape,
-transient faults retried with backoff and jitter within a deadline."""
+"""Google's REST APIs as the proxy calls them: one reused session (google-auth, or a plain one
+for a loopback stand-in), errors in Google's shape, transient faults retried with backoff and
+jitter within a deadline; and the Workflows Executions API v1 on top (storage_api.py is the other
+API that uses this)."""
 from __future__ import annotations
 
 import ipaddress
@@ -58,21 +60,23 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-_session = None
+_sessions: dict[bool, requests.Session] = {}  # by is_loopback(base): Google's APIs share one
 _transient_errors: tuple[type[BaseException], ...] = (requests.RequestException,)
 _session_lock = threading.Lock()
 
 
-def session() -> requests.Session:
-    """The one session, made on first use: nothing touches credentials at import."""
-    global _session, _transient_errors
+def session(base: str) -> requests.Session:
+    """The session for an API at `base`, made on first use: nothing touches credentials at
+    import, and a loopback stand-in never makes google-auth load."""
+    global _transient_errors
+    loopback = is_loopback(base)
     with _session_lock:
-        if _session is None:
-            if is_loopback(base_url()):
+        if loopback not in _sessions:
+            if loopback:
                 local = requests.Session()
                 local.trust_env = False  # no proxy for loopback; and reading proxy variables costs per call
                 local.headers["Authorization"] = f"Bearer {LOCAL_TOKEN}"
-                _session = local
+                _sessions[loopback] = local
             else:
                 import google.auth
                 import google.auth.exceptions
@@ -84,37 +88,52 @@ def session() -> requests.Session:
                 # Token refreshes talk to the metadata server: their failures are transient too.
                 _transient_errors = (requests.RequestException, google.auth.exceptions.TransportError,
                                      google.auth.exceptions.RefreshError)
-                _session = AuthorizedSession(credentials)
-        return _session
+                _sessions[loopback] = AuthorizedSession(credentials)
+        return _sessions[loopback]
 
 
-def call(method: str, path: str, deadline: float, *, params: dict | None = None,
-         json_body: bytes | None = None) -> dict:
-    """One HTTP call to the API; the decoded JSON object, ApiError for a lasting refusal,
-    Transient for a fault worth retrying."""
+def send(method: str, url: str, deadline: float, api: str, **kwargs) -> requests.Response:
+    """One HTTP call within the deadline; Transient for no answer or a 429/5xx answer."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise Transient("deadline reached")
-    headers = {"Content-Type": "application/json; charset=utf-8"} if json_body is not None else None
     try:
-        response = session().request(method, base_url() + path, params=params, data=json_body,
-                                     headers=headers, timeout=min(remaining, CALL_TIMEOUT))
+        response = session(url).request(method, url, timeout=min(remaining, CALL_TIMEOUT), **kwargs)
     except _transient_errors as error:
-        raise Transient(f"{type(error).__name__} from the Workflows API") from None
+        raise Transient(f"{type(error).__name__} from the {api}") from None
     if response.status_code in RETRYABLE_CODES:
-        raise Transient(f"HTTP {response.status_code} from the Workflows API")
+        raise Transient(f"HTTP {response.status_code} from the {api}")
+    return response
+
+
+def upstream_error(response: requests.Response, api: str) -> ApiError:
+    """A lasting refusal, with Google's code, status and message (a 5xx becomes 502)."""
     try:
         answer = response.json()
     except ValueError:
         answer = None
+    error = answer.get("error") if isinstance(answer, dict) else None
+    error = error if isinstance(error, dict) else {}
+    code = response.status_code if response.status_code < 500 else 502
+    message = error.get("message") if isinstance(error.get("message"), str) else None
+    status = error.get("status") if isinstance(error.get("status"), str) else None
+    return ApiError(code, message or f"the {api} answered HTTP {response.status_code}",
+                    status if code < 500 else "UNKNOWN", upstream=True)
+
+
+def call(method: str, path: str, deadline: float, *, params: dict | None = None,
+         json_body: bytes | None = None) -> dict:
+    """One HTTP call to the Workflows API; the decoded JSON object, ApiError for a lasting
+    refusal, Transient for a fault worth retrying."""
+    headers = {"Content-Type": "application/json; charset=utf-8"} if json_body is not None else None
+    response = send(method, base_url() + path, deadline, "Workflows API", params=params,
+                    data=json_body, headers=headers)
     if response.status_code >= 400:
-        error = answer.get("error") if isinstance(answer, dict) else None
-        error = error if isinstance(error, dict) else {}
-        code = response.status_code if response.status_code < 500 else 502
-        message = error.get("message") if isinstance(error.get("message"), str) else None
-        status = error.get("status") if isinstance(error.get("status"), str) else None
-        raise ApiError(code, message or f"the Workflows API answered HTTP {response.status_code}",
-                       status if code < 500 else "UNKNOWN", upstream=True)
+        raise upstream_error(response, "Workflows API")
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
     if not isinstance(answer, dict):
         raise Transient(f"HTTP {response.status_code} from the Workflows API without a JSON object")
     return answer
@@ -130,7 +149,7 @@ def with_retries(attempt, deadline: float):
         except Transient as fault:
             pause = delay / 2 + random.uniform(0, delay / 2)
             if time.monotonic() + pause >= deadline:
-                raise ApiError(503, f"the Workflows API is unavailable, retries exhausted ({fault})",
+                raise ApiError(503, f"an upstream API is unavailable, retries exhausted ({fault})",
                                "UNAVAILABLE") from None
             time.sleep(pause)
             delay = min(delay * 2, MAX_BACKOFF)

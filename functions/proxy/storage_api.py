@@ -1,0 +1,106 @@
+"""The few Cloud Storage JSON API v1 calls the run ledger makes, over workflows_api's session
+and retry rules. https://cloud.google.com/storage/docs/json_api/v1/objects
+
+Conditional writes are the point: a write whose precondition fails raises PreconditionFailed
+(HTTP 412, https://cloud.google.com/storage/docs/request-preconditions), which callers treat as
+"someone else wrote first", never as an error to answer.
+"""
+from __future__ import annotations
+
+import json
+import os
+from urllib.parse import quote
+
+from workflows_api import ApiError, send, upstream_error
+
+GOOGLE_API = "https://storage.googleapis.com"
+API = "Cloud Storage API"
+# Only the fields the ledger reads: listings stay small (the `fields` system parameter).
+OBJECT_FIELDS = "name,generation,metageneration,timeCreated,metadata"
+
+
+class PreconditionFailed(Exception):
+    """412: the object's generation or metageneration was not the one the write required."""
+
+
+def base_url() -> str:
+    return (os.environ.get("STORAGE_API") or GOOGLE_API).rstrip("/")
+
+
+def _object_path(bucket: str, name: str) -> str:
+    # The object name is one path segment: every "/" in it is encoded.
+    return f"/storage/v1/b/{quote(bucket, safe='')}/o/{quote(name, safe='')}"
+
+
+def _answer(response, ok_missing: bool = False) -> dict | None:
+    if response.status_code == 412:
+        raise PreconditionFailed(response.text[:200])
+    if response.status_code == 404 and ok_missing:
+        return None
+    if response.status_code >= 400:
+        raise upstream_error(response, API)
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise ApiError(502, f"the {API} answered HTTP {response.status_code} without a JSON object")
+    return answer
+
+
+def list_objects(bucket: str, prefix: str, deadline: float) -> list[dict]:
+    """Every object under `prefix`, in name order (all pages)."""
+    items, token = [], None
+    while True:
+        params = {"prefix": prefix, "fields": f"items({OBJECT_FIELDS}),nextPageToken"}
+        if token:
+            params["pageToken"] = token
+        page = _answer(send("GET", f"{base_url()}/storage/v1/b/{quote(bucket, safe='')}/o", deadline, API,
+                            params=params))
+        items += page.get("items") or []
+        token = page.get("nextPageToken")
+        if not token:
+            return items
+
+
+def get_object(bucket: str, name: str, deadline: float) -> dict | None:
+    """The object's resource, None when it does not exist."""
+    return _answer(send("GET", base_url() + _object_path(bucket, name), deadline, API,
+                        params={"fields": OBJECT_FIELDS}), ok_missing=True)
+
+
+def insert_object(bucket: str, name: str, content: bytes, metadata: dict[str, str], deadline: float,
+                  if_generation_match: str) -> dict:
+    """Write the object (content and custom metadata in one multipart upload) only if its
+    generation is `if_generation_match`; "0" means only if it does not exist."""
+    boundary = "ledger-part-boundary-7f3a9c"
+    resource = json.dumps({"name": name, "contentType": "application/json", "metadata": metadata})
+    body = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n"
+            f"--{boundary}\r\nContent-Type: application/json\r\n\r\n").encode() + content + \
+        f"\r\n--{boundary}--\r\n".encode()
+    return _answer(send("POST", f"{base_url()}/upload/storage/v1/b/{quote(bucket, safe='')}/o", deadline, API,
+                        params={"uploadType": "multipart", "ifGenerationMatch": if_generation_match,
+                                "fields": OBJECT_FIELDS},
+                        data=body, headers={"Content-Type": f"multipart/related; boundary={boundary}"}))
+
+
+def patch_metadata(bucket: str, name: str, metadata: dict[str, str], deadline: float,
+                   generation: str, metageneration: str) -> dict:
+    """Merge `metadata` into the object's custom metadata, only if it is still that generation
+    and metageneration. Both: a takeover rewrites the object and restarts metageneration at 1,
+    so metageneration alone could match a different claim."""
+    return _answer(send("PATCH", base_url() + _object_path(bucket, name), deadline, API,
+                        params={"ifGenerationMatch": generation, "ifMetagenerationMatch": metageneration,
+                                "fields": OBJECT_FIELDS},
+                        data=json.dumps({"metadata": metadata}),
+                        headers={"Content-Type": "application/json; charset=utf-8"}))
+
+
+def delete_object(bucket: str, name: str, deadline: float, generation: str) -> None:
+    """Delete the object only if it is still that generation; gone already is fine."""
+    response = send("DELETE", base_url() + _object_path(bucket, name), deadline, API,
+                    params={"ifGenerationMatch": generation})
+    if response.status_code == 412:
+        raise PreconditionFailed(response.text[:200])
+    if response.status_code >= 400 and response.status_code != 404:
+        raise upstream_error(response, API)
