@@ -1,6 +1,6 @@
 """python -m localcloud: serve the local stack, run one workflow, list executions.
 
-    serve [--workflows DIR] [--state DIR] [--host H] [--port N] [--jobs FILE] [--scheduler-port N]
+    serve [--workflows DIR] [--state DIR] [--host H] [--port N] [--jobs FILE] [--scheduler-port N] [--storage-port N]
           [--env WORKFLOW:K=V ...] [--env-file FILE] [--project P] [--location L]
     up --workflows DIR [--jobs FILE] [--state DIR] [--port N]     (localcloud/up.py)
     run PATH [--data JSON] [--env K=V ...]
@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 
 import yaml
 
-from . import api, filters, scheduler, up
+from . import api, filters, scheduler, storage, up
 from .google_http import ApiError
 from .context import LOCAL_TOKEN, LOCATION, PROJECT
 from .store import StateLocked, Store
@@ -62,6 +62,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=0, help="API port (default: any free port)")
     serve.add_argument("--jobs", help="Cloud Scheduler jobs file (YAML or JSON); no scheduler without it")
     serve.add_argument("--scheduler-port", type=int, default=0, help="scheduler port (default: any free port)")
+    serve.add_argument("--storage-port", type=int, default=0, help="Cloud Storage port (default: any free port)")
     serve.add_argument("--env", action="append", type=workflow_env_pair, default=[], metavar="WORKFLOW:K=V",
                        help="a deploy-time env var of one workflow (repeatable)")
     serve.add_argument("--env-file", help="YAML or JSON map {workflow: {K: V}}")
@@ -119,6 +120,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server = api.start(args.workflows, args.state, args.host, args.port, env=env,
                            project=args.project, location=args.location)
+        objects = storage.start(args.state, args.host, args.storage_port)
         jobs_server = None
         if jobs is not None:
             jobs_server = scheduler.start(jobs, args.host, args.scheduler_port, args.project, args.location)
@@ -131,17 +133,20 @@ def serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):   # before the first line: a reader may stop us at once
         signal.signal(signum, lambda *_: stop.set())
-    print(json.dumps({"api": server.url, "scheduler": jobs_server.url if jobs_server else None}), flush=True)
+    print(json.dumps({"api": server.url, "scheduler": jobs_server.url if jobs_server else None,
+                      "storage": objects.url}), flush=True)
     names = sorted(path.stem for path in Path(args.workflows).glob("*") if path.suffix in api.WORKFLOW_SUFFIXES)
     print(f"Workflow Executions API on {server.url} for projects/{args.project}/locations/{args.location}: "
           f"{', '.join(names) or 'no workflows'} (from {args.workflows}/)", flush=True)
     if jobs_server:
         print(f"Cloud Scheduler on {jobs_server.url}: {', '.join(j.name for j in jobs) or 'no jobs'}", flush=True)
+    print(f"Cloud Storage JSON API on {objects.url} (no bucket until one is created, as on Google)", flush=True)
     print(f"State in {args.state}/ (delete it to forget). Ctrl-C stops.", flush=True)
 
     stop.wait()
     if jobs_server:
         jobs_server.stop()
+    objects.stop()
     server.stop()
     print("localcloud stopped", flush=True)
     return 0

@@ -78,11 +78,12 @@ class Preconditions:
     if_generation_not_match: str | None = None
     if_metageneration_match: str | None = None
     if_metageneration_not_match: str | None = None
+    generation: str | None = None  # the `generation` parameter: this generation, else 404
 
     @classmethod
     def from_params(cls, params: dict[str, str]) -> "Preconditions":
         values = {}
-        for field, key in (("if_generation_match", "ifGenerationMatch"),
+        for field, key in (("generation", "generation"), ("if_generation_match", "ifGenerationMatch"),
                            ("if_generation_not_match", "ifGenerationNotMatch"),
                            ("if_metageneration_match", "ifMetagenerationMatch"),
                            ("if_metageneration_not_match", "ifMetagenerationNotMatch")):
@@ -185,11 +186,8 @@ class Buckets:
             self._require_bucket(bucket)
             row = self._db.execute("SELECT resource, data FROM objects WHERE bucket = ? AND name = ?",
                                    (bucket, name)).fetchone()
-        if row is None:
-            raise no_object(bucket, name)
-        resource = json.loads(row[0])
-        if not conditions.hold(resource):
-            raise _precondition_failed()
+        resource = json.loads(row[0]) if row else None
+        _check_existing(bucket, name, resource, conditions)
         return resource, row[1]
 
     def change(self, bucket: str, name: str, body: Resource, conditions: Preconditions, merge: bool) -> Resource:
@@ -198,10 +196,7 @@ class Buckets:
         with self._lock:
             self._require_bucket(bucket)
             current = self._current(bucket, name)
-            if current is None:
-                raise no_object(bucket, name)
-            if not conditions.hold(current):
-                raise _precondition_failed()
+            _check_existing(bucket, name, current, conditions)
             resource = dict(current)
             for key in WRITABLE:
                 if merge and key not in body:
@@ -227,10 +222,7 @@ class Buckets:
         with self._lock:
             self._require_bucket(bucket)
             current = self._current(bucket, name)
-            if current is None:
-                raise no_object(bucket, name)
-            if not conditions.hold(current):
-                raise _precondition_failed()
+            _check_existing(bucket, name, current, conditions)
             self._db.execute("DELETE FROM objects WHERE bucket = ? AND name = ?", (bucket, name))
 
     def list(self, bucket: str, prefix: str = "", start: str = "", end: str | None = None,
@@ -262,6 +254,15 @@ class Buckets:
         # Google's generations are microsecond timestamps; strictly increasing here, even across restarts.
         self._last_generation = max(time.time_ns() // 1000, self._last_generation + 1)
         return str(self._last_generation)
+
+
+def _check_existing(bucket: str, name: str, current: Resource | None, conditions: Preconditions) -> None:
+    """For methods on an existing object: 404 when it (or the generation asked for) is not
+    live, then 412 when a precondition fails."""
+    if current is None or conditions.generation not in (None, current["generation"]):
+        raise no_object(bucket, name)
+    if not conditions.hold(current):
+        raise _precondition_failed()
 
 
 def _check_name(name: str) -> None:

@@ -2,7 +2,8 @@
 
 The Executions API with every file of workflows/ deployed (backfill with RANGE_URL and PROXY_URL
 set, as deploy.sh sets them on Google), both functions served by functions-framework in their
-own processes, the proxy pointed at the local API, and optionally the scheduler.
+own processes, Cloud Storage with the run ledger's bucket, the proxy pointed at the local API and
+storage, and optionally the scheduler.
 """
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from . import api, scheduler
+from . import api, scheduler, storage
 from .context import LOCATION, PROJECT
 from .google_http import LogSink, stdout_log
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKFILL = ROOT / "workflows" / "backfill.yaml"   # always the project's own, beside any workflows folder
+RUNS_BUCKET = f"{PROJECT}-runs"  # deploy.sh names it PROJECT-PREFIX-runs
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Ports:
     range: int = 0
     proxy: int = 0
     scheduler: int = 0
+    storage: int = 0
 
 
 def free_port() -> int:
@@ -104,6 +107,7 @@ class Stack:
     api: api.ApiServer
     range_url: str
     proxy_url: str
+    storage: storage.StorageServer | None = None
     scheduler: scheduler.SchedulerServer | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
     logs: list[IO[bytes]] = field(default_factory=list)
@@ -118,6 +122,8 @@ class Stack:
         for process in self.processes:
             stop_process(process)
         self.api.stop()
+        if self.storage:
+            self.storage.stop()
         for log in self.logs:
             log.close()
 
@@ -139,6 +145,10 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
                        files={"backfill": BACKFILL}, log=api_log)
     stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
     try:
+        # The run ledger's bucket is made through the API, as deploy.sh makes it on Google.
+        stack.storage = storage.start(state_dir, port=ports.storage)
+        storage.create_bucket(stack.storage.url, RUNS_BUCKET, PROJECT)
+
         def log_file(name: str) -> IO[bytes] | int:
             if log_dir is None:
                 return subprocess.DEVNULL
@@ -149,7 +159,8 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
         stack.processes.append(start_function("range", "expand_range", range_port, log=log_file("range")))
         stack.processes.append(start_function(
             "proxy", "proxy", proxy_port, log=log_file("proxy"),
-            env={"WORKFLOWS_API": server.url, "GOOGLE_CLOUD_PROJECT": PROJECT, **(proxy_env or {})}))
+            env={"WORKFLOWS_API": server.url, "GOOGLE_CLOUD_PROJECT": PROJECT, "RUNS_BUCKET": RUNS_BUCKET,
+                 "STORAGE_API": stack.storage.url, **(proxy_env or {})}))
         if jobs is not None:
             configs = [{**job, "uri": job["uri"].format(proxy=proxy_url)} for job in jobs]
             stack.scheduler = scheduler.start([scheduler.job_from_config(c) for c in configs],

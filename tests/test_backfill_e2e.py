@@ -144,13 +144,16 @@ def test_a_run_started_by_cloud_scheduler_counts_as_done(stack):
     delivered = requests.post(stack.proxy_path("example"), params={"timezone": "UTC"}, json=params,
                               headers={"X-CloudScheduler-ScheduleTime": "2024-05-02T06:00:00Z"}, timeout=30)
     assert delivered.status_code == 200 and delivered.json()["started"] is True, delivered.text
-    result = summary(backfill(stack, {"workflow": "example", "start": "2024-05-01T00:00:00Z",
-                                      "stop": "2024-05-04T00:00:00Z", "step": "0 6 * * *", "params": params}))
+    ended_backfill = backfill(stack, {"workflow": "example", "start": "2024-05-01T00:00:00Z",
+                                      "stop": "2024-05-04T00:00:00Z", "step": "0 6 * * *", "params": params})
+    result = summary(ended_backfill)
 
     runs = example_runs(stack, "scheduled")
     assert (result["started"], result["skipped"]) == (2, 1)
     assert sorted(scheduled(run) for run in runs) == daily(date(2024, 5, 1), 3, 6, "UTC")
-    assert [run["labels"]["trigger"] for run in runs] == ["scheduler", "explicit", "explicit"]
+    assert [run["labels"]["trigger"] for run in runs] == ["scheduler", "backfill", "backfill"]
+    backfill_id = ended_backfill["name"].rsplit("/", 1)[1]
+    assert [run["labels"].get("backfill") for run in runs] == [None, backfill_id, backfill_id]
 
 
 def test_order_desc_starts_the_newest_time_first(stack):

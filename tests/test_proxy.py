@@ -22,13 +22,17 @@ import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
+from localcloud import storage
+from localcloud.buckets import Preconditions
 from tests.serving import ROOT, free_port, serve_function
 
 WORKFLOW = "projects/my-project/locations/europe-west1/workflows/daily_report"
 URL_PATH = f"/v1/{WORKFLOW}/executions"
+RUNS_BUCKET = "my-project-runs"
 LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 PARENT = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/workflows/[^/]+)/executions")
+EXECUTION = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/workflows/[^/]+/executions/[^/]+)")
 LABEL_FILTER = re.compile(r'labels\.([a-z][a-z0-9_-]*)="([a-z0-9_-]*)"')
 
 
@@ -70,6 +74,9 @@ class FakeWorkflows:
                 return google_error(code, {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED",
                                            404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED"}.get(code, "UNAVAILABLE"),
                                     message)
+            named = EXECUTION.fullmatch(request.path)
+            if named and request.method == "GET":
+                return self.get(named[1])
             parent = PARENT.fullmatch(request.path)
             if not parent:
                 return google_error(404, "NOT_FOUND", "The requested URL was not found.")
@@ -92,6 +99,12 @@ class FakeWorkflows:
             return google_error(500, "INTERNAL", "Internal error encountered.")
         return Response(json.dumps(execution), 200, content_type="application/json")
 
+    def get(self, name: str) -> Response:
+        for execution in self.executions:
+            if execution["name"] == name:
+                return Response(json.dumps(execution), 200, content_type="application/json")
+        return google_error(404, "NOT_FOUND", f"Resource '{name}' was not found")
+
     def list(self, args) -> Response:
         if set(args) - {"filter", "orderBy", "pageSize", "pageToken", "view"}:
             return google_error(400, "INVALID_ARGUMENT", "unknown parameter")
@@ -99,10 +112,10 @@ class FakeWorkflows:
             return google_error(400, "INVALID_ARGUMENT", "this fake orders by createTime desc only")
         found = list(reversed(self.executions))
         if "filter" in args:
-            match = LABEL_FILTER.fullmatch(args["filter"])
-            if not match:
+            terms = [LABEL_FILTER.fullmatch(term) for term in args["filter"].split(" AND ")]
+            if not all(terms):
                 return google_error(400, "INVALID_ARGUMENT", "invalid filter")
-            found = [e for e in found if e["labels"].get(match[1]) == match[2]]
+            found = [e for e in found if all(e["labels"].get(t[1]) == t[2] for t in terms)]
         found = found[:int(args.get("pageSize", 100))]
         return Response(json.dumps({"executions": found} if found else {}), 200,
                         content_type="application/json")
@@ -142,8 +155,28 @@ def workflows_server():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def storage_server(tmp_path_factory):
+    """localcloud's Cloud Storage, holding the run ledger (checked itself in tests/localcloud/test_storage.py)."""
+    server = storage.start(tmp_path_factory.mktemp("storage"))
+    storage.create_bucket(server.url, RUNS_BUCKET, "my-project")
+    yield server
+    server.stop()
+
+
+def ledger_env(server) -> dict:
+    return {"RUNS_BUCKET": RUNS_BUCKET, "STORAGE_API": server.url}
+
+
+def ledger_objects(server) -> list[dict]:
+    return server.buckets.list(RUNS_BUCKET, limit=10_000)[0]
+
+
 @pytest.fixture
-def workflows(workflows_server) -> FakeWorkflows:
+def workflows(workflows_server, storage_server) -> FakeWorkflows:
+    """A fresh fake Workflows, and an empty ledger to go with it."""
+    for resource in ledger_objects(storage_server):
+        storage_server.buckets.delete(RUNS_BUCKET, resource["name"], Preconditions())
     workflows_server.clear()
     fake = FakeWorkflows()
     workflows_server.expect_request(re.compile(r"/.*")).respond_with_handler(fake.handle)
@@ -178,9 +211,9 @@ def start_proxy(tmp_path: Path, env: dict, unset: tuple = ("ALLOWED_WORKFLOWS", 
 
 
 @pytest.fixture(scope="module")
-def proxy(workflows_server, tmp_path_factory):
+def proxy(workflows_server, storage_server, tmp_path_factory):
     with start_proxy(tmp_path_factory.mktemp("proxy"), {
-            "WORKFLOWS_API": workflows_server.url_for("/").rstrip("/"),
+            **ledger_env(storage_server), "WORKFLOWS_API": workflows_server.url_for("/").rstrip("/"),
             "ALLOWED_WORKFLOWS": "my-project/*/*, other-project/us-east1/nightly",
             "UPSTREAM_DEADLINE_SECONDS": "2"}) as server:
         yield server
@@ -213,7 +246,7 @@ def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, w
     assert isinstance(create.body["argument"], str)
     assert json.loads(create.body["argument"]) == {"b": 1, "a": "x", "scheduleTime": "2019-10-12T09:20:50.52+02:00"}
     assert create.body["labels"] == {"schedule_time": "2019-10-12t07-20-50-520z", "run_digest": digest,
-                                     "trigger": "scheduler", "scheduler_job": "daily-report"}
+                                     "trigger": "scheduler", "scheduler_job": "daily-report", "attempt": "1"}
     execution = response.json()
     assert execution["started"] is True
     assert execution == {**workflows.executions[0], "started": True}
@@ -280,7 +313,7 @@ def test_header_wins_over_body_which_wins_over_arrival(proxy, workflows):
     proxy.post(URL_PATH + "?timezone=America/New_York", {"scheduleTime": "2020-01-01T00:00:00Z"})
     assert sent_argument(workflows)["scheduleTime"] == "2019-12-31T19:00:00-05:00"
     assert workflows.creates()[-1].body["labels"] == {
-        "schedule_time": "2020-01-01t00-00-00z", "trigger": "explicit",
+        "schedule_time": "2020-01-01t00-00-00z", "trigger": "explicit", "attempt": "1",
         "run_digest": expected_digest(WORKFLOW, "2020-01-01t00-00-00z", {})}
 
     before = datetime.now(timezone.utc)
@@ -399,8 +432,8 @@ def test_allowlist(proxy, workflows, workflow, allowed):
         assert workflows.calls == []
 
 
-def test_default_allowlist_is_the_functions_own_project(workflows_server, workflows, tmp_path):
-    env = {"WORKFLOWS_API": workflows_server.url_for("/"), "GOOGLE_CLOUD_PROJECT": "home-project",
+def test_default_allowlist_is_the_functions_own_project(workflows_server, storage_server, workflows, tmp_path):
+    env = {**ledger_env(storage_server), "WORKFLOWS_API": workflows_server.url_for("/"), "GOOGLE_CLOUD_PROJECT": "home-project",
            "ALLOWED_WORKFLOWS": ""}
     with start_proxy(tmp_path, env) as home:
         assert home.post("/v1/projects/home-project/locations/us-east1/workflows/w/executions").status_code == 200
@@ -563,8 +596,8 @@ def test_retries_exhausted_within_the_deadline_give_503(proxy, workflows):
     assert workflows.executions == []
 
 
-def test_unreachable_workflows_api_gives_503(tmp_path):
-    env = {"WORKFLOWS_API": f"http://127.0.0.1:{free_port()}", "ALLOWED_WORKFLOWS": "*/*/*",
+def test_unreachable_workflows_api_gives_503(storage_server, tmp_path):
+    env = {**ledger_env(storage_server), "WORKFLOWS_API": f"http://127.0.0.1:{free_port()}", "ALLOWED_WORKFLOWS": "*/*/*",
            "UPSTREAM_DEADLINE_SECONDS": "1"}
     with start_proxy(tmp_path, env) as lonely:
         response = lonely.post(body={})
@@ -609,7 +642,7 @@ def test_one_structured_log_line_per_request_without_argument_contents(proxy, wo
 
 # --- credentials ----------------------------------------------------------------------------
 
-def test_loopback_api_never_touches_google_auth_and_import_is_light(workflows_server, workflows):
+def test_loopback_api_never_touches_google_auth_and_import_is_light(workflows_server, storage_server, workflows):
     script = f"""
 import sys, functions_framework
 app = functions_framework.create_app("proxy", {str(ROOT / 'functions/proxy/main.py')!r})
@@ -618,7 +651,8 @@ response = app.test_client().post({URL_PATH!r}, json={{}})
 assert response.status_code == 200, response.data
 print("google.auth" in sys.modules)
 """
-    env = {**os.environ, "WORKFLOWS_API": workflows_server.url_for("/"), "ALLOWED_WORKFLOWS": "*/*/*"}
+    env = {**os.environ, **ledger_env(storage_server), "WORKFLOWS_API": workflows_server.url_for("/"),
+           "ALLOWED_WORKFLOWS": "*/*/*"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"

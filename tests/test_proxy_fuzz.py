@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pytest_httpserver import HTTPServer
 
-from tests.test_proxy import URL_PATH, FakeWorkflows, create_body_problem, raw_post, start_proxy
+from tests.test_proxy import (URL_PATH, FakeWorkflows, create_body_problem, ledger_env, raw_post, start_proxy,
+                               storage_server)  # noqa: F401 - a fixture
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 # Header values http.client can send: visible Latin-1, no control characters.
@@ -47,9 +48,9 @@ def workflows():
 
 
 @pytest.fixture(scope="module")
-def proxy(workflows, tmp_path_factory):
+def proxy(workflows, storage_server, tmp_path_factory):
     server, _ = workflows
-    env = {"WORKFLOWS_API": server.url_for("/"), "ALLOWED_WORKFLOWS": "*/*/*", "UPSTREAM_DEADLINE_SECONDS": "2"}
+    env = {**ledger_env(storage_server), "WORKFLOWS_API": server.url_for("/"), "ALLOWED_WORKFLOWS": "*/*/*", "UPSTREAM_DEADLINE_SECONDS": "2"}
     with start_proxy(tmp_path_factory.mktemp("fuzz"), env) as running:
         yield running
 

@@ -11,6 +11,7 @@ import requests
 from tests.test_proxy import start_proxy
 
 api = pytest.importorskip("localcloud.api")
+storage = pytest.importorskip("localcloud.storage")
 
 PARENT = "projects/local-project/locations/us-central1/workflows/echo"
 URL_PATH = f"/v1/{PARENT}/executions"
@@ -28,10 +29,14 @@ def stack(tmp_path):
     (tmp_path / "workflows").mkdir()
     (tmp_path / "workflows" / "echo.yaml").write_text(ECHO)
     server = api.start(tmp_path / "workflows", tmp_path / "state", log=lambda entry: None)
+    objects = storage.start(tmp_path / "state")
     try:
-        with start_proxy(tmp_path, {"WORKFLOWS_API": server.url, "ALLOWED_WORKFLOWS": "local-project/*/*"}) as proxy:
+        storage.create_bucket(objects.url, "local-project-runs", "local-project")
+        with start_proxy(tmp_path, {"WORKFLOWS_API": server.url, "ALLOWED_WORKFLOWS": "local-project/*/*",
+                                    "RUNS_BUCKET": "local-project-runs", "STORAGE_API": objects.url}) as proxy:
             yield proxy, server.url
     finally:
+        objects.stop()
         server.stop()
 
 

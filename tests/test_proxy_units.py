@@ -160,7 +160,7 @@ def test_loopback_detection(url, loopback):
     assert api.is_loopback(url) is loopback
 
 
-def test_google_session_is_made_once_lazily_with_the_cloud_platform_scope(monkeypatch):
+def test_google_apis_share_one_session_made_once_lazily_with_the_cloud_platform_scope(monkeypatch):
     import google.auth
     from google.auth.transport.requests import AuthorizedSession
     from google.oauth2.credentials import Credentials
@@ -172,10 +172,9 @@ def test_google_session_is_made_once_lazily_with_the_cloud_platform_scope(monkey
         return Credentials(token="token"), "a-project"
 
     module = load_module("proxy", "workflows_api")  # a fresh copy: no session yet
-    monkeypatch.setenv("WORKFLOWS_API", "https://workflowexecutions.googleapis.com")
     monkeypatch.setattr(google.auth, "default", fake_default)
     assert asked == []
-    first, second = module.session(), module.session()
+    first, second = module.session("https://workflowexecutions.googleapis.com"), module.session("https://storage.googleapis.com")
     assert isinstance(first, AuthorizedSession) and first is second
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
 
