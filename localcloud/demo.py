@@ -323,7 +323,7 @@ class Story:
                 text = message.get("message") if isinstance(message, dict) else message
                 say(f"     log: {text if isinstance(text, str) else compact(message)}")
             printed_logs = len(logs)
-            for run in self.list("example", f'labels.trigger="explicit" AND createTime>="{backfill["createTime"]}"'):
+            for run in self.list("example", f'labels.backfill="{backfill_id}"'):
                 if run["name"] not in printed_runs and run["state"] not in ("ACTIVE", "QUEUED"):
                     printed_runs.add(run["name"])
                     scheduled = json.loads(run["argument"]).get("scheduleTime")

@@ -44,6 +44,8 @@ _OBJECT = re.compile(r"/(download/)?storage/v1/b/([^/]+)/o/([^/]+)")
 CONDITIONS = {"ifGenerationMatch", "ifGenerationNotMatch", "ifMetagenerationMatch", "ifMetagenerationNotMatch"}
 IGNORED = {"projection", "userProject", "predefinedAcl", "kmsKeyName", "contentEncoding",
            "predefinedDefaultObjectAcl", "enableObjectRetention", "softDeleted"}
+LIST_PARAMETERS = {"prefix", "startOffset", "endOffset", "maxResults", "pageToken"}
+INSERT_PARAMETERS = {"name"} | CONDITIONS
 MAX_RESULTS = 1000
 
 
@@ -132,10 +134,9 @@ class StorageHandler(GoogleJSONHandler):
         if match := _OBJECTS.fullmatch(path):
             bucket = unquote(match[2])
             if method == "POST" and match[1]:
-                return 200, self.insert(bucket, query_params(url, {"name"} | CONDITIONS | IGNORED))
+                return 200, self.insert(bucket, query_params(url, INSERT_PARAMETERS | IGNORED))
             if method == "GET" and not match[1]:
-                return 200, self.list(bucket, query_params(url, {"prefix", "startOffset", "endOffset",
-                                                                 "maxResults", "pageToken"} | IGNORED))
+                return 200, self.list(bucket, query_params(url, LIST_PARAMETERS | IGNORED))
         if match := _OBJECT.fullmatch(path):
             bucket, name = unquote(match[2]), unquote(match[3])
             params = query_params(url, {"generation"} | CONDITIONS | IGNORED)
@@ -181,7 +182,7 @@ class StorageHandler(GoogleJSONHandler):
         after = None
         if params.get("pageToken"):
             try:
-                after = base64.urlsafe_b64decode(params["pageToken"].encode()).decode()
+                after = base64.b64decode(params["pageToken"].encode(), altchars=b"-_", validate=True).decode()
             except (ValueError, UnicodeDecodeError):
                 raise invalid("Invalid pageToken") from None
         items, last = self.server.buckets.list(
@@ -210,14 +211,17 @@ def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes]:
         head, separator, content = part.partition(b"\r\n\r\n")
         if not separator:
             raise invalid("a multipart part has no header block")
-        sections.append(content[:-2] if content.endswith(b"\r\n") else content)
+        sections.append((head, content[:-2] if content.endswith(b"\r\n") else content))
     try:
-        fields = json.loads(sections[0] or b"{}")
+        fields = json.loads(sections[0][1] or b"{}")
     except ValueError:
         raise invalid("the first multipart part is not JSON") from None
     if not isinstance(fields, dict):
         raise invalid("the first multipart part must be an Object resource")
-    return fields, sections[1]
+    media_type = re.search(rb"(?im)^content-type:[ \t]*([^\r\n]+)", sections[1][0])
+    if media_type and not fields.get("contentType"):  # the data part's type, when the resource names none
+        fields["contentType"] = media_type[1].decode("latin-1").strip()
+    return fields, sections[1][1]
 
 
 class StorageServer(ThreadingHTTPServer):

@@ -124,6 +124,16 @@ class Store:
                 self._db.execute("UPDATE executions SET doc = ? WHERE name = ?", (json.dumps(new), name))
             return new
 
+    def delete(self, name: str) -> bool:
+        """Forget an execution, as Workflows does once its history retention has passed."""
+        with self._lock, self._transaction():
+            row = self._db.execute("SELECT seq FROM executions WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return False
+            self._db.execute("DELETE FROM labels WHERE seq = ?", (row[0],))
+            self._db.execute("DELETE FROM executions WHERE seq = ?", (row[0],))
+            return True
+
     def scan(self, parent: str | None = None, max_seq: int | None = None,
              labels: dict[str, str] | None = None) -> Iterator[tuple[int, Execution]]:
         """(seq, execution) pairs in creation order, for one workflow or all, up to max_seq,

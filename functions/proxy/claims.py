@@ -49,14 +49,14 @@ class Run:
 
 def start(run: Run) -> dict:
     """The execution answered for this run: {**Execution, "started": bool}."""
-    while True:  # each pass ends in an answer, or in a write someone else won: then read again
+    while True:  # each pass ends in an answer, or reads again after a write someone else won
         newest = _newest(run)
         if newest is None:
             legacy = _legacy(run)
             if legacy is not None and not should_start(run.reprocess, legacy.get("state")):
                 _adopt(run, legacy)
                 return {**legacy, "started": False}
-            started = _claim_and_create(run, 1, "0")
+            number, generation = 1, "0"
         elif newest.state == CLAIMED:
             if not _lease_over(run, newest):
                 answer = _await_winner(run, newest)
@@ -64,18 +64,35 @@ def start(run: Run) -> dict:
                     return answer
                 continue
             found = _find_execution(run, newest.number)
-            if found is None:
-                started = _claim_and_create(run, newest.number, newest.generation)  # take it over
-            else:
+            if found is not None:
                 _record(run, newest, found)
                 continue
+            number, generation = newest.number, newest.generation  # take the dead claim over
         else:
             execution = _current(run, newest)
             if not should_start(run.reprocess, execution.get("state")):
                 return {**execution, "started": False}
-            started = _claim_and_create(run, newest.number + 1, "0")
+            number, generation = newest.number + 1, "0"
+        started = _claim_and_create(run, number, generation)
         if started is not None:
             return started
+        # Lost the claim: this request and the winner's asked for the same attempt, so the
+        # winner's execution is the answer, whatever state it reaches meanwhile.
+        answer = _winner_of(run, number)
+        if answer is not None:
+            return answer
+
+
+def _winner_of(run: Run, number: int) -> dict | None:
+    """Attempt `number`'s execution once recorded (started: false); None if the attempt is gone."""
+    name = ledger.object_name(run.prefix, number)
+    resource = _retrying(lambda: storage_api.get_object(run.bucket, name, run.deadline), run)
+    attempt = Attempt.from_resource(resource) if resource else None
+    if attempt is None:
+        return None  # released after a refused create: judge again
+    if attempt.state == CLAIMED:
+        return _await_winner(run, attempt)
+    return {**_current(run, attempt), "started": False}
 
 
 def should_start(reprocess: str, newest_state) -> bool:

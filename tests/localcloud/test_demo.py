@@ -101,7 +101,7 @@ def test_the_backfill_runs_each_day_once_and_the_dry_run_none(story):
     days = [f"2024-03-0{day}T01:00:00+01:00" for day in range(1, 6)]
     runs = [e for e in executions(state, "example") if e["labels"]["schedule_time"].startswith("2024-03-0")]
     assert sorted(json.loads(e["argument"])["scheduleTime"] for e in runs) == days
-    assert all(e["state"] == "SUCCEEDED" and e["labels"]["trigger"] == "explicit" for e in runs)
+    assert all(e["state"] == "SUCCEEDED" and e["labels"]["trigger"] == "backfill" for e in runs)
     assert sorted(e["labels"]["schedule_time"] for e in runs) == [label(day) for day in days]
     backfills = executions(state, "backfill")
     assert [e["state"] for e in backfills] == ["SUCCEEDED"] * 3          # dry run, backfill, again

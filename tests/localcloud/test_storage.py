@@ -1,0 +1,218 @@
+"""localcloud's Cloud Storage, checked with Google's own client library (google-cloud-storage,
+through STORAGE_EMULATOR_HOST) and against the API's discovery document.
+
+Preconditions as Google documents them: https://cloud.google.com/storage/docs/request-preconditions
+(ifGenerationMatch=0 "only if the object does not exist"; a failed precondition is 412).
+"""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+
+from localcloud import storage
+
+gcs = pytest.importorskip("google.cloud.storage")
+exceptions = pytest.importorskip("google.api_core.exceptions")
+
+DISCOVERY = Path(__file__).resolve().parents[3] / "shared" / "google-apis" / "storage.v1.json"
+BUCKET = "ledger-test"
+
+
+@pytest.fixture
+def server(tmp_path):
+    running = storage.start(tmp_path)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server, monkeypatch):
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)
+    return gcs.Client(project="local-project")
+
+
+@pytest.fixture
+def bucket(client):
+    return client.create_bucket(BUCKET)
+
+
+def test_a_bucket_exists_once_it_is_created_through_the_api(client):
+    with pytest.raises(exceptions.NotFound):
+        client.get_bucket(BUCKET)
+    client.create_bucket(BUCKET)
+    assert client.get_bucket(BUCKET).name == BUCKET
+    with pytest.raises(exceptions.Conflict):
+        client.create_bucket(BUCKET)
+
+
+def test_insert_with_if_generation_match_zero_succeeds_only_while_absent(bucket):
+    blob = bucket.blob("runs/p/l/w/2024-01-01T00:00:00.000000Z/d/000001")
+    blob.metadata = {"state": "CLAIMED"}
+    blob.upload_from_string(b'{"attempt":1}', content_type="application/json", if_generation_match=0)
+    with pytest.raises(exceptions.PreconditionFailed):
+        bucket.blob(blob.name).upload_from_string(b"second", if_generation_match=0)
+    stored = bucket.get_blob(blob.name)
+    assert (stored.generation, stored.metageneration, stored.metadata) == (blob.generation, 1, {"state": "CLAIMED"})
+    assert stored.download_as_bytes() == b'{"attempt":1}'  # the client checks crc32c and md5 too
+    assert stored.content_type == "application/json"
+
+
+def test_a_rewrite_needs_the_current_generation(bucket):
+    blob = bucket.blob("claim")
+    blob.upload_from_string(b"first", if_generation_match=0)
+    with pytest.raises(exceptions.PreconditionFailed):
+        bucket.blob("claim").upload_from_string(b"stale", if_generation_match=blob.generation + 1)
+    taken = bucket.blob("claim")
+    taken.upload_from_string(b"taken over", if_generation_match=blob.generation)
+    assert taken.generation > blob.generation and taken.metageneration == 1
+    with pytest.raises(exceptions.PreconditionFailed):  # the same generation cannot win twice
+        bucket.blob("claim").upload_from_string(b"again", if_generation_match=blob.generation)
+    with pytest.raises(exceptions.PreconditionFailed):
+        bucket.blob("absent").upload_from_string(b"x", if_generation_match=taken.generation)
+    bucket.blob("claim").upload_from_string(b"any but", if_generation_not_match=blob.generation)
+
+
+def test_patch_merges_metadata_under_if_metageneration_match(bucket):
+    blob = bucket.blob("attempt")
+    blob.metadata = {"state": "CLAIMED", "claim": "abc"}
+    blob.upload_from_string(b"{}")
+    blob.metadata = {"state": "ACTIVE", "execution": "projects/p/x"}
+    blob.patch(if_metageneration_match=1)
+    assert blob.metageneration == 2
+    assert blob.metadata == {"state": "ACTIVE", "claim": "abc", "execution": "projects/p/x"}
+    stale = bucket.blob("attempt")
+    stale.metadata = {"state": "FAILED"}
+    with pytest.raises(exceptions.PreconditionFailed):
+        stale.patch(if_metageneration_match=1)
+    with pytest.raises(exceptions.PreconditionFailed):
+        stale.patch(if_metageneration_not_match=2)
+    assert bucket.get_blob("attempt").metadata["state"] == "ACTIVE"
+    blob.metadata = {"claim": None}  # a null value removes the key
+    blob.patch()
+    assert "claim" not in bucket.get_blob("attempt").metadata
+
+
+def test_update_replaces_the_writable_fields(bucket):
+    blob = bucket.blob("replaced")
+    blob.metadata = {"a": "1", "b": "2"}
+    blob.upload_from_string(b"x", content_type="text/plain")
+    blob.metadata = {"c": "3"}
+    blob.update(if_metageneration_match=1)
+    stored = bucket.get_blob("replaced")
+    assert (stored.metadata, stored.metageneration) == ({"c": "3"}, 2)
+
+
+def test_delete_honours_preconditions_and_missing_objects_are_404(bucket):
+    blob = bucket.blob("gone")
+    blob.upload_from_string(b"x")
+    with pytest.raises(exceptions.PreconditionFailed):
+        bucket.blob("gone").delete(if_generation_match=blob.generation + 1)
+    bucket.blob("gone").delete(if_generation_match=blob.generation)
+    assert bucket.get_blob("gone") is None
+    with pytest.raises(exceptions.NotFound):
+        bucket.blob("gone").delete()
+    with pytest.raises(exceptions.NotFound):
+        bucket.blob("gone").download_as_bytes()
+
+
+def test_ranged_listing_by_prefix_offsets_and_pages(client, bucket):
+    names = [f"runs/p/l/w/2024-01-0{day}T00:00:00.000000Z/d/00000{n}" for day in range(1, 6) for n in (1, 2)]
+    for name in reversed(names):
+        bucket.blob(name).upload_from_string(b"{}")
+    bucket.blob("runs/p/l/other/x").upload_from_string(b"{}")
+    everything = [b.name for b in client.list_blobs(BUCKET, prefix="runs/p/l/w/", page_size=3)]
+    assert everything == sorted(names)
+    window = [b.name for b in client.list_blobs(BUCKET, prefix="runs/p/l/w/",
+                                                start_offset="runs/p/l/w/2024-01-02",
+                                                end_offset="runs/p/l/w/2024-01-04")]
+    assert window == sorted(names)[2:6]
+    pages = client.list_blobs(BUCKET, prefix="runs/p/l/w/", max_results=4, page_size=2).pages
+    assert [[b.name for b in page] for page in pages] == [sorted(names)[0:2], sorted(names)[2:4]]
+    assert list(client.list_blobs(BUCKET, prefix="nothing/")) == []
+
+
+def test_media_upload_and_the_download_path(server, bucket):
+    answer = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o",
+                           params={"uploadType": "media", "name": "a/b c", "ifGenerationMatch": "0"},
+                           data=b"media bytes", headers={"Content-Type": "text/plain"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["name"], answer.json()["size"], answer.json()["contentType"]) == ("a/b c", "11", "text/plain")
+    again = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o",
+                          params={"uploadType": "media", "name": "a/b c", "ifGenerationMatch": "0"},
+                          data=b"second", timeout=10)
+    assert again.status_code == 412
+    assert again.json()["error"]["errors"][0]["reason"] == "conditionNotMet"
+    assert bucket.blob("a/b c").download_as_bytes() == b"media bytes"
+
+
+def test_concurrent_claims_of_one_name_have_exactly_one_winner(client, bucket):
+    for trial in range(5):
+        name, winners, barrier = f"race/{trial}", [], threading.Barrier(10)
+
+        def claim(worker: int) -> None:
+            barrier.wait()
+            try:
+                bucket.blob(name).upload_from_string(str(worker).encode(), if_generation_match=0)
+                winners.append(worker)
+            except exceptions.PreconditionFailed:
+                pass
+
+        threads = [threading.Thread(target=claim, args=(worker,)) for worker in range(10)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(winners) == 1
+        assert bucket.blob(name).download_as_bytes() == str(winners[0]).encode()
+
+
+def test_state_survives_a_restart(tmp_path, monkeypatch):
+    first = storage.start(tmp_path)
+    storage.create_bucket(first.url, BUCKET, "p")
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", first.url)
+    written = gcs.Client(project="p").bucket(BUCKET).blob("kept")
+    written.upload_from_string(b"x")
+    first.stop()
+    second = storage.start(tmp_path)
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", second.url)
+        kept = gcs.Client(project="p").bucket(BUCKET).get_blob("kept")
+        assert kept.generation == written.generation
+        again = gcs.Client(project="p").bucket(BUCKET).blob("kept")
+        again.upload_from_string(b"y")
+        assert again.generation > written.generation
+    finally:
+        second.stop()
+
+
+@pytest.mark.parametrize("params", [{"ifGenerationMatch": "x"}, {"maxResults": "0"}, {"unknown": "1"},
+                                    {"pageToken": "%%%"}])
+def test_bad_parameters_are_400_in_googles_shape(server, bucket, params):
+    answer = requests.get(f"{server.url}/storage/v1/b/{BUCKET}/o", params=params, timeout=10)
+    assert answer.status_code == 400
+    assert set(answer.json()["error"]) >= {"code", "message", "errors"}
+
+
+@pytest.mark.skipif(not DISCOVERY.exists(), reason="../shared/google-apis is absent")
+def test_resources_and_parameters_use_the_discovery_documents_names(server, bucket):
+    discovery = json.loads(DISCOVERY.read_text())
+    blob = bucket.blob("named")
+    blob.metadata = {"k": "v"}
+    blob.upload_from_string(b"x")
+    resource = requests.get(f"{server.url}/storage/v1/b/{BUCKET}/o/named", timeout=10).json()
+    assert set(resource) <= set(discovery["schemas"]["Object"]["properties"])
+    for field in ("name", "bucket", "generation", "metageneration", "size", "timeCreated", "updated", "metadata"):
+        assert field in resource
+    assert all(isinstance(resource[f], str) for f in ("generation", "metageneration", "size"))  # int64 as string
+    listing = requests.get(f"{server.url}/storage/v1/b/{BUCKET}/o", timeout=10).json()
+    assert set(listing) <= set(discovery["schemas"]["Objects"]["properties"])
+    bucket_resource = requests.get(f"{server.url}/storage/v1/b/{BUCKET}", timeout=10).json()
+    assert set(bucket_resource) <= set(discovery["schemas"]["Bucket"]["properties"])
+    methods = discovery["resources"]["objects"]["methods"]
+    for method, served in (("list", storage.LIST_PARAMETERS), ("insert", storage.INSERT_PARAMETERS)):
+        assert served <= set(methods[method]["parameters"])
+    assert storage.CONDITIONS <= set(methods["patch"]["parameters"])
