@@ -233,15 +233,12 @@ def expected_digest(workflow: str, label: str, argument: dict) -> str:
 
 # --- what Google receives -------------------------------------------------------------------
 
-def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, workflows):
+def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, workflows, storage_server):
     response = proxy.post(URL_PATH + "?timezone=Europe/Stockholm", {"b": 1, "a": "x"},
                           scheduler_headers("2019-10-12T07:20:50.52Z", job="projects/my-project/locations/europe-west1/jobs/Daily.Report"))
     assert response.status_code == 200, response.text
     digest = expected_digest(WORKFLOW, "2019-10-12t07-20-50-520z", {"a": "x", "b": 1})
-    lookup, create = workflows.calls
-    assert (lookup.method, lookup.path) == ("GET", URL_PATH)
-    assert lookup.query == {"filter": [f'labels.run_digest="{digest}"'], "orderBy": ["createTime desc"],
-                            "pageSize": ["1"], "view": ["FULL"]}
+    (create,) = workflows.calls  # a new run: the ledger's claim decides, no lookup in Workflows
     assert (create.method, create.path, create.authorization) == ("POST", URL_PATH, "Bearer localcloud")
     assert isinstance(create.body["argument"], str)
     assert json.loads(create.body["argument"]) == {"b": 1, "a": "x", "scheduleTime": "2019-10-12T09:20:50.52+02:00"}
@@ -250,6 +247,16 @@ def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, w
     execution = response.json()
     assert execution["started"] is True
     assert execution == {**workflows.executions[0], "started": True}
+    # docs/ledger.md: one object per attempt, its name, content and metadata
+    (attempt,) = ledger_objects(storage_server)
+    assert attempt["name"] == f"runs/my-project/europe-west1/daily_report/2019-10-12T07:20:50.520000Z/{digest}/000001"
+    _, content = storage_server.buckets.get(RUNS_BUCKET, attempt["name"], Preconditions())
+    assert json.loads(content) == {
+        "workflow": WORKFLOW, "scheduleTime": "2019-10-12T09:20:50.52+02:00", "timezone": "Europe/Stockholm",
+        "argument": create.body["argument"], "trigger": "scheduler", "job": "daily-report", "backfill": None,
+        "attempt": 1}
+    assert {k: v for k, v in attempt["metadata"].items() if k != "claim"} == {
+        "state": "ACTIVE", "execution": execution["name"], "createTime": execution["createTime"]}
 
 
 def test_repeated_delivery_starts_exactly_one_execution(proxy, workflows):

@@ -39,6 +39,7 @@ class Run:
     reprocess: str
     labels: dict[str, str]
     content: ledger.Claim  # its attempt number is replaced per claim
+    arrival: datetime      # when the request came: a claim made after it is a concurrent twin's
     deadline: float        # time.monotonic() by which to answer
     lease: timedelta
 
@@ -49,50 +50,41 @@ class Run:
 
 def start(run: Run) -> dict:
     """The execution answered for this run: {**Execution, "started": bool}."""
+    # Most runs are new (a delivery, a backfilled time): claim attempt 1 before reading anything,
+    # and read the run's attempts only when that claim loses.
+    number, generation = 1, "0"
     while True:  # each pass ends in an answer, or reads again after a write someone else won
+        started = _claim_and_create(run, number, generation)
+        if started is not None:
+            return started
         newest = _newest(run)
-        if newest is None:
-            legacy = _legacy(run)
-            if legacy is not None and not should_start(run.reprocess, legacy.get("state")):
-                _adopt(run, legacy)
-                return {**legacy, "started": False}
+        if newest is None:  # the attempt was released after a refused create
             number, generation = 1, "0"
         elif newest.state == CLAIMED:
             if not _lease_over(run, newest):
                 answer = _await_winner(run, newest)
                 if answer is not None:
                     return answer
+                # Taken over or released meanwhile. Claiming the same number again is safe either
+                # way: it wins only if the attempt is gone, else it fails and the run is read again.
+                number, generation = newest.number, "0"
                 continue
             found = _find_execution(run, newest.number)
             if found is not None:
                 _record(run, newest, found)
+                number, generation = newest.number, "0"  # fails; the next pass judges it
                 continue
             number, generation = newest.number, newest.generation  # take the dead claim over
+        elif newest.created >= run.arrival.replace(microsecond=run.arrival.microsecond // 1000 * 1000):
+            # (timeCreated has milliseconds only.)
+            # Claimed after this request arrived: the two asked for the same start at once,
+            # and the winner's execution is the answer, whatever state it reaches meanwhile.
+            return {**_current(run, newest), "started": False}
         else:
             execution = _current(run, newest)
             if not should_start(run.reprocess, execution.get("state")):
                 return {**execution, "started": False}
             number, generation = newest.number + 1, "0"
-        started = _claim_and_create(run, number, generation)
-        if started is not None:
-            return started
-        # Lost the claim: this request and the winner's asked for the same attempt, so the
-        # winner's execution is the answer, whatever state it reaches meanwhile.
-        answer = _winner_of(run, number)
-        if answer is not None:
-            return answer
-
-
-def _winner_of(run: Run, number: int) -> dict | None:
-    """Attempt `number`'s execution once recorded (started: false); None if the attempt is gone."""
-    name = ledger.object_name(run.prefix, number)
-    resource = _retrying(lambda: storage_api.get_object(run.bucket, name, run.deadline), run)
-    attempt = Attempt.from_resource(resource) if resource else None
-    if attempt is None:
-        return None  # released after a refused create: judge again
-    if attempt.state == CLAIMED:
-        return _await_winner(run, attempt)
-    return {**_current(run, attempt), "started": False}
 
 
 def should_start(reprocess: str, newest_state) -> bool:
@@ -127,27 +119,11 @@ def _list_one(run: Run, filter_text: str) -> dict | None:
     return newest if isinstance(newest, dict) else None
 
 
-def _legacy(run: Run) -> dict | None:
-    """A run started before the ledger existed is found by its label alone."""
-    return _retrying(lambda: _list_one(run, f'labels.{scheduled_time.RUN_DIGEST_LABEL}="{run.digest}"'), run)
-
-
 def _find_execution(run: Run, number: int) -> dict | None:
     """The execution a starter created for this attempt before it could record it, if any."""
     text = (f'labels.{scheduled_time.RUN_DIGEST_LABEL}="{run.digest}" AND '
             f'labels.{ATTEMPT_LABEL}="{number}"')
     return _retrying(lambda: _list_one(run, text), run)
-
-
-def _adopt(run: Run, legacy: dict) -> None:
-    """Record a pre-ledger execution as attempt 1, so the run outlives its history; losing this
-    write to another adopter or starter is fine (412)."""
-    try:
-        _retrying(lambda: storage_api.insert_object(
-            run.bucket, ledger.object_name(run.prefix, 1), _content(run, 1), ledger.recorded(legacy),
-            run.deadline, "0"), run)
-    except PreconditionFailed:
-        pass
 
 
 def _content(run: Run, number: int) -> bytes:

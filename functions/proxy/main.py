@@ -189,8 +189,8 @@ class _Request:
                                backfill=self.backfill or None, attempt=0)
         return _Element(rendered, claims.Run(
             bucket=self.bucket, parent=self.parent, instant=instant, digest=digest,
-            reprocess=self.reprocess, labels=labels, content=content, deadline=self.deadline,
-            lease=self.lease))
+            reprocess=self.reprocess, labels=labels, content=content, arrival=self.arrival,
+            deadline=self.deadline, lease=self.lease))
 
     def _scheduled(self, body: dict) -> tuple[datetime, str]:
         if self.header_time is not None:

@@ -92,7 +92,7 @@ def patch_metadata(bucket: str, name: str, metadata: dict[str, str], deadline: f
     return _answer(send("PATCH", base_url() + _object_path(bucket, name), deadline, API,
                         params={"ifGenerationMatch": generation, "ifMetagenerationMatch": metageneration,
                                 "fields": OBJECT_FIELDS},
-                        data=json.dumps({"metadata": metadata}),
+                        data=json.dumps({"metadata": metadata}).encode(),
                         headers={"Content-Type": "application/json; charset=utf-8"}))
 
 
