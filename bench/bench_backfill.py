@@ -6,7 +6,9 @@ pays the same lookups) and the same window at every concurrency:
   - wait: WAIT_TIMES times, `wait: true`, each run sleeping RUN_SECONDS: runs that take time,
     where concurrency is what bounds the rate (and the backfill polls each run it waits for).
 The clock runs from the create of the backfill execution to its end, as `gcloud workflows run`
-sees it. A parallel step runs at most 20 iterations at once (Workflows' default concurrency
+sees it. Contention: the same start-only window at concurrency 10 by two identical backfills
+started at once, so every time is claimed twice in the run ledger and started once (target: at
+least 100 runs started per second either way, issue 9). A parallel step runs at most 20 iterations at once (Workflows' default concurrency
 limit, which localcloud applies too), so 50 workers start at most 20 runs at a time.
 """
 from __future__ import annotations
@@ -29,7 +31,8 @@ WAIT_TIMES, RUN_SECONDS = 40, 0.2
 AUTH = {"Authorization": "Bearer bench"}
 
 
-def backfill_seconds(concurrency: int, times: int, **options) -> tuple[float, dict]:
+def backfills_seconds(concurrency: int, times: int, copies: int = 1, **options) -> tuple[float, list[dict]]:
+    """`copies` identical backfills started together; seconds until the last ends, and results."""
     with tempfile.TemporaryDirectory() as state:
         stack = local_stack.start(state, api_log=lambda entry: None)
         try:
@@ -39,16 +42,32 @@ def backfill_seconds(concurrency: int, times: int, **options) -> tuple[float, di
                         "concurrency": concurrency, "pageSize": PAGE_SIZE, **options}
             parent = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/backfill"
             began = time.perf_counter()
-            name = requests.post(f"{stack.api.url}/v1/{parent}/executions", headers=AUTH, timeout=30,
-                                 json={"argument": json.dumps(argument)}).json()["name"]
-            stack.api.executions.wait(name)
+            names = [requests.post(f"{stack.api.url}/v1/{parent}/executions", headers=AUTH, timeout=30,
+                                   json={"argument": json.dumps(argument)}).json()["name"] for _ in range(copies)]
+            for name in names:
+                stack.api.executions.wait(name)
             seconds = time.perf_counter() - began
-            execution = requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=30).json()
+            executions = [requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=30).json()
+                          for name in names]
         finally:
             stack.stop()
-    if execution["state"] != "SUCCEEDED":
-        raise SystemExit(f"backfill at concurrency {concurrency} ended {execution['state']}: {execution.get('error')}")
-    return seconds, json.loads(execution["result"])
+    for execution in executions:
+        if execution["state"] != "SUCCEEDED":
+            raise SystemExit(f"backfill at concurrency {concurrency} ended {execution['state']}: {execution.get('error')}")
+    return seconds, [json.loads(execution["result"]) for execution in executions]
+
+
+def backfill_seconds(concurrency: int, times: int, **options) -> tuple[float, dict]:
+    seconds, (result,) = backfills_seconds(concurrency, times, **options)
+    return seconds, result
+
+
+def contended_rate() -> float:
+    """Runs started per second by two identical backfills at once, at concurrency 10."""
+    seconds, results = backfills_seconds(10, TIMES, copies=2)
+    if sum(r["started"] for r in results) != TIMES or any(r["failed"] for r in results):
+        raise SystemExit(f"two identical backfills: {results}")
+    return TIMES / seconds
 
 
 def rates(times: int, **options) -> list[float]:
@@ -71,6 +90,11 @@ def main() -> None:
     for concurrency, fast, slow in zip(CONCURRENCIES, start_only, waiting):
         print(f"{concurrency:>11} | {fast:>10.1f} {fast / start_only[0]:>5.1f}x | "
               f"{slow:>6.1f} {slow / waiting[0]:>5.1f}x")
+    alone = start_only[CONCURRENCIES.index(10)]
+    contended = contended_rate()
+    print(f"run ledger contention at concurrency 10, start only ({TIMES} times; runs started per second):")
+    print(f"  one backfill {alone:.1f}   two identical at once {contended:.1f}   ratio {contended / alone:.2f}x   "
+          f"target: >= 100/s -> {'met' if min(alone, contended) >= 100 else 'NOT met'}")
 
 
 if __name__ == "__main__":
