@@ -35,7 +35,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from .buckets import Buckets, Preconditions, StorageError, invalid
-from .google_http import ApiError, GoogleJSONHandler, query_params, unknown_url
+from .google_http import ApiError, GoogleJSONHandler, loads_json, query_params, unknown_url
 
 _BUCKETS = re.compile(r"/storage/v1/b")
 _BUCKET = re.compile(r"/storage/v1/b/([^/]+)")
@@ -70,8 +70,10 @@ class StorageHandler(GoogleJSONHandler):
     def handle_api(self, method: str) -> None:
         url = urlsplit(self.path)
         fault = self.server.take_fault(method, url.path)
+        self.body, self.body_read = b"", False
         try:
-            self.body = self.read_body()  # read whatever the answer, or the connection desyncs
+            self.body = self.read_body()  # whatever the answer, so no unread bytes desync the connection
+            self.body_read = True
             if fault is not None:
                 raise StorageError(fault.code, f"injected fault {fault.code}", "UNAVAILABLE", "backendError")
             code, body = self.route(method, url)
@@ -90,6 +92,8 @@ class StorageHandler(GoogleJSONHandler):
             self.end_headers()
         else:
             self.send_json(code, body)
+        if not self.body_read:  # refused before its body was read whole: drop the rest, keep the answer
+            self.linger()
 
     def do_PUT(self) -> None:
         self.handle_api("PUT")
@@ -106,17 +110,11 @@ class StorageHandler(GoogleJSONHandler):
         self.end_headers()
         self.wfile.write(media.data)
 
-    def read_body(self) -> bytes:
-        length = self.headers.get("Content-Length") or "0"
-        if not length.isdigit():
-            raise invalid("Content-Length must be a number")
-        return self.rfile.read(int(length)) if int(length) else b""
-
     def read_json(self) -> Any:
         if not self.body.strip():
             return {}
         try:
-            return json.loads(self.body)
+            return loads_json(self.body.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as error:
             raise invalid(f"Invalid JSON payload received. {error}") from None
 
