@@ -31,7 +31,7 @@ from .context import LOCAL_TOKEN
 
 DEFAULT_STATE = ".localcloud/state"
 GCLOUD_CONFIGURATION = "localcloud"
-SERVERS = ("api", "range", "proxy", "scheduler")
+SERVERS = ("api", "range", "proxy", "scheduler", "storage")
 
 
 def add_parser(commands: Any) -> None:
@@ -39,12 +39,12 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--workflows", required=True, help="folder of WORKFLOW.yaml files")
     up.add_argument("--jobs", help="Cloud Scheduler jobs file (YAML or JSON); `{proxy}` in a uri is the proxy's URL")
     up.add_argument("--state", default=DEFAULT_STATE, help=f"state folder (default: {DEFAULT_STATE})")
-    up.add_argument("--port", type=int, help="the API's port; the range function, proxy and scheduler "
-                                             "take the next three (default: chosen once, kept in the state folder)")
+    up.add_argument("--port", type=int, help="the API's port; the range function, proxy, scheduler and "
+                                             "storage take the next four (default: chosen once, kept in the state folder)")
 
 
 def stable_ports(state: Path, first: int | None) -> local_stack.Ports:
-    """--port N gives N..N+3; otherwise the ports saved last time; otherwise free ones, saved."""
+    """--port N gives N..N+4; otherwise the ports saved last time; otherwise free ones, saved."""
     saved = state / "ports.json"
     if first is not None:
         ports = local_stack.Ports(*(first + offset for offset in range(len(SERVERS))))
@@ -73,6 +73,7 @@ def endpoints(stack: local_stack.Stack) -> dict[str, Any]:
     """STATE/endpoints.json, as docs/localcloud.md describes it."""
     return {"project": local_stack.PROJECT, "location": local_stack.LOCATION, "api": stack.api.url,
             "range": stack.range_url, "proxy": stack.proxy_url, "scheduler": stack.scheduler.url,
+            "storage": stack.storage.url, "bucket": local_stack.RUNS_BUCKET,
             "backfillWorkflow": "backfill", "token": LOCAL_TOKEN}
 
 
