@@ -5,6 +5,7 @@ functions-framework); the code lives in localcloud.stack, which the local stack 
 `load_module` reads one module of a function in process instead, for tests that need no server.
 """
 import importlib.util
+import sys
 from types import ModuleType
 
 from localcloud.stack import ROOT, free_port, serve_function, wait_for_port  # noqa: F401
@@ -17,5 +18,6 @@ def load_module(function: str, name: str) -> ModuleType:
     alone and are not a package, and two of them may each have a module of the same name."""
     spec = importlib.util.spec_from_file_location(f"{function}_{name}", FUNCTIONS / function / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as importlib's own recipe does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
