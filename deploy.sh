@@ -1,52 +1,87 @@
 #!/usr/bin/env bash
-# Deploys workflows-runner to a Google Cloud project with gcloud, and schedules workflows
-# through its proxy. Safe to run again: it looks before it creates and skips what exists.
-# Written for bash 3.2+ (macOS) as well as Cloud Shell and Cloud Build. See --help.
+# Deploys workflows-runner to a Google Cloud project with gcloud, schedules workflows through its
+# proxy, migrates existing Scheduler jobs to it, and tears it all down again. Safe to run again:
+# it looks before it creates or deletes and skips what is already done.
+# Written for bash 3.2+ (macOS) as well as Cloud Shell and Cloud Build. See --help and docs/deploy.md.
 set -euo pipefail
 
 usage() {
   cat <<'EOF'
 Usage:
-  ./deploy.sh [--project P] --region R [--prefix NAME] [--allowed-workflows LIST] [--dry-run]
-  ./deploy.sh schedule WORKFLOW --schedule CRON --time-zone TZ [--body JSON]
-              [--project P] --region R [--prefix NAME] [--dry-run]
+  ./deploy.sh [deploy] [--project P] --region R [--prefix NAME] [--allowed-workflows LIST]
+              [--operators LIST] [--build-service-account EMAIL] [--dry-run]
+  ./deploy.sh schedule WORKFLOW [--job NAME] --schedule CRON --time-zone TZ [--body JSON]
+              [--catch-up DURATION] [--project P] --region R [--prefix NAME] [--dry-run]
+  ./deploy.sh unschedule NAME [--project P] --region R [--prefix NAME] [--dry-run]
+  ./deploy.sh jobs [--project P] --region R [--prefix NAME]
+  ./deploy.sh migrate JOB [--project P] --region R [--prefix NAME] [--dry-run]
+  ./deploy.sh destroy [--delete-runs] [--project P] --region R [--prefix NAME] [--dry-run]
 
-Deploy (the first form) enables the APIs, creates the service accounts and their roles,
-deploys the range and proxy functions (2nd gen, private) and the backfill workflow.
-
-schedule creates or updates the Cloud Scheduler job PREFIX-WORKFLOW that starts WORKFLOW
-through the proxy, so that each run receives its scheduled time. WORKFLOW is a workflow name
-in the same project and region, or projects/P/locations/L/workflows/W.
+deploy      enables the APIs, creates the service accounts and their roles, the runs bucket
+            PROJECT-PREFIX-runs, the range and proxy functions (2nd gen, private) and the
+            backfill workflow.
+schedule    creates or updates the Cloud Scheduler job PREFIX-NAME that starts WORKFLOW through
+            the proxy, so that each run receives its scheduled time. WORKFLOW is a workflow id in
+            the same project and region, or projects/P/locations/L/workflows/W. A workflow may
+            have many jobs, each with its own NAME, body, schedule and zone.
+            --catch-up P7D also keeps the daily job PREFIX-NAME-catch-up, which starts a backfill
+            of the last 7 days with reprocess none: missed times run without anyone asking.
+unschedule  deletes the job PREFIX-NAME and its catch-up job.
+jobs        lists the jobs that start workflows through the proxy, with their next run.
+migrate     points an existing Scheduler job that calls the Workflows Executions API at the
+            proxy instead, keeping its schedule, zone, retry settings and body.
+destroy     removes what deploy created: jobs, workflow, functions, bindings, then the service
+            accounts. The runs bucket stays unless --delete-runs.
 
 Options:
   --project P              Google Cloud project (default: gcloud config get-value project)
-  --region R               region of the functions, workflow and jobs, e.g. europe-west1
+  --region R               region of the functions, workflow, bucket and jobs, e.g. europe-west1
   --prefix NAME            prefix of every resource name (default: workflows-runner;
                            lowercase letters, digits and hyphens, at most 20 characters)
   --allowed-workflows LIST workflows the proxy may start: comma-separated
                            project/location/workflow, '*' per segment (default: P/R/*)
+  --operators LIST         principals who may read the run ledger (wfr status), e.g.
+                           user:ana@example.com,group:ops@example.com
+  --build-service-account EMAIL
+                           the service account Cloud Build uses to build the functions
+                           (default: PREFIX-build, created with roles/cloudbuild.builds.builder)
+  --job NAME               name of the job, unique per region (default: the workflow id)
   --schedule CRON          unix-cron schedule of the job, e.g. '0 1 * * *'
   --time-zone TZ           IANA time zone of the schedule and of the scheduled times
                            the workflow receives, e.g. Europe/Stockholm
   --body JSON              the workflow's argument, a JSON object (default: {})
-  --dry-run                print the gcloud commands that would change something, run
-                           only read-only lookups
+  --catch-up DURATION      ISO 8601 duration (weeks, days, hours, minutes, seconds), e.g. P7D
+  --delete-runs            destroy the runs bucket (the run ledger) too
+  --dry-run                print the gcloud commands that would change something; run only
+                           read-only lookups, or none at all without a gcloud login
   -h, --help               show this help
 EOF
 }
 
 readonly RUNTIME=python312
-readonly APIS="cloudresourcemanager.googleapis.com iam.googleapis.com cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com workflows.googleapis.com workflowexecutions.googleapis.com cloudscheduler.googleapis.com logging.googleapis.com"
+readonly APIS="cloudresourcemanager.googleapis.com iam.googleapis.com cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com workflows.googleapis.com workflowexecutions.googleapis.com cloudscheduler.googleapis.com logging.googleapis.com storage.googleapis.com"
 # Scheduler retries are safe: the proxy starts one execution per scheduled time.
 readonly JOB_RETRY_FLAGS="--attempt-deadline=180s --max-retry-attempts=5 --min-backoff=30s --max-backoff=600s"
+# The catch-up job's own schedule, in the job's zone: once a day, off the hour most jobs use.
+readonly CATCH_UP_SCHEDULE="17 3 * * *"
+readonly EXECUTIONS_API=https://workflowexecutions.googleapis.com
 # New service accounts can take a minute to be usable in IAM policies.
 readonly RETRY_SECONDS=${DEPLOY_RETRY_SECONDS:-10}
+# Google's naming rules, the same as the proxy's _PATH (functions/proxy/main.py), checked on one
+# shared table by tests/test_names.py: project ids (optionally domain-scoped), locations, workflows.
+readonly PROJECT_ID_RE='([a-z][a-z0-9-]*(\.[a-z0-9-]+)+:)?[a-z][a-z0-9-]{4,28}[a-z0-9]'
+readonly LOCATION_RE='[a-z][a-z0-9-]{0,61}[a-z0-9]'
+readonly WORKFLOW_RE='[A-Za-z]([A-Za-z0-9_-]{0,62}[A-Za-z0-9])?'
+# The same rule as backfill.yaml's `lookback`: no years or months, whose length varies.
+readonly DURATION_RE='P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?'
 
-COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" DRY_RUN=0
-WORKFLOW="" SCHEDULE="" TIME_ZONE="" BODY="{}"
+COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" OPERATORS="" BUILD_SA=""
+TARGET="" JOB="" SCHEDULE="" TIME_ZONE="" BODY="{}" CATCH_UP="" DELETE_RUNS=0
+DRY_RUN=0 OFFLINE=0 ASSUME_PRESENT=0 ACCOUNT=""
 
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
 say() { printf '%s\n' "$*"; }
+warn() { printf 'warning: %s\n' "$*" >&2; }
 
 # The words of a command as a shell would need them, single-quoted where necessary.
 quoted() {
@@ -68,10 +103,19 @@ run() {
   gcloud "$@"
 }
 
-# A read-only gcloud call: runs even with --dry-run, its errors mean "not there".
+# A read-only gcloud call: runs even with --dry-run, its errors mean "not there". Without a
+# login (OFFLINE) nothing is looked up at all.
 lookup() {
+  ((OFFLINE)) && return 1
   if ((DRY_RUN)); then say "[dry-run, read-only, runs] $(quoted gcloud "$@")" >&2; fi
   gcloud "$@" 2>/dev/null
+}
+
+# Whether a describe finds the resource. Offline, deploy plans for a fresh project and destroy
+# for a complete deployment.
+exists() {
+  if ((OFFLINE)); then ((ASSUME_PRESENT)); return; fi
+  lookup "$@" >/dev/null
 }
 
 retry() {
@@ -85,7 +129,7 @@ retry() {
 }
 
 parse_args() {
-  if [[ ${1:-} == schedule ]]; then COMMAND=schedule; shift; fi
+  case ${1:-} in deploy | schedule | unschedule | jobs | migrate | destroy) COMMAND=$1; shift ;; esac
   local arg value
   while (($#)); do
     arg=$1; shift
@@ -93,7 +137,9 @@ parse_args() {
     case $arg in
       -h | --help) usage; exit 0 ;;
       --dry-run) DRY_RUN=1 ;;
-      --project | --region | --prefix | --allowed-workflows | --schedule | --time-zone | --body)
+      --delete-runs) only_for destroy "$arg"; DELETE_RUNS=1 ;;
+      --project | --region | --prefix | --allowed-workflows | --operators | --build-service-account | \
+        --job | --schedule | --time-zone | --body | --catch-up)
         (($#)) || die "$arg needs a value (see --help)"
         value=$1; shift
         case $arg in
@@ -101,15 +147,19 @@ parse_args() {
           --region) REGION=$value ;;
           --prefix) PREFIX=$value ;;
           --allowed-workflows) only_for deploy "$arg"; ALLOWED=$value ;;
+          --operators) only_for deploy "$arg"; OPERATORS=$value ;;
+          --build-service-account) only_for deploy "$arg"; BUILD_SA=$value ;;
+          --job) only_for schedule "$arg"; JOB=$value ;;
           --schedule) only_for schedule "$arg"; SCHEDULE=$value ;;
           --time-zone) only_for schedule "$arg"; TIME_ZONE=$value ;;
           --body) only_for schedule "$arg"; BODY=$value ;;
+          --catch-up) only_for schedule "$arg"; CATCH_UP=$value ;;
         esac ;;
       -*) die "unknown option: $arg (see --help)" ;;
       *)
-        [[ $COMMAND == schedule && -z $WORKFLOW ]] ||
-          die "unexpected argument: $arg (schedule comes first: ./deploy.sh schedule WORKFLOW ...)"
-        WORKFLOW=$arg ;;
+        [[ $COMMAND =~ ^(schedule|unschedule|migrate)$ && -z $TARGET ]] ||
+          die "unexpected argument: $arg (the command comes first, e.g. ./deploy.sh schedule WORKFLOW ...)"
+        TARGET=$arg ;;
     esac
   done
 }
@@ -126,38 +176,87 @@ check_inputs() {
   # Service account ids are 6-30 characters and the longest is PREFIX-scheduler.
   ((${#PREFIX} <= 20)) ||
     die "prefix '$PREFIX' is too long: service account id '$PREFIX-scheduler' would exceed 30 characters; use at most 20"
-  if [[ $COMMAND == schedule ]]; then
-    [[ -n $WORKFLOW ]] || die "schedule needs a WORKFLOW (see --help)"
-    [[ -n $SCHEDULE ]] || die "schedule needs --schedule CRON, e.g. --schedule '0 1 * * *'"
-    [[ -n $TIME_ZONE ]] || die "schedule needs --time-zone TZ, e.g. --time-zone Etc/UTC"
-    [[ $TIME_ZONE =~ ^[A-Za-z0-9_+/-]+$ ]] || die "invalid time zone: $TIME_ZONE"
-    [[ $BODY =~ ^[[:space:]]*\{.*\}[[:space:]]*$ ]] || die "--body must be a JSON object, e.g. '{\"table\": \"sales\"}'"
-  else
-    local need
-    for need in functions/range/main.py functions/proxy/main.py workflows/backfill.yaml; do
-      [[ -f $need ]] || die "$need is missing: run deploy.sh from a complete checkout"
-    done
-  fi
+  case $COMMAND in
+    deploy) check_deploy_inputs ;;
+    schedule) check_schedule_inputs ;;
+    unschedule | migrate)
+      [[ -n $TARGET ]] || die "$COMMAND needs a job NAME (see --help)"
+      # Scheduler job ids: letters, digits, hyphens and underscores (job.proto).
+      [[ $TARGET =~ ^[A-Za-z0-9_-]{1,400}$ ]] || die "invalid job name: $TARGET" ;;
+  esac
 }
 
+check_deploy_inputs() {
+  local need segment='[^/,;[:space:]]+' entry member='(user|group|serviceAccount|domain):[^,[:space:]]+'
+  for need in functions/range/main.py functions/proxy/main.py workflows/backfill.yaml; do
+    [[ -f $need ]] || die "$need is missing: run deploy.sh from a complete checkout"
+  done
+  entry="$segment/$segment/$segment"
+  [[ -z $ALLOWED || $ALLOWED =~ ^$entry(,$entry)*$ ]] ||
+    die "invalid --allowed-workflows '$ALLOWED': comma-separated project/location/workflow, '*' per segment"
+  [[ -z $OPERATORS || $OPERATORS =~ ^$member(,$member)*$ ]] ||
+    die "invalid --operators '$OPERATORS': comma-separated principals such as user:ana@example.com or group:ops@example.com"
+  [[ -z $BUILD_SA || $BUILD_SA =~ ^[a-z0-9-]+@[a-z0-9.-]+\.gserviceaccount\.com$ ]] ||
+    die "invalid --build-service-account '$BUILD_SA': a service account email"
+}
+
+check_schedule_inputs() {
+  [[ -n $TARGET ]] || die "schedule needs a WORKFLOW (see --help)"
+  [[ $TARGET =~ ^$WORKFLOW_RE$ || $TARGET =~ ^projects/$PROJECT_ID_RE/locations/$LOCATION_RE/workflows/$WORKFLOW_RE$ ]] ||
+    die "invalid workflow name: $TARGET (a letter, then up to 63 letters, digits, '_' or '-', ending in a letter or digit; or projects/P/locations/L/workflows/W)"
+  JOB=${JOB:-${TARGET##*/}}
+  [[ $JOB =~ ^[A-Za-z0-9_-]{1,100}$ ]] || die "invalid job name: $JOB (letters, digits, '_' and '-')"
+  [[ -n $SCHEDULE ]] || die "schedule needs --schedule CRON, e.g. --schedule '0 1 * * *'"
+  local cron_chars='^[A-Za-z0-9*/,?#[:space:]-]+$' # nothing that needs quoting in JSON
+  [[ $SCHEDULE =~ $cron_chars ]] || die "invalid --schedule: $SCHEDULE"
+  [[ -n $TIME_ZONE ]] || die "schedule needs --time-zone TZ, e.g. --time-zone Etc/UTC"
+  [[ $TIME_ZONE =~ ^[A-Za-z0-9_+/-]+$ ]] || die "invalid time zone: $TIME_ZONE"
+  [[ $BODY =~ ^[[:space:]]*\{.*\}[[:space:]]*$ ]] || die "--body must be a JSON object, e.g. '{\"table\": \"sales\"}'"
+  [[ -z $CATCH_UP || ($CATCH_UP =~ ^$DURATION_RE$ && $CATCH_UP =~ [0-9] && $CATCH_UP != *T) ]] ||
+    die "invalid --catch-up '$CATCH_UP': an ISO 8601 duration in weeks, days, hours, minutes or seconds, e.g. P7D or PT36H"
+}
+
+# Without a login (or without gcloud) only a dry run can go on: it prints the plan as if the
+# project were fresh (destroy: as if everything existed), looking nothing up.
 preflight() {
-  command -v gcloud >/dev/null 2>&1 ||
+  local have_gcloud=1
+  command -v gcloud >/dev/null 2>&1 || have_gcloud=0
+  ((have_gcloud || DRY_RUN)) ||
     die "gcloud not found on PATH: install the Google Cloud CLI (https://cloud.google.com/sdk/docs/install)"
-  ACCOUNT=$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null) || ACCOUNT=""
-  [[ -n $ACCOUNT ]] || die "gcloud is not logged in: run 'gcloud auth login' (or use a service account)"
-  if [[ -z $PROJECT ]]; then
+  if ((have_gcloud)); then
+    ACCOUNT=$(gcloud auth list --filter=status:ACTIVE --format='value(account)' 2>/dev/null) || ACCOUNT=""
+  fi
+  if [[ -z $ACCOUNT ]]; then
+    ((DRY_RUN)) || die "gcloud is not logged in: run 'gcloud auth login' (or use a service account)"
+    OFFLINE=1
+    [[ $COMMAND == destroy ]] && ASSUME_PRESENT=1
+  fi
+  if [[ -z $PROJECT ]] && ((have_gcloud)); then
     PROJECT=$(gcloud config get-value project 2>/dev/null) || PROJECT=""
   fi
-  [[ -n $PROJECT ]] || die "no project: pass --project P or run 'gcloud config set project P'"
+  if [[ -z $PROJECT ]]; then
+    ((DRY_RUN)) || die "no project: pass --project P or run 'gcloud config set project P'"
+    PROJECT=PROJECT_ID
+  fi
+  if ((OFFLINE)); then
+    local plan="a fresh project"
+    ((ASSUME_PRESENT)) && plan="a project where everything deploy.sh creates exists"
+    say "Dry run without a gcloud login: nothing is looked up; this is the plan for $plan."
+    [[ $PROJECT != PROJECT_ID ]] || say "No project given: PROJECT_ID stands for it (pass --project P)."
+  fi
 }
 
 set_names() {
   SA_RANGE=$PREFIX-range SA_PROXY=$PREFIX-proxy SA_SCHEDULER=$PREFIX-scheduler SA_BACKFILL=$PREFIX-backfill
-  FN_RANGE=$PREFIX-range FN_PROXY=$PREFIX-proxy WF_BACKFILL=$PREFIX-backfill
+  SA_BUILD=$PREFIX-build FN_RANGE=$PREFIX-range FN_PROXY=$PREFIX-proxy WF_BACKFILL=$PREFIX-backfill
+  BUCKET=$PROJECT-$PREFIX-runs
+  # Custom role ids allow letters, digits, '_' and '.', not '-'.
+  READER_ROLE_ID=${PREFIX//-/_}_executionReader
 }
 
 email() { printf '%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT"; }
 member() { printf 'serviceAccount:%s' "$(email "$1")"; }
+build_email() { if [[ -n $BUILD_SA ]]; then printf '%s' "$BUILD_SA"; else email "$SA_BUILD"; fi; }
 
 enable_apis() {
   local enabled missing="" api
@@ -172,28 +271,53 @@ enable_apis() {
 }
 
 ensure_service_account() {
-  if lookup iam service-accounts describe "$(email "$1")" --project="$PROJECT" --format='value(email)' >/dev/null; then
+  if exists iam service-accounts describe "$(email "$1")" --project="$PROJECT" --format='value(email)'; then
     say "= service account $(email "$1") exists"
   else
     run iam service-accounts create "$1" --project="$PROJECT" --display-name="$2"
   fi
 }
 
-# policy_has ROLE MEMBER GET-IAM-POLICY-COMMAND...
+# policy_has ROLE MEMBER GET-IAM-POLICY-COMMAND...: an exact match on the flattened bindings.
+# A --filter with '=' is a pattern match that gcloud says will turn into word matching, under
+# which deleted:serviceAccount:x?uid=1 would count as serviceAccount:x.
 policy_has() {
-  local role=$1 who=$2 found
+  local role=$1 who=$2 rows tab=$'\t' nl=$'\n'
   shift 2
-  found=$(lookup "$@" --flatten='bindings[].members' \
-    --filter="bindings.role=$role AND bindings.members=$who" --format='value(bindings.role)') || return 1
-  [[ -n $found ]]
+  if ((OFFLINE)); then ((ASSUME_PRESENT)); return; fi
+  rows=$(lookup "$@" --flatten='bindings[].members' --format='value(bindings.role,bindings.members)') || return 1
+  [[ $nl$rows$nl == *"$nl$role$tab$who$nl"* ]]
 }
 
-grant_project_role() {
-  if policy_has "$2" "$(member "$1")" projects get-iam-policy "$PROJECT"; then
-    say "= $1 has $2 on the project"
+grant_project_role() { # SA ROLE [PROJECT]
+  local project=${3:-$PROJECT}
+  if policy_has "$2" "$(member "$1")" projects get-iam-policy "$project"; then
+    say "= $1 has $2 on $project"
   else
-    retry run projects add-iam-policy-binding "$PROJECT" --member="$(member "$1")" --role="$2" \
+    retry run projects add-iam-policy-binding "$project" --member="$(member "$1")" --role="$2" \
       --condition=None --format=none
+  fi
+}
+
+revoke_project_role() { # SA ROLE [PROJECT]; silent when not granted
+  local project=${3:-$PROJECT}
+  if policy_has "$2" "$(member "$1")" projects get-iam-policy "$project"; then
+    run projects remove-iam-policy-binding "$project" --member="$(member "$1")" --role="$2" \
+      --condition=None --format=none
+  fi
+}
+
+grant_bucket_role() { # MEMBER ROLE
+  if policy_has "$2" "$1" storage buckets get-iam-policy "gs://$BUCKET"; then
+    say "= $1 has $2 on gs://$BUCKET"
+  else
+    retry run storage buckets add-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" --format=none
+  fi
+}
+
+revoke_bucket_role() { # MEMBER ROLE
+  if policy_has "$2" "$1" storage buckets get-iam-policy "gs://$BUCKET"; then
+    run storage buckets remove-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" --format=none
   fi
 }
 
@@ -216,36 +340,95 @@ function_url() {
   printf '%s' "$url"
 }
 
-deploy_function() { # NAME SOURCE ENTRY-POINT SERVICE-ACCOUNT FLAG...
-  run functions deploy "$1" --gen2 --region="$REGION" --project="$PROJECT" --runtime="$RUNTIME" \
-    --source="$2" --entry-point="$3" --trigger-http --no-allow-unauthenticated \
-    --service-account="$(email "$4")" "${@:5}" --quiet
+# The projects named in ALLOWED other than PROJECT, one per line ('*' cannot be granted on).
+other_projects() {
+  local entries entry project seen=" $PROJECT "
+  IFS=, read -r -a entries <<<"$ALLOWED"
+  for entry in ${entries[@]+"${entries[@]}"}; do
+    project=${entry%%/*}
+    [[ $project == "*" || $seen == *" $project "* ]] && continue
+    seen="$seen$project "
+    printf '%s\n' "$project"
+  done
 }
 
-deploy() {
+# Whether ALLOWED lets the proxy start PROJECT/REGION/WORKFLOW ('*' matches a whole segment).
+allowed() {
+  local entries entry p l w
+  IFS=, read -r -a entries <<<"$ALLOWED"
+  for entry in ${entries[@]+"${entries[@]}"}; do
+    IFS=/ read -r p l w <<<"$entry"
+    [[ ($p == "*" || $p == "$PROJECT") && ($l == "*" || $l == "$REGION") && ($w == "*" || $w == "$1") ]] && return 0
+  done
+  return 1
+}
+
+ensure_reader_role() { # PROJECT
+  if exists iam roles describe "$READER_ROLE_ID" --project="$1" --format='value(name)'; then
+    say "= role projects/$1/roles/$READER_ROLE_ID exists"
+  else
+    run iam roles create "$READER_ROLE_ID" --project="$1" --title="workflows-runner execution reader" \
+      --description="Read one execution's state, nothing else: the backfill waits on runs with it" \
+      --permissions=workflows.executions.get --stage=GA --format=none
+  fi
+}
+
+ensure_bucket() {
+  if exists storage buckets describe "gs://$BUCKET" --format='value(name)'; then
+    say "= bucket gs://$BUCKET exists"
+  else
+    run storage buckets create "gs://$BUCKET" --project="$PROJECT" --location="$REGION" \
+      --uniform-bucket-level-access --public-access-prevention
+  fi
+}
+
+deploy_function() { # NAME SOURCE ENTRY-POINT SERVICE-ACCOUNT FLAG...
+  # --build-service-account: projects created since mid-2024 may build with the Compute Engine
+  # default account, which may lack roles/cloudbuild.builds.builder, and gcloud only says so in
+  # a prompt that --quiet suppresses. https://cloud.google.com/functions/docs/securing/build-custom-sa
+  run functions deploy "$1" --gen2 --region="$REGION" --project="$PROJECT" --runtime="$RUNTIME" \
+    --source="$2" --entry-point="$3" --trigger-http --no-allow-unauthenticated \
+    --service-account="$(email "$4")" \
+    --build-service-account="projects/$PROJECT/serviceAccounts/$(build_email)" "${@:5}" --quiet
+}
+
+cmd_deploy() {
   ALLOWED=${ALLOWED:-$PROJECT/$REGION/*}
-  local segment='[^/,;[:space:]]+' entry
-  entry="$segment/$segment/$segment"
-  [[ $ALLOWED =~ ^$entry(,$entry)*$ ]] ||
-    die "invalid --allowed-workflows '$ALLOWED': comma-separated project/location/workflow, '*' per segment"
-  say "Deploying workflows-runner to project $PROJECT, region $REGION, prefix $PREFIX (as $ACCOUNT)"
+  # Catch-up jobs start the backfill through the proxy, so the proxy must be allowed to.
+  allowed "$WF_BACKFILL" || ALLOWED="$ALLOWED,$PROJECT/$REGION/$WF_BACKFILL"
+  say "Deploying workflows-runner to project $PROJECT, region $REGION, prefix $PREFIX${ACCOUNT:+ (as $ACCOUNT)}"
   enable_apis
   ensure_service_account "$SA_RANGE" "workflows-runner range function"
   ensure_service_account "$SA_PROXY" "workflows-runner proxy function"
   ensure_service_account "$SA_SCHEDULER" "workflows-runner Cloud Scheduler jobs"
   ensure_service_account "$SA_BACKFILL" "workflows-runner backfill workflow"
+  [[ -n $BUILD_SA ]] || ensure_service_account "$SA_BUILD" "workflows-runner function builds"
   # Workflows roles can only be granted on the project.
   grant_project_role "$SA_PROXY" roles/workflows.invoker
-  # The backfill waits on runs (executions.get) and, near the step limit, starts its own
-  # continuation (README, backfill "Limits"): roles/workflows.invoker holds both.
+  # The backfill starts its own continuation (a long backfill chains executions), and waits on
+  # runs (executions.get): roles/workflows.invoker in the project where the backfill lives holds both.
   grant_project_role "$SA_BACKFILL" roles/workflows.invoker
   grant_project_role "$SA_BACKFILL" roles/logging.logWriter
+  revoke_project_role "$SA_BACKFILL" roles/workflows.viewer # granted by earlier versions
+  [[ -n $BUILD_SA ]] || grant_project_role "$SA_BUILD" roles/cloudbuild.builds.builder
+  grant_other_projects
+
+  ensure_bucket
+  # objectUser: create (claims), get/list (lookups), update (state patches) and delete, which
+  # overwriting a stale claim needs. On this bucket only, never the project.
+  grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
+  grant_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
+  local operators operator
+  IFS=, read -r -a operators <<<"$OPERATORS"
+  for operator in ${operators[@]+"${operators[@]}"}; do
+    grant_bucket_role "$operator" roles/storage.objectViewer
+  done
 
   deploy_function "$FN_RANGE" functions/range expand_range "$SA_RANGE" --clear-env-vars
   # ^;^ makes ';' the list separator: ALLOWED_WORKFLOWS itself contains commas. The timeout
   # outlasts the proxy's own 60 s upstream deadline, so it answers a clean 503 first.
   deploy_function "$FN_PROXY" functions/proxy proxy "$SA_PROXY" \
-    "--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=$PROJECT;ALLOWED_WORKFLOWS=$ALLOWED" --timeout=120s
+    "--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=$PROJECT;ALLOWED_WORKFLOWS=$ALLOWED;RUNS_BUCKET=$BUCKET" --timeout=120s
   local range_url proxy_url
   range_url=$(function_url "$FN_RANGE") || die "could not read the URL of $FN_RANGE"
   proxy_url=$(function_url "$FN_PROXY") || die "could not read the URL of $FN_PROXY"
@@ -256,15 +439,19 @@ deploy() {
 
   run workflows deploy "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" \
     --source=workflows/backfill.yaml --service-account="$(email "$SA_BACKFILL")" \
-    --set-env-vars="RANGE_URL=$range_url,PROXY_URL=$proxy_url" --quiet
+    --set-env-vars="RANGE_URL=$range_url,PROXY_URL=$proxy_url,RUNS_BUCKET=$BUCKET" --quiet
 
-  if ((DRY_RUN)); then say "Dry run: nothing was changed."; fi
+  if ((DRY_RUN)); then
+    say "Dry run: nothing was changed. The [dry-run] lines are the commands a real run would make."
+    return
+  fi
   cat <<EOF
 
 workflows-runner is deployed in $PROJECT ($REGION):
   range function    $FN_RANGE  $range_url
   proxy function    $FN_PROXY  $proxy_url  (may start: $ALLOWED)
   backfill workflow $WF_BACKFILL
+  run ledger        gs://$BUCKET
 
 Schedule one of your workflows through the proxy:
   ./deploy.sh schedule MY_WORKFLOW --schedule '0 1 * * *' --time-zone Etc/UTC --project $PROJECT --region $REGION --prefix $PREFIX
@@ -275,29 +462,201 @@ Start a backfill (one run per scheduled time in [start, stop), skipping times th
 EOF
 }
 
-schedule() {
-  local project=$PROJECT location=$REGION name=$WORKFLOW
-  if [[ $WORKFLOW =~ ^projects/([^/]+)/locations/([^/]+)/workflows/([^/]+)$ ]]; then
-    project=${BASH_REMATCH[1]} location=${BASH_REMATCH[2]} name=${BASH_REMATCH[3]}
-  fi
-  [[ $name =~ ^[A-Za-z][A-Za-z0-9_-]{0,63}$ ]] || die "invalid workflow name: $name"
-  local proxy_url
-  proxy_url=$(function_url "$FN_PROXY") || die "$FN_PROXY is not deployed in $PROJECT/$REGION: run ./deploy.sh first"
-  local job=$PREFIX-$name
-  # '+' in a query string means a space: Etc/GMT+5 must be sent as Etc/GMT%2B5.
-  local uri="$proxy_url/v1/projects/$project/locations/$location/workflows/$name/executions?timezone=${TIME_ZONE//+/%2B}"
+# Workflows in other projects of the allowlist: the proxy starts runs there and the backfill
+# waits on them, which takes only workflows.executions.get (roles/workflows.viewer would also
+# show every workflow's source and every execution's arguments).
+grant_other_projects() {
+  local project
+  for project in $(other_projects); do
+    ensure_reader_role "$project"
+    grant_project_role "$SA_PROXY" roles/workflows.invoker "$project"
+    grant_project_role "$SA_BACKFILL" "projects/$project/roles/$READER_ROLE_ID" "$project"
+  done
+  case ,$ALLOWED in *,\*/*)
+    warn "--allowed-workflows names '*' projects: grant $(email "$SA_PROXY") roles/workflows.invoker and $(email "$SA_BACKFILL") a role with workflows.executions.get in each yourself" ;;
+  esac
+}
+
+# The proxy URL that starts PROJECT/LOCATION/WORKFLOW; '+' in a query string means a space, so
+# Etc/GMT+5 is sent as Etc/GMT%2B5.
+executions_uri() { # PROXY-URL PROJECT LOCATION WORKFLOW TIME-ZONE
+  printf '%s/v1/projects/%s/locations/%s/workflows/%s/executions?timezone=%s' "$1" "$2" "$3" "$4" "${5//+/%2B}"
+}
+
+put_job() { # JOB CRON TIME-ZONE URI BODY PROXY-URL
   local verb=create headers=--headers
-  if lookup scheduler jobs describe "$job" --location="$REGION" --project="$PROJECT" --format='value(name)' >/dev/null; then
+  if exists scheduler jobs describe "$1" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
     verb=update headers=--update-headers
   fi
   # shellcheck disable=SC2086 # JOB_RETRY_FLAGS is a list of flags
-  run scheduler jobs "$verb" http "$job" --location="$REGION" --project="$PROJECT" \
-    --schedule="$SCHEDULE" --time-zone="$TIME_ZONE" --uri="$uri" --http-method=post \
-    "$headers=Content-Type=application/json" --message-body="$BODY" \
-    --oidc-service-account-email="$(email "$SA_SCHEDULER")" --oidc-token-audience="$proxy_url" \
+  run scheduler jobs "$verb" http "$1" --location="$REGION" --project="$PROJECT" \
+    --schedule="$2" --time-zone="$3" --uri="$4" --http-method=post \
+    "$headers=Content-Type=application/json" --message-body="$5" \
+    --oidc-service-account-email="$(email "$SA_SCHEDULER")" --oidc-token-audience="$6" \
     $JOB_RETRY_FLAGS --quiet
+  local outcome=${verb}d
+  ((!DRY_RUN)) || outcome="would be ${verb}d"
+  say "Scheduler job $1 ($outcome) runs at '$2' ($3)"
+}
+
+delete_job() { # JOB; says so when there is none
+  if exists scheduler jobs describe "$1" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
+    run scheduler jobs delete "$1" --location="$REGION" --project="$PROJECT" --quiet
+  else
+    say "= no job $1"
+  fi
+}
+
+cmd_schedule() {
+  local project=$PROJECT location=$REGION name=$TARGET proxy_url
+  if [[ $TARGET == projects/* ]]; then
+    IFS=/ read -r _ project _ location _ name <<<"$TARGET"
+  fi
+  proxy_url=$(function_url "$FN_PROXY") || die "$FN_PROXY is not deployed in $PROJECT/$REGION: run ./deploy.sh first"
+  put_job "$PREFIX-$JOB" "$SCHEDULE" "$TIME_ZONE" \
+    "$(executions_uri "$proxy_url" "$project" "$location" "$name" "$TIME_ZONE")" "$BODY" "$proxy_url"
+  say "  it starts $project/$location/$name through $proxy_url"
+  if [[ -z $CATCH_UP ]]; then
+    if exists scheduler jobs describe "$PREFIX-$JOB-catch-up" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
+      run scheduler jobs delete "$PREFIX-$JOB-catch-up" --location="$REGION" --project="$PROJECT" --quiet
+    fi
+  else
+    # The backfill's argument: each daily run fills [its scheduled time - lookback, its scheduled
+    # time) with reprocess none, so only times that never ran (or are not yet set right) start.
+    local body
+    body="{\"workflow\": \"projects/$project/locations/$location/workflows/$name\", \"step\": \"$SCHEDULE\", \"timezone\": \"$TIME_ZONE\", \"params\": $BODY, \"lookback\": \"$CATCH_UP\"}"
+    put_job "$PREFIX-$JOB-catch-up" "$CATCH_UP_SCHEDULE" "$TIME_ZONE" \
+      "$(executions_uri "$proxy_url" "$PROJECT" "$REGION" "$WF_BACKFILL" "$TIME_ZONE")" "$body" "$proxy_url"
+    say "  it starts $WF_BACKFILL over the last $CATCH_UP of $name's times"
+  fi
   if ((DRY_RUN)); then say "Dry run: nothing was changed."; fi
-  say "Scheduler job $job (${verb}d) starts $project/$location/$name at '$SCHEDULE' ($TIME_ZONE) through $proxy_url"
+}
+
+cmd_unschedule() {
+  delete_job "$PREFIX-$TARGET"
+  delete_job "$PREFIX-$TARGET-catch-up"
+  if ((DRY_RUN)); then say "Dry run: nothing was changed."; fi
+}
+
+# Jobs of the region, one per line: name|schedule|zone|next run|state|uri.
+list_jobs() {
+  lookup scheduler jobs list --location="$REGION" --project="$PROJECT" \
+    --format='value[separator="|"](name.basename(),schedule,timeZone,scheduleTime,state,httpTarget.uri)'
+}
+
+cmd_jobs() {
+  ((!OFFLINE)) || die "jobs reads the project's Scheduler jobs: log in first (gcloud auth login)"
+  local proxy_url rows name cron zone next state uri workflow found=0
+  proxy_url=$(lookup functions describe "$FN_PROXY" --region="$REGION" --project="$PROJECT" --format='value(serviceConfig.uri)') ||
+    die "$FN_PROXY is not deployed in $PROJECT/$REGION: no job can target it"
+  rows=$(list_jobs) || die "could not list the Scheduler jobs of $PROJECT/$REGION"
+  while IFS='|' read -r name cron zone next state uri; do
+    [[ -n $name && $uri == "$proxy_url/"* ]] || continue
+    if ((!found)); then
+      printf '%-32s %-40s %-16s %-20s %-26s %s\n' JOB WORKFLOW SCHEDULE TIME_ZONE NEXT_RUN STATE
+      found=1
+    fi
+    workflow=${uri#"$proxy_url"/v1/}
+    workflow=${workflow%/executions*}
+    [[ $name != "$PREFIX-"* ]] || name=${name#"$PREFIX-"}
+    printf '%-32s %-40s %-16s %-20s %-26s %s\n' "$name" "$workflow" "$cron" "$zone" "$next" "$state"
+  done <<<"$rows"
+  ((found)) || say "No Scheduler job in $PROJECT/$REGION targets $FN_PROXY yet: ./deploy.sh schedule WORKFLOW ..."
+}
+
+cmd_migrate() {
+  ((!OFFLINE)) || die "migrate reads the job first: log in (gcloud auth login); --dry-run then shows the change without making it"
+  local proxy_url row uri cron zone oauth new_uri
+  proxy_url=$(function_url "$FN_PROXY") || die "$FN_PROXY is not deployed in $PROJECT/$REGION: run ./deploy.sh first"
+  row=$(lookup scheduler jobs describe "$TARGET" --location="$REGION" --project="$PROJECT" \
+    --format='value[separator="|"](httpTarget.uri,schedule,timeZone,httpTarget.oauthToken.serviceAccountEmail)') ||
+    die "no Scheduler job $TARGET in $PROJECT/$REGION"
+  IFS='|' read -r uri cron zone oauth <<<"$row"
+  if [[ $uri == "$proxy_url/"* ]]; then say "= job $TARGET already starts its workflow through the proxy"; return; fi
+  [[ $uri == "$EXECUTIONS_API"/v1/* &&
+    ${uri#"$EXECUTIONS_API"} =~ ^/v1/projects/$PROJECT_ID_RE/locations/$LOCATION_RE/workflows/$WORKFLOW_RE/executions$ ]] ||
+    die "job $TARGET does not call the Workflows Executions API (its URI is ${uri:-none}): nothing to migrate"
+  zone=${zone:-Etc/UTC} # Scheduler's default zone (job.proto)
+  new_uri="$proxy_url${uri#"$EXECUTIONS_API"}?timezone=${zone//+/%2B}"
+  cat <<EOF
+Job $TARGET: schedule '$cron' ($zone), retry settings and body stay as they are.
+  uri   $uri
+     -> $new_uri
+  auth  OAuth token of ${oauth:-nobody}
+     -> OIDC token of $(email "$SA_SCHEDULER"), audience $proxy_url
+The proxy accepts the job's Execution-shaped body ({"argument": "<JSON string>", ...}) as it is.
+EOF
+  run scheduler jobs update http "$TARGET" --location="$REGION" --project="$PROJECT" --uri="$new_uri" \
+    --update-headers=Content-Type=application/json \
+    --oidc-service-account-email="$(email "$SA_SCHEDULER")" --oidc-token-audience="$proxy_url" --quiet
+  if ((DRY_RUN)); then say "Dry run: nothing was changed."; fi
+}
+
+cmd_destroy() {
+  say "Removing workflows-runner from project $PROJECT, region $REGION, prefix $PREFIX${ACCOUNT:+ (as $ACCOUNT)}"
+  local proxy_url="" fn sa project
+  proxy_url=$(lookup functions describe "$FN_PROXY" --region="$REGION" --project="$PROJECT" --format='value(serviceConfig.uri)') || proxy_url=""
+  ALLOWED=$(lookup functions describe "$FN_PROXY" --region="$REGION" --project="$PROJECT" \
+    --format='value(serviceConfig.environmentVariables.ALLOWED_WORKFLOWS)') || ALLOWED=""
+  destroy_jobs "$proxy_url"
+  if exists workflows describe "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
+    run workflows delete "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" --quiet
+  fi
+  # A function's invoker bindings go with it.
+  for fn in "$FN_PROXY" "$FN_RANGE"; do
+    if exists functions describe "$fn" --region="$REGION" --project="$PROJECT" --format='value(name)'; then
+      run functions delete "$fn" --gen2 --region="$REGION" --project="$PROJECT" --quiet
+    fi
+  done
+  if exists storage buckets describe "gs://$BUCKET" --format='value(name)'; then
+    if ((DELETE_RUNS)); then
+      run storage rm --recursive "gs://$BUCKET"
+    else
+      revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
+      revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
+      say "= kept gs://$BUCKET, the run ledger (--delete-runs removes it)"
+    fi
+  fi
+  # Bindings before their service accounts, so none lingers as a deleted:serviceAccount member.
+  revoke_project_role "$SA_PROXY" roles/workflows.invoker
+  revoke_project_role "$SA_BACKFILL" roles/workflows.invoker
+  revoke_project_role "$SA_BACKFILL" roles/logging.logWriter
+  revoke_project_role "$SA_BACKFILL" roles/workflows.viewer
+  revoke_project_role "$SA_BUILD" roles/cloudbuild.builds.builder
+  for project in $(other_projects); do
+    revoke_project_role "$SA_PROXY" roles/workflows.invoker "$project"
+    revoke_project_role "$SA_BACKFILL" "projects/$project/roles/$READER_ROLE_ID" "$project"
+  done
+  for sa in "$SA_RANGE" "$SA_PROXY" "$SA_SCHEDULER" "$SA_BACKFILL" "$SA_BUILD"; do
+    if exists iam service-accounts describe "$(email "$sa")" --project="$PROJECT" --format='value(email)'; then
+      run iam service-accounts delete "$(email "$sa")" --project="$PROJECT" --quiet
+    fi
+  done
+  if ((DRY_RUN)); then say "Dry run: nothing was changed."; else say "workflows-runner is removed from $PROJECT ($REGION)."; fi
+  # A deleted custom role id stays reserved for weeks, so a later deploy could not create it again.
+  [[ -z $(other_projects) ]] || say "Kept the custom role $READER_ROLE_ID (no members left) in: $(other_projects | tr '\n' ' ')"
+}
+
+# Delete the jobs deploy.sh made (PREFIX-*, targeting the proxy); warn about other jobs that
+# target it (migrated ones), which will fail once it is gone.
+destroy_jobs() { # PROXY-URL (empty when the proxy is already gone)
+  local rows name uri _
+  if ((OFFLINE)); then
+    say "[dry-run] (for each Scheduler job $PREFIX-* that targets the proxy) gcloud scheduler jobs delete JOB --location=$REGION --project=$PROJECT --quiet"
+    return
+  fi
+  rows=$(list_jobs) || rows=""
+  while IFS='|' read -r name _ _ _ _ uri; do
+    [[ -n $name ]] || continue
+    # Without the proxy, its jobs are still known by their URI: only the proxy takes ?timezone=.
+    if [[ -n $1 && $uri == "$1/"* ]] || [[ -z $1 && $uri == https://*/v1/projects/*/executions\?timezone=* ]]; then
+      if [[ $name == "$PREFIX-"* ]]; then
+        run scheduler jobs delete "$name" --location="$REGION" --project="$PROJECT" --quiet
+      else
+        warn "job $name (not made by deploy.sh) targets the proxy and will fail once it is gone: delete it or point it back at Workflows"
+      fi
+    fi
+  done <<<"$rows"
 }
 
 main() {
@@ -309,7 +668,7 @@ main() {
   check_inputs
   preflight
   set_names
-  "$COMMAND"
+  "cmd_$COMMAND"
 }
 
 main "$@"

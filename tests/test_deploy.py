@@ -1,4 +1,6 @@
 """deploy.sh, run for real against a fake gcloud that records every call (tests/fake_gcloud)."""
+import base64
+import json
 import re
 import shlex
 import subprocess
@@ -12,32 +14,33 @@ APIS = [
     "cloudresourcemanager.googleapis.com", "iam.googleapis.com", "cloudfunctions.googleapis.com",
     "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
     "workflows.googleapis.com", "workflowexecutions.googleapis.com",
-    "cloudscheduler.googleapis.com", "logging.googleapis.com",
+    "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com",
 ]
 ACCOUNTS = {"range": "range function", "proxy": "proxy function",
-            "scheduler": "Cloud Scheduler jobs", "backfill": "backfill workflow"}
+            "scheduler": "Cloud Scheduler jobs", "backfill": "backfill workflow", "build": "function builds"}
+BUCKET = f"gs://{P}-{PRE}-runs"
+POLICY_FLAGS = ["--flatten=bindings[].members", "--format=value(bindings.role,bindings.members)"]
 
 
 def sa(name, project=P, prefix=PRE):
     return f"{prefix}-{name}@{project}.iam.gserviceaccount.com"
 
 
-def policy_flags(role, who):
-    return ["--flatten=bindings[].members",
-            f"--filter=bindings.role={role} AND bindings.members=serviceAccount:{who}",
-            "--format=value(bindings.role)"]
+def member(name):
+    return f"serviceAccount:{sa(name)}"
 
 
 def function_deploy(name, entry, *flags):
     return ["functions", "deploy", f"{PRE}-{name}", "--gen2", f"--region={R}", f"--project={P}",
             "--runtime=python312", f"--source=functions/{name}", f"--entry-point={entry}",
             "--trigger-http", "--no-allow-unauthenticated", f"--service-account={sa(name)}",
-            *flags, "--quiet"]
+            f"--build-service-account=projects/{P}/serviceAccounts/{sa('build')}", *flags, "--quiet"]
 
 
 RANGE_DEPLOY = function_deploy("range", "expand_range", "--clear-env-vars")
 PROXY_DEPLOY = function_deploy(
-    "proxy", "proxy", f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS={P}/{R}/*", "--timeout=120s")
+    "proxy", "proxy", f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS={P}/{R}/*;RUNS_BUCKET={P}-{PRE}-runs",
+    "--timeout=120s")
 RANGE_URL = f"https://{PRE}-range-fake1234-{R}.a.run.app"
 PROXY_URL = f"https://{PRE}-proxy-fake1234-{R}.a.run.app"
 
@@ -45,27 +48,33 @@ PROXY_URL = f"https://{PRE}-proxy-fake1234-{R}.a.run.app"
 def workflow_deploy(range_url=RANGE_URL, proxy_url=PROXY_URL):
     return ["workflows", "deploy", f"{PRE}-backfill", f"--location={R}", f"--project={P}",
             "--source=workflows/backfill.yaml", f"--service-account={sa('backfill')}",
-            f"--set-env-vars=RANGE_URL={range_url},PROXY_URL={proxy_url}", "--quiet"]
+            f"--set-env-vars=RANGE_URL={range_url},PROXY_URL={proxy_url},RUNS_BUCKET={P}-{PRE}-runs", "--quiet"]
 
 
 def invoker_check_and_grant(function, caller):
     return [
-        ["run", "services", "get-iam-policy", f"{PRE}-{function}", f"--region={R}", f"--project={P}",
-         *policy_flags("roles/run.invoker", sa(caller))],
+        ["run", "services", "get-iam-policy", f"{PRE}-{function}", f"--region={R}", f"--project={P}", *POLICY_FLAGS],
         ["functions", "add-invoker-policy-binding", f"{PRE}-{function}", f"--region={R}",
-         f"--project={P}", f"--member=serviceAccount:{sa(caller)}"],
+         f"--project={P}", f"--member={member(caller)}"],
     ]
 
 
-def project_check_and_grant(name, role):
+def project_check_and_grant(name, role, project=P):
     return [
-        ["projects", "get-iam-policy", P, *policy_flags(role, sa(name))],
-        ["projects", "add-iam-policy-binding", P, f"--member=serviceAccount:{sa(name)}",
+        ["projects", "get-iam-policy", project, *POLICY_FLAGS],
+        ["projects", "add-iam-policy-binding", project, f"--member={member(name)}",
          f"--role={role}", "--condition=None", "--format=none"],
     ]
 
 
-# Written out by hand from the issue: the exact calls, in order, for a fresh project.
+def bucket_check_and_grant(who, role):
+    return [
+        ["storage", "buckets", "get-iam-policy", BUCKET, *POLICY_FLAGS],
+        ["storage", "buckets", "add-iam-policy-binding", BUCKET, f"--member={who}", f"--role={role}", "--format=none"],
+    ]
+
+
+# Written out by hand from the issues: the exact calls, in order, for a fresh project.
 FRESH_PROJECT_CALLS = [
     ["auth", "list", "--filter=status:ACTIVE", "--format=value(account)"],
     ["services", "list", "--enabled", f"--project={P}", "--format=value(config.name)"],
@@ -78,6 +87,13 @@ FRESH_PROJECT_CALLS = [
     *project_check_and_grant("proxy", "roles/workflows.invoker"),
     *project_check_and_grant("backfill", "roles/workflows.invoker"),
     *project_check_and_grant("backfill", "roles/logging.logWriter"),
+    ["projects", "get-iam-policy", P, *POLICY_FLAGS],  # an earlier version's roles/workflows.viewer?
+    *project_check_and_grant("build", "roles/cloudbuild.builds.builder"),
+    ["storage", "buckets", "describe", BUCKET, "--format=value(name)"],
+    ["storage", "buckets", "create", BUCKET, f"--project={P}", f"--location={R}",
+     "--uniform-bucket-level-access", "--public-access-prevention"],
+    *bucket_check_and_grant(member("proxy"), "roles/storage.objectUser"),
+    *bucket_check_and_grant(member("backfill"), "roles/storage.objectViewer"),
     RANGE_DEPLOY,
     PROXY_DEPLOY,
     ["functions", "describe", f"{PRE}-range", f"--region={R}", f"--project={P}", "--format=value(serviceConfig.uri)"],
@@ -93,19 +109,24 @@ REDEPLOYS = [RANGE_DEPLOY, PROXY_DEPLOY, workflow_deploy()]
 def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
     """A project where an earlier deploy created everything, built by hand (not by deploy.sh)."""
     run_service = f"projects/{P}/locations/{R}/services/{PRE}-"
-    member = "serviceAccount:{}".format
     return {
         "project": P,
         "services": ["compute.googleapis.com", *APIS],
         "serviceAccounts": [sa(name) for name in ACCOUNTS],
         "functions": {f"projects/{P}/locations/{R}/functions/{PRE}-range": {"uri": range_url},
-                      f"projects/{P}/locations/{R}/functions/{PRE}-proxy": {"uri": proxy_url}},
+                      f"projects/{P}/locations/{R}/functions/{PRE}-proxy": {
+                          "uri": proxy_url, "env": {"ALLOWED_WORKFLOWS": f"{P}/{R}/*"}}},
+        "workflows": {f"projects/{P}/locations/{R}/workflows/{PRE}-backfill": {}},
+        "buckets": {BUCKET: {"location": R.upper(), "objects": 3}},
         "policies": {
             f"projects/{P}": {"roles/owner": ["user:dev@example.com"],
-                              "roles/workflows.invoker": [member(sa("proxy")), member(sa("backfill"))],
-                              "roles/logging.logWriter": [member(sa("backfill"))]},
-            run_service + "range": {"roles/run.invoker": [member(sa("backfill"))]},
-            run_service + "proxy": {"roles/run.invoker": [member(sa("scheduler")), member(sa("backfill"))]},
+                              "roles/workflows.invoker": [member("proxy"), member("backfill")],
+                              "roles/logging.logWriter": [member("backfill")],
+                              "roles/cloudbuild.builds.builder": [member("build")]},
+            BUCKET: {"roles/storage.objectUser": [member("proxy")],
+                     "roles/storage.objectViewer": [member("backfill")]},
+            run_service + "range": {"roles/run.invoker": [member("backfill")]},
+            run_service + "proxy": {"roles/run.invoker": [member("scheduler"), member("backfill")]},
         },
     }
 
@@ -164,7 +185,8 @@ def test_project_comes_from_gcloud_config(tmp_path):
     assert result.returncode == 0, result.stderr
     assert cloud.calls()[1] == ["config", "get-value", "project"]
     for argv in cloud.changes():
-        assert "--project=config-proj" in argv or argv[:3] == ["projects", "add-iam-policy-binding", "config-proj"]
+        assert ("--project=config-proj" in argv or argv[:3] == ["projects", "add-iam-policy-binding", "config-proj"]
+                or "gs://config-proj-workflows-runner-runs" in argv)
     assert "serviceAccount:workflows-runner-proxy@config-proj.iam.gserviceaccount.com" in str(cloud.state["policies"])
 
 
@@ -188,7 +210,8 @@ def test_allowed_workflows_keep_their_commas(cloud):
     assert cloud.run("--project", P, "--region", R, "--allowed-workflows", "demo-proj/*/*,other/us-east1/etl").returncode == 0
     proxy = next(argv for argv in cloud.calls() if argv[:3] == ["functions", "deploy", f"{PRE}-proxy"])
     # gcloud's ^;^ prefix makes ';' the separator, so the list arrives whole.
-    assert f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS=demo-proj/*/*,other/us-east1/etl" in proxy
+    assert (f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS=demo-proj/*/*,other/us-east1/etl;"
+            f"RUNS_BUCKET={P}-{PRE}-runs") in proxy
 
 
 def test_an_empty_allowlist_flag_means_the_default(cloud):
@@ -201,7 +224,7 @@ def test_a_new_service_account_is_retried_until_iam_sees_it(tmp_path):
     result = cloud.run("--region", R)
     assert result.returncode == 0, result.stderr
     bindings = [argv for argv in cloud.calls() if argv[:2] == ["projects", "add-iam-policy-binding"]]
-    assert len(bindings) == 3 + 2
+    assert len(bindings) == 4 + 2
     assert bindings[0] == bindings[1] == bindings[2]
     assert result.stdout.count("retrying in 0s") == 2
 
@@ -255,9 +278,11 @@ def test_schedule_posts_to_the_proxy_with_oidc(tmp_path):
         ["functions", "describe", f"{PRE}-proxy", f"--region={R}", f"--project={P}", "--format=value(serviceConfig.uri)"],
         ["scheduler", "jobs", "describe", f"{PRE}-nightly", f"--location={R}", f"--project={P}", "--format=value(name)"],
         schedule_create(f"{PRE}-nightly", uri, body='{"table": "sales"}'),
+        ["scheduler", "jobs", "describe", f"{PRE}-nightly-catch-up", f"--location={R}", f"--project={P}",
+         "--format=value(name)"],
     ]
-    job = cloud.state["jobs"][f"projects/{P}/locations/{R}/jobs/{PRE}-nightly"]["flags"]
-    assert job["oidc-token-audience"] == PROXY_URL and job["uri"].startswith(PROXY_URL + "/v1/")
+    target = cloud.state["jobs"][f"projects/{P}/locations/{R}/jobs/{PRE}-nightly"]["httpTarget"]
+    assert target["oidcToken"]["audience"] == PROXY_URL and target["uri"].startswith(PROXY_URL + "/v1/")
 
 
 def test_schedule_again_updates_the_job(tmp_path):
@@ -274,11 +299,11 @@ def test_schedule_again_updates_the_job(tmp_path):
 
 def test_schedule_a_workflow_by_full_name_and_an_offset_zone(tmp_path):
     cloud = FakeCloud(tmp_path, **everything_exists())
-    result = cloud.run("schedule", "projects/other/locations/us-east1/workflows/etl_daily",
+    result = cloud.run("schedule", "projects/other-proj/locations/us-east1/workflows/etl_daily",
                        "--schedule", "0 * * * *", "--time-zone", "Etc/GMT+5", "--region", R)
     assert result.returncode == 0, result.stderr
     # A literal '+' in a query string would reach the proxy as a space.
-    uri = f"{PROXY_URL}/v1/projects/other/locations/us-east1/workflows/etl_daily/executions?timezone=Etc/GMT%2B5"
+    uri = f"{PROXY_URL}/v1/projects/other-proj/locations/us-east1/workflows/etl_daily/executions?timezone=Etc/GMT%2B5"
     assert cloud.changes() == [schedule_create(f"{PRE}-etl_daily", uri, tz="Etc/GMT+5", cron="0 * * * *")]
 
 
@@ -408,3 +433,330 @@ def test_the_repository_matches_the_deploy_contract():
                "workflows/backfill.yaml": r"RANGE_URL[\s\S]*PROXY_URL|PROXY_URL[\s\S]*RANGE_URL"}
     for path, pattern in sources.items():
         assert re.search(pattern, (ROOT / path).read_text()), path
+
+
+
+# ---- IAM: exact membership, other projects, the build account, the runs bucket -------------
+
+def project_roles(state, who, project=P):
+    return sorted(role for role, members in state["policies"].get(f"projects/{project}", {}).items() if who in members)
+
+
+def test_a_deleted_member_with_the_same_email_does_not_count_as_granted(tmp_path):
+    # A '=' filter would match it once gcloud turns '=' into word matching; the exact line does not.
+    state = everything_exists()
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [f"deleted:{member('backfill')}?uid=123"]
+    state["policies"][BUCKET]["roles/storage.objectUser"] = [f"{member('proxy')}x"]
+    cloud = FakeCloud(tmp_path, **state)
+    assert cloud.run("--region", R).returncode == 0
+    grants = [argv for argv in cloud.changes() if "add-iam-policy-binding" in argv]
+    assert grants == [project_check_and_grant("backfill", "roles/logging.logWriter")[1],
+                      bucket_check_and_grant(member("proxy"), "roles/storage.objectUser")[1]]
+    assert not any(argv[:2] == ["projects", "get-iam-policy"] and any(f.startswith("--filter") for f in argv)
+                   for argv in cloud.calls())
+
+
+def test_workflows_in_another_project_get_a_reader_role_with_only_executions_get(cloud):
+    result = cloud.run("--project", P, "--region", R, "--allowed-workflows", f"{P}/{R}/*,data-proj/us-east1/etl")
+    assert result.returncode == 0, result.stderr
+    state = cloud.state
+    role = "projects/data-proj/roles/workflows_runner_executionReader"
+    assert state["roles"][role]["includedPermissions"] == ["workflows.executions.get"]
+    assert project_roles(state, member("backfill"), "data-proj") == [role]
+    assert project_roles(state, member("proxy"), "data-proj") == ["roles/workflows.invoker"]
+    # At home: invoker (it starts its own continuation and reads runs), never the broad viewer role.
+    assert project_roles(state, member("backfill")) == ["roles/logging.logWriter", "roles/workflows.invoker"]
+    assert "roles/workflows.viewer" not in str(state["policies"])
+
+
+def test_an_earlier_versions_viewer_role_is_taken_back(tmp_path):
+    state = everything_exists()
+    state["policies"][f"projects/{P}"]["roles/workflows.viewer"] = [member("backfill")]
+    cloud = FakeCloud(tmp_path, **state)
+    assert cloud.run("--region", R).returncode == 0
+    assert ["projects", "remove-iam-policy-binding", P, f"--member={member('backfill')}",
+            "--role=roles/workflows.viewer", "--condition=None", "--format=none"] in cloud.changes()
+    assert project_roles(cloud.state, member("backfill")) == ["roles/logging.logWriter", "roles/workflows.invoker"]
+
+
+def test_functions_build_with_their_own_build_account_or_the_one_given(tmp_path):
+    # https://cloud.google.com/functions/docs/securing/build-custom-sa: new projects may build
+    # with an account lacking roles/cloudbuild.builds.builder, and --quiet hides gcloud's prompt.
+    default = FakeCloud(tmp_path / "default", project=P)
+    assert default.run("--region", R).returncode == 0
+    assert project_roles(default.state, member("build")) == ["roles/cloudbuild.builds.builder"]
+    given = FakeCloud(tmp_path / "given", project=P)
+    given.state = {**given.state, "serviceAccounts": [f"ci@{P}.iam.gserviceaccount.com"]}
+    assert given.run("--region", R, "--build-service-account", f"ci@{P}.iam.gserviceaccount.com").returncode == 0
+    deploys = [argv for argv in given.changes() if argv[:2] == ["functions", "deploy"]]
+    assert all(f"--build-service-account=projects/{P}/serviceAccounts/ci@{P}.iam.gserviceaccount.com" in argv
+               for argv in deploys) and len(deploys) == 2
+    assert sa("build") not in given.state["serviceAccounts"]
+    assert "roles/cloudbuild.builds.builder" not in str(given.state["policies"])
+
+
+def test_the_runs_bucket_is_private_and_only_the_proxy_writes_it(cloud):
+    result = cloud.run("--project", P, "--region", R, "--operators", "user:ana@example.com,group:ops@example.com")
+    assert result.returncode == 0, result.stderr
+    state = cloud.state
+    assert state["buckets"][BUCKET]["location"] == R.upper()
+    assert state["policies"][BUCKET] == {
+        "roles/storage.objectUser": [member("proxy")],
+        "roles/storage.objectViewer": [member("backfill"), "user:ana@example.com", "group:ops@example.com"]}
+    assert not any(role.startswith("roles/storage") for role in state["policies"][f"projects/{P}"])
+    proxy = state["functions"][f"projects/{P}/locations/{R}/functions/{PRE}-proxy"]["env"]
+    assert proxy["RUNS_BUCKET"] == f"{P}-{PRE}-runs" and "STORAGE_API" not in proxy
+
+
+@pytest.mark.parametrize("operators", ["ana@example.com", "user:ana@example.com,", "user:a b"])
+def test_bad_operators_are_refused(cloud, operators):
+    result = cloud.run("--project", P, "--region", R, "--operators", operators)
+    assert result.returncode == 1 and "invalid --operators" in result.stderr and cloud.calls() == []
+
+
+def test_a_narrow_allowlist_still_lets_catch_up_jobs_start_the_backfill(cloud):
+    assert cloud.run("--project", P, "--region", R, "--allowed-workflows", f"{P}/{R}/nightly").returncode == 0
+    env = cloud.state["functions"][f"projects/{P}/locations/{R}/functions/{PRE}-proxy"]["env"]
+    assert env["ALLOWED_WORKFLOWS"] == f"{P}/{R}/nightly,{P}/{R}/{PRE}-backfill"
+
+
+# ---- Dry runs -------------------------------------------------------------------------------
+
+def planned(result):
+    return [shlex.split(line)[2:] for line in result.stdout.splitlines() if line.startswith("[dry-run] gcloud ")]
+
+
+@pytest.mark.parametrize("without", ["login", "gcloud"])
+def test_dry_run_without_login_or_gcloud_prints_the_fresh_plan(tmp_path, without):
+    dry = FakeCloud(tmp_path / "dry", account="")
+    path = str(tmp_path / "no-bin") if without == "gcloud" else None
+    (tmp_path / "no-bin").mkdir()
+    result = dry.run("--project", P, "--region", R, "--dry-run", path=path)
+    assert result.returncode == 0, result.stderr
+    assert dry.calls() == ([] if without == "gcloud" else [FRESH_PROJECT_CALLS[0]])
+    assert "without a gcloud login" in result.stdout and "plan for a fresh project" in result.stdout
+    real = FakeCloud(tmp_path / "real", project=P)
+    assert real.run("--region", R).returncode == 0
+    changes = real.changes()
+    plan = planned(result)
+    # The same commands; the function URLs are not known before the functions exist.
+    assert plan[:-1] == changes[:-1] and plan[-1][:-2] == changes[-1][:-2]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("Dry run: nothing was changed.") and "is deployed" not in result.stdout
+
+
+def test_dry_run_without_login_or_project_says_what_stands_for_the_project(tmp_path):
+    result = FakeCloud(tmp_path, account="").run("--region", R, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "PROJECT_ID stands for it" in result.stdout
+    assert ["services", "enable", *APIS, "--project=PROJECT_ID"] in planned(result)
+
+
+def test_dry_run_with_a_login_plans_only_what_is_missing(tmp_path):
+    state = everything_exists()
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = []
+    cloud = FakeCloud(tmp_path, **state)
+    result = cloud.run("--region", R, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert planned(result) == [project_check_and_grant("backfill", "roles/logging.logWriter")[1], *REDEPLOYS]
+    assert cloud.changes() == []
+
+
+# ---- Jobs: many per workflow, catch-up, unschedule, listing --------------------------------
+
+def job(cloud, name):
+    return cloud.state["jobs"].get(f"projects/{P}/locations/{R}/jobs/{PRE}-{name}")
+
+
+def body_of(job):
+    return json.loads(base64.b64decode(job["httpTarget"]["body"]))
+
+
+def schedule(cloud, *args):
+    result = cloud.run("schedule", *args, "--region", R)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_a_workflow_keeps_many_jobs_each_with_its_own_body_schedule_and_zone(tmp_path):
+    cloud = FakeCloud(tmp_path, **everything_exists())
+    schedule(cloud, "nightly", "--job", "orders", "--schedule", "0 1 * * *", "--time-zone", "Europe/Stockholm",
+             "--body", '{"table": "orders"}')
+    schedule(cloud, "nightly", "--job", "sales", "--schedule", "30 2 * * 1-5", "--time-zone", "America/New_York",
+             "--body", '{"table": "sales"}')
+    orders, sales = job(cloud, "orders"), job(cloud, "sales")
+    assert body_of(orders) == {"table": "orders"} and body_of(sales) == {"table": "sales"}
+    assert (orders["schedule"], orders["timeZone"]) == ("0 1 * * *", "Europe/Stockholm")
+    assert (sales["schedule"], sales["timeZone"]) == ("30 2 * * 1-5", "America/New_York")
+    assert sales["httpTarget"]["uri"].endswith("/workflows/nightly/executions?timezone=America/New_York")
+
+    listing = cloud.run("jobs", "--region", R)
+    assert listing.returncode == 0, listing.stderr
+    rows = [line.split() for line in listing.stdout.splitlines()]
+    assert rows[0] == ["JOB", "WORKFLOW", "SCHEDULE", "TIME_ZONE", "NEXT_RUN", "STATE"]
+    assert [row[0] for row in rows[1:]] == ["orders", "sales"]
+    assert rows[2][1] == f"projects/{P}/locations/{R}/workflows/nightly" and rows[2][-2:] == ["2024-03-05T00:17:00Z", "ENABLED"]
+
+    assert cloud.run("unschedule", "orders", "--region", R).returncode == 0
+    assert job(cloud, "orders") is None and job(cloud, "sales") is not None
+    again = cloud.run("unschedule", "orders", "--region", R)
+    assert again.returncode == 0 and cloud.changes() == [] and f"= no job {PRE}-orders" in again.stdout
+
+
+def test_jobs_lists_only_jobs_that_target_the_proxy(tmp_path):
+    state = everything_exists()
+    state["jobs"] = {f"projects/{P}/locations/{R}/jobs/other": {"schedule": "* * * * *", "httpTarget": {"uri": "https://example.com/x"}}}
+    result = FakeCloud(tmp_path, **state).run("jobs", "--region", R)
+    assert result.returncode == 0 and "No Scheduler job" in result.stdout and "other" not in result.stdout
+
+
+def test_catch_up_keeps_a_daily_job_that_backfills_the_lookback_through_the_proxy(tmp_path):
+    cloud = FakeCloud(tmp_path, **everything_exists())
+    schedule(cloud, "nightly", "--job", "orders", "--schedule", "0 * * * *", "--time-zone", "Etc/GMT+5",
+             "--body", '{"table": "orders"}', "--catch-up", "P7D")
+    catch_up = job(cloud, "orders-catch-up")
+    assert body_of(catch_up) == {"workflow": f"projects/{P}/locations/{R}/workflows/nightly", "step": "0 * * * *",
+                                 "timezone": "Etc/GMT+5", "params": {"table": "orders"}, "lookback": "P7D"}
+    assert catch_up["httpTarget"]["uri"] == \
+        f"{PROXY_URL}/v1/projects/{P}/locations/{R}/workflows/{PRE}-backfill/executions?timezone=Etc/GMT%2B5"
+    assert catch_up["httpTarget"]["oidcToken"] == {"serviceAccountEmail": sa("scheduler"), "audience": PROXY_URL}
+    assert catch_up["schedule"] == "17 3 * * *" and catch_up["timeZone"] == "Etc/GMT+5"
+    # Scheduled again without --catch-up: the catch-up job goes, the job stays.
+    schedule(cloud, "nightly", "--job", "orders", "--schedule", "0 * * * *", "--time-zone", "Etc/GMT+5")
+    assert job(cloud, "orders-catch-up") is None and job(cloud, "orders") is not None
+
+
+@pytest.mark.parametrize("duration", ["7D", "P", "PT", "P1M", "P1Y", "P1DT", "-P1D", "P1.5D"])
+def test_a_catch_up_that_is_not_a_day_time_duration_is_refused(cloud, duration):
+    result = cloud.run("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC",
+                       "--catch-up", duration, "--region", R)
+    assert result.returncode == 1 and "invalid --catch-up" in result.stderr and cloud.calls() == []
+
+
+# ---- migrate ---------------------------------------------------------------------------------
+
+# A job made as Google's guide makes one ("Schedule a workflow using Cloud Scheduler",
+# https://cloud.google.com/workflows/docs/schedule-workflow, read 2026-11-28): it POSTs the
+# Execution resource, argument as a JSON string, to the Executions API with an OAuth token.
+GUIDE_URI = f"https://workflowexecutions.googleapis.com/v1/projects/{P}/locations/{R}/workflows/nightly/executions"
+GUIDE_BODY = '{"argument": "{\\"table\\": \\"sales\\"}", "callLogLevel": "LOG_ERRORS_ONLY"}'
+
+
+def guide_job():
+    return {"schedule": "0 9 * * 1", "timeZone": "America/New_York", "state": "ENABLED",
+            "scheduleTime": "2024-03-11T13:00:00Z", "attemptDeadline": "180s",
+            "retryConfig": {"retryCount": 3, "minBackoffDuration": "10s", "maxBackoffDuration": "300s"},
+            "httpTarget": {"uri": GUIDE_URI, "httpMethod": "POST",
+                           "body": base64.b64encode(GUIDE_BODY.encode()).decode(),
+                           "oauthToken": {"serviceAccountEmail": f"wf-sa@{P}.iam.gserviceaccount.com",
+                                          "scope": "https://www.googleapis.com/auth/cloud-platform"}}}
+
+
+def test_migrate_points_a_workflows_job_at_the_proxy_and_keeps_the_rest(tmp_path):
+    state = everything_exists()
+    state["jobs"] = {f"projects/{P}/locations/{R}/jobs/weekly": guide_job()}
+    cloud = FakeCloud(tmp_path, **state)
+    result = cloud.run("migrate", "weekly", "--region", R)
+    assert result.returncode == 0, result.stderr
+    new_uri = f"{PROXY_URL}/v1/projects/{P}/locations/{R}/workflows/nightly/executions?timezone=America/New_York"
+    assert cloud.changes() == [["scheduler", "jobs", "update", "http", "weekly", f"--location={R}", f"--project={P}",
+                                f"--uri={new_uri}", "--update-headers=Content-Type=application/json",
+                                f"--oidc-service-account-email={sa('scheduler')}",
+                                f"--oidc-token-audience={PROXY_URL}", "--quiet"]]
+    # The change is shown before it is made.
+    assert result.stdout.index(new_uri) < result.stdout.index("+ gcloud scheduler jobs update")
+    after, before = cloud.state["jobs"][f"projects/{P}/locations/{R}/jobs/weekly"], guide_job()
+    for key in ("schedule", "timeZone", "retryConfig", "attemptDeadline"):
+        assert after[key] == before[key]
+    assert after["httpTarget"]["body"] == before["httpTarget"]["body"]
+    assert after["httpTarget"]["uri"] == new_uri and "oauthToken" not in after["httpTarget"]
+    again = cloud.run("migrate", "weekly", "--region", R)
+    assert again.returncode == 0 and cloud.changes() == [] and "already" in again.stdout
+
+
+def test_migrate_dry_run_shows_the_change_and_makes_none(tmp_path):
+    state = everything_exists()
+    state["jobs"] = {f"projects/{P}/locations/{R}/jobs/weekly": guide_job()}
+    cloud = FakeCloud(tmp_path, **state)
+    before = cloud.state_file.read_bytes()
+    result = cloud.run("migrate", "weekly", "--region", R, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert cloud.state_file.read_bytes() == before and cloud.changes() == []
+    assert GUIDE_URI in result.stdout and f"{PROXY_URL}/v1/" in result.stdout
+    assert planned(result)[0][:5] == ["scheduler", "jobs", "update", "http", "weekly"]
+
+
+@pytest.mark.parametrize("uri", ["https://example.com/hook", None])
+def test_migrate_refuses_jobs_that_do_not_start_a_workflow(tmp_path, uri):
+    state = everything_exists()
+    if uri:
+        state["jobs"] = {f"projects/{P}/locations/{R}/jobs/weekly": {**guide_job(), "httpTarget": {"uri": uri}}}
+    cloud = FakeCloud(tmp_path, **state)
+    result = cloud.run("migrate", "weekly", "--region", R)
+    assert result.returncode == 1 and cloud.changes() == []
+    assert ("nothing to migrate" if uri else "no Scheduler job weekly") in result.stderr
+
+
+# ---- destroy ---------------------------------------------------------------------------------
+
+def deployed_with_jobs(tmp_path):
+    cloud = FakeCloud(tmp_path, project=P)
+    assert cloud.run("--region", R, "--allowed-workflows", f"{P}/{R}/*,data-proj/us-east1/etl").returncode == 0
+    schedule(cloud, "nightly", "--job", "orders", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--catch-up", "P7D")
+    schedule(cloud, "nightly", "--job", "sales", "--schedule", "0 2 * * *", "--time-zone", "Etc/UTC")
+    state = cloud.state
+    state["jobs"][f"projects/{P}/locations/{R}/jobs/mine"] = {"httpTarget": {"uri": "https://example.com/x"}}
+    cloud.state = state
+    return cloud
+
+
+def test_destroy_removes_everything_bindings_before_their_accounts_and_keeps_the_runs(tmp_path):
+    cloud = deployed_with_jobs(tmp_path)
+    result = cloud.run("destroy", "--region", R)
+    assert result.returncode == 0, result.stderr
+    state = cloud.state
+    assert not state["functions"] and not state["workflows"]
+    assert list(state["jobs"]) == [f"projects/{P}/locations/{R}/jobs/mine"]
+    assert state["serviceAccounts"] == []
+    # No binding was left to linger as deleted:serviceAccount:...?uid=.
+    assert "deleted:" not in json.dumps(state["policies"])
+    assert BUCKET in state["buckets"] and state["policies"][BUCKET] == {
+        "roles/storage.objectUser": [], "roles/storage.objectViewer": []}
+    changes = cloud.changes()
+    first_account_deletion = next(i for i, argv in enumerate(changes) if argv[:3] == ["iam", "service-accounts", "delete"])
+    assert all("remove-iam-policy-binding" not in argv for argv in changes[first_account_deletion:])
+    # Idempotent: a second destroy finds nothing to do.
+    again = cloud.run("destroy", "--region", R)
+    assert again.returncode == 0, again.stderr
+    assert cloud.changes() == []
+
+
+def test_destroy_with_delete_runs_removes_the_bucket(tmp_path):
+    cloud = deployed_with_jobs(tmp_path)
+    assert cloud.run("destroy", "--delete-runs", "--region", R).returncode == 0
+    assert ["storage", "rm", "--recursive", BUCKET] in cloud.changes()
+    assert BUCKET not in cloud.state["buckets"]
+
+
+def test_destroy_warns_about_jobs_it_did_not_make_that_target_the_proxy(tmp_path):
+    state = everything_exists()
+    job = guide_job()
+    job["httpTarget"]["uri"] = f"{PROXY_URL}/v1/projects/{P}/locations/{R}/workflows/nightly/executions?timezone=Etc/UTC"
+    state["jobs"] = {f"projects/{P}/locations/{R}/jobs/weekly": job}
+    cloud = FakeCloud(tmp_path, **state)
+    result = cloud.run("destroy", "--region", R)
+    assert result.returncode == 0, result.stderr
+    assert "job weekly (not made by deploy.sh) targets the proxy" in result.stderr
+    assert f"projects/{P}/locations/{R}/jobs/weekly" in cloud.state["jobs"]
+
+
+def test_destroy_dry_run_without_login_plans_the_whole_teardown(tmp_path):
+    cloud = FakeCloud(tmp_path, account="")
+    result = cloud.run("destroy", "--project", P, "--region", R, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    plan = planned(result)
+    assert plan[0][:3] == ["workflows", "delete", f"{PRE}-backfill"]
+    assert [argv[3] for argv in plan if argv[:3] == ["iam", "service-accounts", "delete"]] == \
+        [sa(name) for name in ("range", "proxy", "scheduler", "backfill", "build")]
+    assert f"(for each Scheduler job {PRE}-* that targets the proxy)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "Dry run: nothing was changed."

@@ -25,6 +25,11 @@ READ_ONLY = [
     ["functions", "describe"],
     ["run", "services", "get-iam-policy"],
     ["scheduler", "jobs", "describe"],
+    ["scheduler", "jobs", "list"],
+    ["iam", "roles", "describe"],
+    ["storage", "buckets", "describe"],
+    ["storage", "buckets", "get-iam-policy"],
+    ["workflows", "describe"],
 ]
 
 
