@@ -291,6 +291,13 @@ def test_range_and_proxy_faults_are_retried_without_losing_or_repeating_a_time(t
     ({"workflow": "example", "start": "2024-01-01T00:00:00Z", "stop": "2024-01-02T00:00:00Z",
       "step": "0 0 30 2 *", "params": {"case": "bad-cron"}},
      "the range function refused the window: HTTP 400: step: never matches"),
+    *[({"workflow": "example", "step": "@daily", "lookback": lookback, "scheduleTime": "2024-01-08T03:17:00Z"},
+       "lookback must be an ISO 8601 duration") for lookback in ("P1M", "P", "PT", "P1DT", "7D", "P1.5D")],
+    ({"workflow": "example", "step": "@daily", "lookback": "P7D"}, "lookback needs the scheduleTime the proxy adds"),
+    ({"workflow": "example", "step": "@daily", "lookback": "P7D", "start": "2024-01-01T00:00:00Z",
+      "scheduleTime": "2024-01-08T03:17:00Z"}, "lookback takes the place of start and stop"),
+    ({"workflow": "example", "step": "@daily", "lookback": "P7D", "reprocess": "failed",
+      "scheduleTime": "2024-01-08T03:17:00Z"}, "always runs with reprocess none"),
 ])
 def test_a_bad_argument_fails_the_backfill_with_a_clear_message(stack, argument, message):
     before = [run["name"] for run in all_example_runs(stack)]
@@ -298,3 +305,46 @@ def test_a_bad_argument_fails_the_backfill_with_a_clear_message(stack, argument,
     assert execution["state"] == "FAILED"
     assert message in json.loads(execution["error"]["payload"])["message"]
     assert [run["name"] for run in all_example_runs(stack)] == before
+
+
+# ------------------------------------------------------------------------------------ catch-up
+
+def deliver(stack, workflow: str, body: dict, schedule_time: str, timezone: str = "UTC") -> dict:
+    """One Cloud Scheduler delivery to the proxy, as a job made by deploy.sh schedule sends it."""
+    delivered = requests.post(stack.proxy_path(workflow), params={"timezone": timezone}, json=body,
+                              headers={"X-CloudScheduler": "true", "X-CloudScheduler-JobName": "catch-up",
+                                       "X-CloudScheduler-ScheduleTime": schedule_time}, timeout=60)
+    assert delivered.status_code == 200, delivered.text
+    return delivered.json()
+
+
+def test_the_next_catch_up_run_starts_the_time_scheduler_missed(stack):
+    params = {"case": "catch-up"}
+    # The hourly job ran at 01:00 and 03:00; the 02:00 delivery never came.
+    for hour in ("01", "03"):
+        assert deliver(stack, "example", params, f"2024-08-01T{hour}:00:00Z")["started"] is True
+    # The daily catch-up job's delivery at 04:00, with deploy.sh's body for --catch-up PT4H.
+    catch_up = {"workflow": "example", "step": "0 * * * *", "timezone": "UTC", "params": params, "lookback": "PT4H"}
+    started = deliver(stack, "backfill", catch_up, "2024-08-01T04:00:00Z")
+    result = summary(ended(stack, started["name"], timeout=120))
+
+    runs = finished(stack, example_runs(stack, "catch-up"))
+    # [04:00 - 4 h, 04:00): 00:00 and 02:00 were missing, 01:00 and 03:00 had run; 04:00 is not in it.
+    assert sorted(scheduled(run) for run in runs) == [f"2024-08-01T{h:02d}:00:00+00:00" for h in range(4)]
+    assert (result["planned"], result["started"], result["skipped"], result["failed"]) == (4, 2, 2, 0)
+    # Scheduler retries the catch-up delivery: the proxy does not start a second backfill.
+    again = deliver(stack, "backfill", catch_up, "2024-08-01T04:00:00Z")
+    assert again["started"] is False and again["name"] == started["name"]
+    assert len(example_runs(stack, "catch-up")) == 4
+
+
+def test_a_catch_up_window_is_written_in_the_jobs_zone_and_counts_days_of_24_hours(stack):
+    params = {"case": "catch-up-zone"}
+    catch_up = {"workflow": "example", "step": "0 1 * * *", "timezone": "Europe/Stockholm", "params": params,
+                "lookback": "P2D"}
+    # 2024-03-31 03:17 +02:00 (just after the spring change): 48 h back is 2024-03-29 02:17 +01:00.
+    started = deliver(stack, "backfill", catch_up, "2024-03-31T01:17:00Z", timezone="Europe/Stockholm")
+    result = summary(ended(stack, started["name"], timeout=120))
+    runs = finished(stack, example_runs(stack, "catch-up-zone"))
+    assert sorted(scheduled(run) for run in runs) == ["2024-03-30T01:00:00+01:00", "2024-03-31T01:00:00+01:00"]
+    assert result["started"] == 2
