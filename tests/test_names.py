@@ -67,3 +67,9 @@ def test_deploy_sh_schedules_exactly_the_valid_names(tmp_path, project, location
         short = cloud.run("schedule", workflow, "--job", "j", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC",
                           "--region", location, "--project", project, "--dry-run")
         assert (short.returncode == 0) is valid, short.stderr
+
+
+@pytest.mark.parametrize("project, location, workflow, valid", [row for row in NAMES if row[:2] == ("my-project", "us-central1")])
+def test_the_pulumi_component_takes_exactly_the_valid_workflow_ids(project, location, workflow, valid):
+    from workflows_runner_pulumi import spec
+    assert bool(spec.WORKFLOW_NAME.fullmatch(workflow)) is valid
