@@ -232,8 +232,11 @@ class Buckets:
              after: str | None = None, limit: int = 1000) -> tuple[list[Resource], str | None]:
         """Objects in name order with `prefix`, start <= name < end, name > after; at most
         `limit`, and the last name returned when more follow."""
-        query = "SELECT resource FROM objects WHERE bucket = ? AND name >= ? AND substr(name, 1, ?) = ?"
-        args: list[Any] = [bucket, max(start, prefix), len(prefix), prefix]
+        # The upper bound keeps the index scan inside the prefix (U+10FFFF sorts after every
+        # other character in SQLite's byte order), instead of running to the end of the bucket.
+        query = ("SELECT resource FROM objects WHERE bucket = ? AND name >= ? AND name < ? "
+                 "AND substr(name, 1, ?) = ?")
+        args: list[Any] = [bucket, max(start, prefix), prefix + "\U0010ffff", len(prefix), prefix]
         if end is not None:
             query, args = query + " AND name < ?", args + [end]
         if after is not None:
