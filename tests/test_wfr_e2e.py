@@ -1,0 +1,214 @@
+"""wfr end to end: `python -m localcloud up` (API, functions, scheduler, the ledger's storage) and
+`wfr --local` in subprocesses, as an operator runs them. Each module-level scenario gives its runs
+their own params, so they never mix.
+
+The independent count is the Executions API itself (labels schedule_time and run_digest, newest
+by createTime), not the ledger wfr reads."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pty
+import re
+import shutil
+import subprocess
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tests.wfr_stack import ROOT, WFR, Up
+
+STOCKHOLM = ZoneInfo("Europe/Stockholm")
+DAYS = [datetime(2024, 3, d, 1, tzinfo=STOCKHOLM).isoformat() for d in range(1, 11)]
+WINDOW = ["--start", "2024-03-01T00:00:00", "--stop", "2024-03-11T00:00:00", "--step", "0 1 * * *",
+          "--timezone", "Europe/Stockholm"]
+STATE_OF = {"SUCCEEDED": "succeeded", "FAILED": "failed", "CANCELLED": "cancelled", "ACTIVE": "running",
+            "QUEUED": "running"}
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("workflows")
+    shutil.copy(ROOT / "workflows" / "example.yaml", folder / "nightly.yaml")
+    stack = Up(tmp_path_factory.mktemp("state"), folder)
+    yield stack
+    stack.stop()
+
+
+def oracle(up: Up, params: dict, days: list[str]) -> dict[str, tuple[str, int]]:
+    """From the Executions API alone: per day, the newest execution's state and the count."""
+    runs = [r for r in up.executions("nightly")
+            if {k: v for k, v in json.loads(r["argument"]).items() if k != "scheduleTime"} == params]
+    by_time: dict[str, list[dict]] = {}
+    for run in runs:
+        by_time.setdefault(json.loads(run["argument"])["scheduleTime"], []).append(run)
+    result = {}
+    for day in days:
+        attempts = sorted(by_time.get(day, []), key=lambda r: r["createTime"])
+        result[day] = (STATE_OF[attempts[-1]["state"]], len(attempts)) if attempts else ("missing", 0)
+    return result
+
+
+@pytest.fixture(scope="module")
+def mixed(up):
+    """Ten days: 0-7 ran once, 1 and 6 ran twice, 3 and 5 failed, 8 and 9 never ran."""
+    params = {"case": "mixed", "failFor": [DAYS[3], DAYS[5]]}
+    for day in DAYS[:8]:
+        assert up.post_run("nightly", {**params, "scheduleTime": day}, timezone="Europe/Stockholm").status_code == 200
+    up.settle("nightly")
+    for day in (DAYS[1], DAYS[6]):
+        again = up.post_run("nightly", {**params, "scheduleTime": day}, timezone="Europe/Stockholm", reprocess="completed")
+        assert again.json()["started"] is True
+    up.settle("nightly")
+    return params
+
+
+def test_status_json_matches_an_independent_count(up, mixed):
+    done = up.wfr("status", "nightly", *WINDOW, "--params", json.dumps(mixed), "--format", "json")
+    report = json.loads(done.stdout)
+    expected = oracle(up, mixed, DAYS)
+    assert report["workflow"] == up.workflow("nightly")
+    assert report["window"] == {"start": "2024-03-01T00:00:00", "stop": "2024-03-11T00:00:00",
+                                "step": "0 1 * * *", "timezone": "Europe/Stockholm"}
+    assert [t["scheduleTime"] for t in report["times"]] == DAYS
+    assert {t["scheduleTime"]: (t["state"], t["attempts"]) for t in report["times"]} == expected
+    assert report["totals"] == {"succeeded": 6, "failed": 2, "cancelled": 0, "running": 0, "missing": 2}
+    assert report["totals"] == dict(Counter(s for s, _ in expected.values()), cancelled=0, running=0)
+    newest = {json.loads(r["argument"])["scheduleTime"]: r["name"] for r in
+              sorted(up.executions("nightly"), key=lambda r: r["createTime"])
+              if json.loads(r["argument"]).get("case") == "mixed"}
+    assert all(t["execution"] == newest.get(t["scheduleTime"]) for t in report["times"])
+    assert done.returncode == 3     # a time failed
+
+
+def test_only_and_csv_select_times_but_not_the_exit_status(up, mixed):
+    done = up.wfr("status", "nightly", *WINDOW, "--params", json.dumps(mixed), "--only", "missing", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert [(r["scheduleTime"], r["state"], r["attempts"]) for r in rows] == [(DAYS[8], "missing", "0"), (DAYS[9], "missing", "0")]
+    assert done.returncode == 3
+
+
+def test_exit_statuses(up, mixed):
+    ok = up.wfr("status", "nightly", "--start", "2024-03-01T00:00:00", "--stop", "2024-03-03T00:00:00",
+                "--step", "0 1 * * *", "--timezone", "Europe/Stockholm", "--params", json.dumps(mixed))
+    missing = up.wfr("status", "nightly", "--start", "2024-03-09T00:00:00", "--stop", "2024-03-11T00:00:00",
+                     "--step", "0 1 * * *", "--timezone", "Europe/Stockholm", "--params", json.dumps(mixed))
+    bad = up.wfr("status", "nightly", *WINDOW[:4], "--step", "0 0 30 2 *", "--params", "{}")
+    usage = up.wfr("status", "nightly", "--start", "2024-03-01T00:00:00")
+    assert (ok.returncode, missing.returncode, bad.returncode, usage.returncode) == (0, 4, 1, 2)
+    assert "never matches" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_terminal_shows_a_line_per_time_a_grid_and_totals(up, mixed):
+    main, child = pty.openpty()
+    process = subprocess.Popen([str(WFR), "status", "nightly", "--local", str(up.state), *WINDOW,
+                                "--params", json.dumps(mixed)], stdout=child, stderr=child, cwd=ROOT,
+                               env={**os.environ, "COLUMNS": "120", "LINES": "50", "TERM": "xterm-256color"})
+    os.close(child)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    process.wait(60)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode()).replace("\r", "")
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    assert lines[0].split() == ["TIME", "STATE", "ATTEMPTS", "EXECUTION", "ERROR"]
+    rows = [line for line in lines if line.startswith("2024-03-") and "T01:00:00+01:00" in line]
+    assert [row.split()[0] for row in rows] == DAYS
+    assert [row.split()[2] for row in rows] == ["succeeded", "succeeded", "succeeded", "failed", "succeeded",
+                                                "failed", "succeeded", "succeeded", "missing", "missing"]
+    grid = [line for line in lines if re.fullmatch(r"2024-03-[0-9]{2}  \S", line)]
+    assert [g.split()[1] for g in grid] == ["✓", "✓", "✓", "✗", "✓", "✗", "✓", "✓", "·", "·"]
+    assert lines[-1] == "10 times: 6 succeeded, 2 failed, 0 cancelled, 0 running, 2 missing"
+    assert process.returncode == 3
+
+
+def test_rerun_failed_reruns_each_failed_time_with_its_original_argument(up):
+    params = {"case": "rerun", "failFor": [DAYS[2]], "failUntil": (datetime.now(timezone.utc) + timedelta(seconds=4)).isoformat()}
+    for day in DAYS[:4]:
+        up.post_run("nightly", {**params, "scheduleTime": day}, timezone="Europe/Stockholm")
+    up.settle("nightly")
+    time.sleep(max(0.0, (datetime.fromisoformat(params["failUntil"]) - datetime.now(timezone.utc)).total_seconds()))
+    window = ["--start", "2024-03-01T00:00:00", "--stop", "2024-03-05T00:00:00", "--step", "0 1 * * *",
+              "--timezone", "Europe/Stockholm", "--params", json.dumps(params)]
+    done = up.wfr("rerun", "nightly", "--failed", *window, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    reruns = json.loads(done.stdout)
+    assert [(r["scheduleTime"], r["started"]) for r in reruns] == [(DAYS[2], True)]
+    up.settle("nightly")
+    after = json.loads(up.wfr("status", "nightly", *window, "--format", "json").stdout)
+    assert [(t["state"], t["attempts"]) for t in after["times"]] == [("succeeded", 1)] * 2 + [("succeeded", 2), ("succeeded", 1)]
+    rerun_run = next(r for r in up.executions("nightly") if r["name"] == reruns[0]["execution"])
+    assert json.loads(rerun_run["argument"]) == {**params, "scheduleTime": DAYS[2]}   # the same argument
+    first = [r for r in up.executions("nightly") if json.loads(r["argument"]) == {**params, "scheduleTime": DAYS[2]}]
+    assert len({r["labels"]["run_digest"] for r in first}) == 1 and len(first) == 2   # same run, new attempt
+
+
+def test_rerun_named_executions(up, mixed):
+    report = json.loads(up.wfr("status", "nightly", *WINDOW, "--params", json.dumps(mixed), "--format", "json").stdout)
+    name = report["times"][0]["execution"]
+    done = up.wfr("rerun", name, "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert [(r["scheduleTime"], r["started"]) for r in json.loads(done.stdout)] == [(DAYS[0], True)]
+
+
+def backfill_show(up: Up, backfill_id: str, until_ended: bool = True) -> dict:
+    deadline = time.monotonic() + 120
+    while True:
+        shown = json.loads(up.wfr("backfill", "show", backfill_id, "--format", "json").stdout)
+        if not until_ended or shown["state"] != "ACTIVE" or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.3)
+
+
+def test_a_backfill_starts_the_missing_times_and_is_listed(up):
+    params = {"case": "backfill"}
+    up.post_run("nightly", {**params, "scheduleTime": DAYS[0]}, timezone="Europe/Stockholm")
+    window = [*WINDOW, "--params", json.dumps(params)]
+    dry = json.loads(up.wfr("backfill", "nightly", *window, "--dry-run", "--format", "json").stdout)
+    assert (dry["planned"], dry["wouldStart"], dry["first"][0]) == (10, 9, DAYS[1])
+    started = up.wfr("backfill", "nightly", *window, "--concurrency", "3", "--no-follow", "--format", "json")
+    assert started.returncode == 0, started.stderr
+    backfill_id = json.loads(started.stdout)["id"]
+    shown = backfill_show(up, backfill_id)
+    assert shown["state"] == "SUCCEEDED"
+    assert shown["progress"] == {"planned": 10, "started": 9, "skipped": 1, "failed": 0, "running": 0}
+    listed = json.loads(up.wfr("backfills", "nightly", "--format", "json").stdout)
+    assert backfill_id in [b["id"] for b in listed]
+    assert json.loads(up.wfr("status", "nightly", *window, "--format", "json").stdout)["totals"]["succeeded"] == 10
+
+
+def test_cancel_then_resume(up):
+    params = {"case": "cancel", "sleepSeconds": 1}
+    window = [*WINDOW, "--params", json.dumps(params)]
+    backfill_id = json.loads(up.wfr("backfill", "nightly", *window, "--no-follow", "--format", "json").stdout)["id"]
+    deadline = time.monotonic() + 30
+    while backfill_show(up, backfill_id, until_ended=False)["progress"]["started"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    cancelled = up.wfr("backfill", "cancel", backfill_id, "--runs")
+    assert cancelled.returncode == 0, cancelled.stderr
+    shown = backfill_show(up, backfill_id)
+    assert shown["state"] == "CANCELLED"
+    progress = shown["progress"]
+    # Readable after the cancel: the runs it started, from their labels, and how they ended.
+    labelled = [r for r in up.settle("nightly") if (r.get("labels") or {}).get("backfill") == backfill_id]
+    assert progress["started"] == len(labelled) >= 2 and progress["running"] == 0
+    assert progress["failed"] == sum(r["state"] != "SUCCEEDED" for r in labelled)
+    status = json.loads(up.wfr("status", "nightly", *window, "--format", "json").stdout)
+    assert status["totals"]["missing"] > 0
+    resumed = up.wfr("backfill", "nightly", *window, "--reprocess", "failed", "--concurrency", "5", "--no-follow",
+                     "--format", "json")
+    second = backfill_show(up, json.loads(resumed.stdout)["id"])
+    assert second["state"] == "SUCCEEDED"
+    final = up.wfr("status", "nightly", *window, "--format", "json")
+    assert json.loads(final.stdout)["totals"]["succeeded"] == 10 and final.returncode == 0
