@@ -212,3 +212,32 @@ def test_cancel_then_resume(up):
     assert second["state"] == "SUCCEEDED"
     final = up.wfr("status", "nightly", *window, "--format", "json")
     assert json.loads(final.stdout)["totals"]["succeeded"] == 10 and final.returncode == 0
+
+
+def test_a_run_gone_from_workflows_history_is_recorded_unavailable(up):
+    """An execution the ledger recorded as running that Workflows no longer has (executions.get
+    answers 404 once its history retention passed) is written back UNAVAILABLE (docs/ledger.md,
+    write 4) and counts as failed, and stays so."""
+    import requests
+    from urllib.parse import quote
+    from localcloud.store import Store
+    params = {"case": "gone"}
+    assert up.post_run("nightly", {**params, "scheduleTime": DAYS[0]}, timezone="Europe/Stockholm").status_code == 200
+    [run] = [r for r in up.settle("nightly") if json.loads(r["argument"]) == {**params, "scheduleTime": DAYS[0]}]
+    store = Store(up.state)
+    try:
+        assert store.delete(run["name"])   # as Workflows forgets it after the retention period
+    finally:
+        store.close()
+    window = ["--start", "2024-03-01T00:00:00", "--stop", "2024-03-02T00:00:00", "--step", "0 1 * * *",
+              "--timezone", "Europe/Stockholm", "--params", json.dumps(params)]
+    done = up.wfr("status", "nightly", *window, "--format", "json")
+    assert [(t["state"], t["execution"]) for t in json.loads(done.stdout)["times"]] == [("failed", run["name"])]
+    assert done.returncode == 3
+    storage, bucket = up.endpoints["storage"], up.endpoints["bucket"]
+    [item] = [i for i in requests.get(f"{storage}/storage/v1/b/{bucket}/o", params={"prefix": "runs/"},
+                                      headers={"Authorization": "Bearer localcloud"}, timeout=30).json()["items"]
+              if (i.get("metadata") or {}).get("execution") == run["name"]]
+    assert item["metadata"]["state"] == "UNAVAILABLE" and "history" in item["metadata"]["error"]
+    again = up.wfr("status", "nightly", *window, "--format", "json")
+    assert json.loads(again.stdout)["times"][0]["state"] == "failed"

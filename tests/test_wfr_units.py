@@ -53,7 +53,7 @@ def test_ledger_names_are_the_documented_example_and_sort_by_instant():
     assert name == ("runs/my-project/europe-west1/daily_report/2019-10-12T07:20:50.520000Z/"
                     "22cd5851c0873d97ad7b29519b0bc8a6/000001")
     record = ledger.parse({"name": name, "metageneration": "3", "metadata": {"state": "FAILED", "error": "boom"}})
-    assert (record.instant, record.attempt, record.state, record.error, record.terminal) == (instant, 1, "FAILED", "boom", True)
+    assert (record.instant, record.attempt, record.state, record.error, record.settled) == (instant, 1, "FAILED", "boom", True)
     start = datetime(1999, 12, 31, 23, 59, tzinfo=timezone.utc)
     keys = [ledger.instant_key(start + timedelta(microseconds=n * 999_983)) for n in range(500)]
     assert keys == sorted(keys) and {len(k) for k in keys} == {27}
@@ -61,7 +61,7 @@ def test_ledger_names_are_the_documented_example_and_sort_by_instant():
 
 def test_a_claim_without_metadata_is_claimed_and_other_names_are_ignored():
     record = ledger.parse({"name": "runs/p/l/w/2024-01-01T00:00:00.000000Z/" + "a" * 32 + "/000002"})
-    assert (record.state, record.attempt, record.execution, record.terminal) == ("CLAIMED", 2, None, False)
+    assert (record.state, record.attempt, record.execution, record.settled) == ("CLAIMED", 2, None, False)
     assert ledger.parse({"name": "runs/p/l/w/2024-01-01T00:00:00Z/" + "a" * 32 + "/000002"}) is None
     assert ledger.parse({"name": "backfills/x"}) is None
 

@@ -14,6 +14,10 @@ from typing import Any, Iterator
 from .cloud import Cloud
 
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+# What a record says when its execution left Workflows' history (executions.get answered 404)
+# before its end was recorded (docs/ledger.md, write 4): its outcome is unknown for good.
+UNAVAILABLE = "UNAVAILABLE"
+GONE = "the execution left Workflows' history before its end was recorded"
 _NAME = re.compile(r"runs/([^/]+)/([^/]+)/([^/]+)/([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"
                    r"/([0-9a-f]{32})/([0-9]{6})", re.ASCII)
 
@@ -33,8 +37,9 @@ class Record:
     metageneration: str
 
     @property
-    def terminal(self) -> bool:
-        return self.state in TERMINAL
+    def settled(self) -> bool:
+        """Nothing more to learn from Workflows: ended, or gone from its history."""
+        return self.state in TERMINAL or self.state == UNAVAILABLE
 
 
 def instant_key(instant: datetime) -> str:
@@ -81,8 +86,13 @@ def attempts(cloud: Cloud, workflow: str, instant: datetime, digest: str) -> lis
     return [r for r in map(parse, cloud.list_objects(run_prefix(workflow, instant, digest))) if r is not None]
 
 
+def gone(name: str) -> dict[str, Any]:
+    """What the ledger records for an execution Workflows no longer has."""
+    return {"name": name, "state": UNAVAILABLE, "error": {"payload": GONE}}
+
+
 def learned(execution: dict[str, Any]) -> dict[str, str]:
-    """The metadata a terminal execution's record should hold (the ledger's write 3, "Learn")."""
+    """The metadata an ended (or gone) execution's record should hold (the ledger's write 4, "Learn")."""
     metadata = {"state": execution["state"]}
     if execution.get("endTime"):
         metadata["endTime"] = execution["endTime"]

@@ -132,28 +132,26 @@ def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any]) ->
 
 
 def settle(cloud: Cloud, workflow: str, records: list[ledger.Record]) -> dict[datetime, ledger.Record]:
-    """Look up the executions of records not yet terminal; write the terminal states learned
-    back (conditionally: a concurrent writer wins, and writes the same). Returns the records
-    that changed, by instant."""
-    pending = [r for r in records if not r.terminal and r.execution]
+    """Look up the executions of records not yet settled; write back the terminal states learned,
+    and UNAVAILABLE for executions Workflows no longer has (conditionally: a concurrent writer
+    wins, and writes the same). Returns the records that changed, by instant."""
+    pending = [r for r in records if not r.settled and r.execution]
     if not pending:
         return {}
     executions = _executions(cloud, workflow, pending)
     ended = [(r, executions[r.execution]) for r in pending
-             if r.execution in executions and executions[r.execution].get("state") in ledger.TERMINAL]
+             if r.execution in executions and executions[r.execution].get("state") in ledger.TERMINAL | {ledger.UNAVAILABLE}]
     with ThreadPoolExecutor(WORKERS) as pool:
         # BASIC views carry no error: read the failed ones in full, for their message.
         failed = [e["name"] for _, e in ended if e["state"] == "FAILED" and "error" not in e]
         for full in pool.map(lambda name: cloud.execution(name, view="FULL"), failed):
             executions[full["name"]] = full
-        changes = {}
-        for record, execution in ended:
-            metadata = ledger.learned(executions[execution["name"]])
-            changes[record.instant] = ledger.Record(**{**record.__dict__, "state": metadata["state"],
-                                                       "end_time": metadata.get("endTime"),
-                                                       "error": metadata.get("error")})
-        list(pool.map(lambda pair: cloud.patch_metadata(pair[0].name, ledger.learned(executions[pair[1]["name"]]),
-                                                        pair[0].metageneration), ended))
+        learned = [(record, ledger.learned(executions[execution["name"]])) for record, execution in ended]
+        changes = {record.instant: ledger.Record(**{**record.__dict__, "state": metadata["state"],
+                                                    "end_time": metadata.get("endTime"),
+                                                    "error": metadata.get("error")})
+                   for record, metadata in learned}
+        list(pool.map(lambda pair: cloud.patch_metadata(pair[0].name, pair[1], pair[0].metageneration), learned))
     return changes
 
 
@@ -171,15 +169,13 @@ def _executions(cloud: Cloud, workflow: str, pending: list[ledger.Record]) -> di
                 break
     missing = [r.execution for r in pending if r.execution not in found]
 
-    def get(name: str) -> dict[str, Any] | None:
+    def get(name: str) -> dict[str, Any]:
         try:
             return cloud.execution(name)
         except ApiError as error:
             if error.code == 404:
-                return None  # past Workflows' retention: the record keeps what it knew
+                return ledger.gone(name)  # past Workflows' retention, or deleted with its workflow
             raise
     with ThreadPoolExecutor(WORKERS) as pool:
-        for execution in pool.map(get, missing):
-            if execution is not None:
-                found[execution["name"]] = execution
+        found.update(zip(missing, pool.map(get, missing)))
     return found
