@@ -13,6 +13,7 @@ from typing import Any
 
 from .cloud import Cloud
 from .errors import ApiError, WfrError
+from .status import Status, TimeStatus, Window
 
 ACTIVE = frozenset({"ACTIVE", "QUEUED"})
 BACKFILL_LABEL = "backfill"
@@ -57,6 +58,27 @@ class Backfill:
     @property
     def end_time(self) -> str | None:
         return None if self.active else self.links[-1].get("endTime")
+
+
+# The states of the times a backfill starts, by its reprocess policy (the proxy's rules over the
+# ledger): none starts the missing times; failed also failed and cancelled ones; completed all
+# but the running ones.
+STARTS = {"none": ("missing",), "failed": ("missing", "failed", "cancelled"),
+          "completed": ("missing", "failed", "cancelled", "succeeded")}
+
+
+def would_start(status: Status, reprocess: str, order: str = "asc") -> list[TimeStatus]:
+    """The dry run: the times a backfill of `status`'s window would start, in its order."""
+    starting = status.only(STARTS[reprocess])
+    return starting[::-1] if order == "desc" else starting
+
+
+def argument(workflow: str, window: Window, params: dict[str, Any], concurrency: int = 1,
+             reprocess: str = "none", order: str = "asc", wait: bool = True) -> dict[str, Any]:
+    """The backfill workflow's argument (workflows/backfill.yaml's header documents it)."""
+    return {"workflow": workflow, "start": window.start, "stop": window.stop, "step": window.step,
+            "timezone": window.timezone, "params": params, "concurrency": concurrency,
+            "reprocess": reprocess, "order": order, "wait": wait}
 
 
 def backfill_workflow(cloud: Cloud) -> str:

@@ -105,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
         rerun.add_argument(flag)
     rerun.add_argument("--format", choices=("table", "json"), default="table")
     rerun.set_defaults(run=commands.rerun)
+
+    ui = sub.add_parser("ui", parents=[common], help="the runs grid in the browser, on 127.0.0.1 (docs/ui.md)")
+    ui.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    ui.add_argument("--no-browser", dest="browser", action="store_false", help="only print the page's URL")
+    ui.set_defaults(run=commands.ui)
     return parser
 
 

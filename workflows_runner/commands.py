@@ -24,7 +24,7 @@ def connect(args: argparse.Namespace) -> Cloud:
     return Cloud(target_.google(args.project, args.region, args.prefix))
 
 
-def _window(cloud: Cloud, args: argparse.Namespace) -> tuple[status_.Window, dict[str, Any]]:
+def read_window(cloud: Cloud, args: argparse.Namespace) -> tuple[status_.Window, dict[str, Any]]:
     if args.job:
         if args.step or args.timezone or args.params:
             raise WfrError("--job gives the schedule, time zone and body: leave out --step, --timezone and --params")
@@ -48,7 +48,7 @@ def exit_status(status: status_.Status) -> int:
 # --- status -------------------------------------------------------------------------------
 def status(args: argparse.Namespace, console: Console) -> int:
     cloud = connect(args)
-    window, params = _window(cloud, args)
+    window, params = read_window(cloud, args)
     only = [s.strip() for s in args.only.split(",")] if args.only else list(status_.STATES)
     unknown = set(only) - set(status_.STATES)
     if unknown:
@@ -71,14 +71,12 @@ def status(args: argparse.Namespace, console: Console) -> int:
 # --- backfill -----------------------------------------------------------------------------
 def backfill(args: argparse.Namespace, console: Console) -> int:
     cloud = connect(args)
-    window, params = _window(cloud, args)
+    window, params = read_window(cloud, args)
     workflow = cloud.target.workflow_name(args.workflow)
     if args.dry_run:
         return _dry_run(cloud, console, args, workflow, window, params)
-    argument = {"workflow": workflow, "start": window.start, "stop": window.stop, "step": window.step,
-                "timezone": window.timezone, "params": params, "concurrency": args.concurrency,
-                "reprocess": args.reprocess, "order": args.order, "wait": args.wait}
-    name = backfills.start(cloud, argument)
+    name = backfills.start(cloud, backfills.argument(workflow, window, params, args.concurrency,
+                                                     args.reprocess, args.order, args.wait))
     backfill_id = name.rsplit("/", 1)[-1]
     follow = console.is_terminal if args.follow is None else args.follow
     if not follow:
@@ -93,14 +91,9 @@ def backfill(args: argparse.Namespace, console: Console) -> int:
 
 def _dry_run(cloud: Cloud, console: Console, args: argparse.Namespace, workflow: str,
              window: status_.Window, params: dict[str, Any]) -> int:
-    """What the backfill would start, by the proxy's reprocess rules over the ledger: none
-    starts the missing times; failed also failed and cancelled ones; completed all but running."""
-    would = {"none": ("missing",), "failed": ("missing", "failed", "cancelled"),
-             "completed": ("missing", "failed", "cancelled", "succeeded")}[args.reprocess]
+    """What the backfill would start (backfills.would_start)."""
     result = status_.read(cloud, workflow, window, params)
-    starting = result.only(would)
-    if args.order == "desc":
-        starting.reverse()
+    starting = backfills.would_start(result, args.reprocess, args.order)
     summary = {"dryRun": True, "planned": len(result.times), "wouldStart": len(starting),
                "first": [t.schedule_time for t in starting[:10]], "totals": result.totals}
     if args.format == "json":
@@ -230,7 +223,7 @@ def rerun(args: argparse.Namespace, console: Console) -> int:
     if args.failed:
         if len(args.targets) != 1 or not args.start or not args.stop:
             raise WfrError("rerun --failed takes one WORKFLOW and --start, --stop and --step or --job")
-        window, params = _window(cloud, args)
+        window, params = read_window(cloud, args)
         result = status_.read(cloud, cloud.target.workflow_name(args.targets[0]), window, params)
         records, reprocess = rerun_.failed_records(result.times), "failed"
     else:
@@ -247,3 +240,15 @@ def rerun(args: argparse.Namespace, console: Console) -> int:
             console.print(f"{r.schedule_time}  {what}  {render.short_id(r.execution)}")
         console.print(f"{sum(r.started for r in reruns)} of {len(reruns)} re-run")
     return 1 if any(r.error for r in reruns) else 0
+
+
+# --- ui -----------------------------------------------------------------------------------
+def ui(args: argparse.Namespace, console: Console) -> int:
+    from .ui import server
+    cloud = connect(args)
+    t = cloud.target
+    if args.local is not None:
+        flags, where = ["--local", *([args.local] if args.local else [])], f"local stack, {t.project}/{t.location}"
+    else:
+        flags, where = ["--project", t.project, "--region", t.location, "--prefix", t.prefix], f"{t.project}/{t.location}"
+    return server.serve(cloud, flags, where, args.port, args.browser)

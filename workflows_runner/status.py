@@ -54,6 +54,17 @@ class TimeStatus:
     execution: str | None         # the newest attempt's execution, or None
     error: str | None = None      # the newest attempt's error, when it failed
     record: str | None = None     # the newest attempt's ledger object
+    create_time: str | None = None  # the newest attempt's execution's createTime (RFC 3339)
+    end_time: str | None = None     # ... and its endTime, once it ended
+
+    def duration(self, now: datetime) -> float | None:
+        """Seconds the newest attempt ran (until `now` while it runs); None before it started."""
+        try:
+            start = parse_instant(self.create_time or "")
+            end = parse_instant(self.end_time) if self.end_time else now
+        except ValueError:
+            return None  # not started yet, or a record written by hand
+        return max(0.0, (end - start).total_seconds())
 
     @property
     def day(self) -> str:
@@ -134,7 +145,8 @@ def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any]) ->
             times.append(TimeStatus(text, instant, "missing", 0, None))
         else:
             times.append(TimeStatus(text, instant, _STATE_OF.get(record.state, "running"), count[instant],
-                                    record.execution, record.error, record.name))
+                                    record.execution, record.error, record.name, record.create_time,
+                                    record.end_time))
     return Status(workflow, window, params, times)
 
 

@@ -1,0 +1,174 @@
+"""What the page selects and what its buttons do: each action is planned first (the dry run and
+the equivalent `wfr` command, shown for confirmation), then performed by the very functions the
+CLI's commands call (backfills.start/cancel, rerun.rerun_records)."""
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+from .. import backfills, rerun as rerun_, status as status_
+from ..cloud import Cloud
+from ..commands import read_window
+from ..errors import WfrError
+
+MAX_TIMES = 10_000       # a larger window is refused: the page would be too heavy to be useful
+SHOWN = 20               # times or executions listed in a plan
+# A Scheduler job's target: the proxy's (or the Executions API's) executions path names the workflow.
+_JOB_TARGET = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/workflows/[^/]+)/executions", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The page's choice of runs: the CLI's window flags, by the same names (read_window reads
+    them), so the page and `wfr status` select alike."""
+    workflow: str | None = None
+    start: str | None = None
+    stop: str | None = None
+    step: str | None = None
+    timezone: str | None = None
+    params: str | None = None
+    job: str | None = None
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> "Selection":
+        return cls(**{f.name: (form.get(f.name) or "").strip() or None for f in fields(cls)})
+
+    @property
+    def chosen(self) -> bool:
+        return bool((self.workflow or self.job) and self.start and self.stop)
+
+    def form(self) -> dict[str, str]:
+        return {key: value for key, value in asdict(self).items() if value}
+
+    def window_flags(self) -> list[str]:
+        flags = ["--start", self.start or "", "--stop", self.stop or ""]
+        if self.job:
+            return flags + ["--job", self.job]
+        flags += ["--step", self.step or ""]
+        if self.timezone:
+            flags += ["--timezone", self.timezone]
+        if self.params:
+            flags += ["--params", self.params]
+        return flags
+
+
+@dataclass(frozen=True)
+class Plan:
+    """An action's dry run, for the confirmation page."""
+    action: str                  # backfill | rerun | cancel
+    title: str
+    summary: str
+    items: list[str]             # the first times or executions it touches
+    count: int                   # how many it touches; 0: nothing to do
+    command: str                 # the equivalent `wfr` command line
+    fields: dict[str, str]       # what the confirmation posts back
+
+
+def workflow_of(cloud: Cloud, selection: Selection) -> str:
+    """The workflow's full name: as given, else the one the Scheduler job starts."""
+    if selection.workflow:
+        return cloud.target.workflow_name(selection.workflow)
+    if not selection.job:
+        raise WfrError("pick a workflow or a Scheduler job")
+    uri = cloud.job(cloud.target.job_name(selection.job)).get("httpTarget", {}).get("uri", "")
+    match = _JOB_TARGET.search(uri)
+    if not match:
+        raise WfrError(f"job {selection.job} does not start a workflow (its target is {uri or 'not HTTP'})")
+    return match[1]
+
+
+def load(cloud: Cloud, selection: Selection) -> status_.Status:
+    """The status of the selected window: what `wfr status` reads for the same flags."""
+    workflow = workflow_of(cloud, selection)
+    window, params = read_window(cloud, selection)
+    status = status_.read(cloud, workflow, window, params)
+    if len(status.times) > MAX_TIMES:
+        raise WfrError(f"the window holds {len(status.times)} times, more than the page shows ({MAX_TIMES}): "
+                       "narrow it, or use wfr status")
+    return status
+
+
+def recent_backfills(cloud: Cloud, workflow: str, limit: int = 5) -> list[backfills.Backfill]:
+    """The workflow's newest backfills, each with its progress (backfills.show, as `wfr backfill show`)."""
+    return [backfills.show(cloud, b.id) for b in backfills.list_backfills(cloud, workflow)[:limit]]
+
+
+def _command(words: list[str], target_flags: list[str]) -> str:
+    return shlex.join(["wfr", *words, *target_flags])
+
+
+def _workflow_id(workflow: str) -> str:
+    return workflow.rsplit("/", 1)[-1]
+
+
+def _concurrency(form: Mapping[str, str]) -> int:
+    text = form.get("concurrency") or "1"
+    if not re.fullmatch(r"[0-9]{1,2}", text, re.ASCII) or not 1 <= int(text) <= 50:
+        raise WfrError(f"concurrency must be 1 to 50, got {text!r}")
+    return int(text)
+
+
+def plan(cloud: Cloud, action: str, form: Mapping[str, str], target_flags: list[str]) -> Plan:
+    selection = Selection.from_form(form)
+    if action == "backfill":
+        status = load(cloud, selection)
+        concurrency = _concurrency(form)
+        starting = backfills.would_start(status, "none")
+        return Plan("backfill", f"Backfill {len(starting)} missing time(s)",
+                    f"{len(status.times)} times planned; {len(starting)} would start (reprocess none), "
+                    f"{len(status.times) - len(starting)} would be skipped; {concurrency} at once.",
+                    [t.schedule_time for t in starting[:SHOWN]], len(starting),
+                    _command(["backfill", _workflow_id(status.workflow), *selection.window_flags(),
+                              "--concurrency", str(concurrency)], target_flags),
+                    {**selection.form(), "concurrency": str(concurrency)})
+    if action == "rerun":
+        status = load(cloud, selection)
+        records = set(rerun_.failed_records(status.times))
+        again = [t for t in status.times if t.record in records]
+        return Plan("rerun", f"Re-run {len(again)} failed time(s)",
+                    f"Each failed or cancelled time starts again with its original argument "
+                    f"(a new attempt of the same run); {status.totals['running']} running time(s) are left alone.",
+                    [f"{t.schedule_time}  {t.state}, attempt {t.attempts}" for t in again[:SHOWN]], len(again),
+                    _command(["rerun", _workflow_id(status.workflow), "--failed", *selection.window_flags()],
+                             target_flags),
+                    selection.form())
+    if action == "cancel":
+        backfill_id, runs = _backfill_id(form), form.get("runs") == "1"
+        shown = backfills.show(cloud, backfill_id)
+        active = [link["name"].rsplit("/", 1)[-1] for link in shown.links if link.get("state") in backfills.ACTIVE]
+        running = shown.progress.running if shown.progress else 0
+        return Plan("cancel", f"Cancel backfill {backfill_id}",
+                    f"{len(active)} active execution(s) of the backfill would be cancelled; its {running} running "
+                    + ("run(s) too." if runs else "run(s) go on (tick 'and its running runs' to cancel them)."),
+                    active, len(active) + (running if runs else 0),
+                    _command(["backfill", "cancel", backfill_id, *(["--runs"] if runs else [])], target_flags),
+                    {**selection.form(), "backfill": backfill_id, **({"runs": "1"} if runs else {})})
+    raise WfrError(f"unknown action {action!r}")
+
+
+def perform(cloud: Cloud, action: str, form: Mapping[str, str]) -> str:
+    """Do what the plan showed; a one-line report for the page."""
+    selection = Selection.from_form(form)
+    if action == "backfill":
+        window, params = read_window(cloud, selection)
+        name = backfills.start(cloud, backfills.argument(workflow_of(cloud, selection), window, params,
+                                                         _concurrency(form)))
+        return f"backfill {name.rsplit('/', 1)[-1]} started"
+    if action == "rerun":
+        status = load(cloud, selection)
+        reruns = rerun_.rerun_records(cloud, rerun_.failed_records(status.times), "failed")
+        errors = [f"{r.schedule_time}: {r.error}" for r in reruns if r.error]
+        return f"{sum(r.started for r in reruns)} of {len(reruns)} re-run" + (f"; errors: {'; '.join(errors[:3])}" if errors else "")
+    if action == "cancel":
+        links, runs = backfills.cancel(cloud, _backfill_id(form), form.get("runs") == "1")
+        return f"cancelled {len(links)} backfill execution(s) and {len(runs)} run(s)"
+    raise WfrError(f"unknown action {action!r}")
+
+
+def _backfill_id(form: Mapping[str, str]) -> str:
+    backfill_id = form.get("backfill") or ""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", backfill_id, re.ASCII):
+        raise WfrError(f"expected a backfill's execution id, got {backfill_id!r}")
+    return backfill_id
