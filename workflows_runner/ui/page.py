@@ -26,7 +26,7 @@ def document(title: str, body: str, token: str) -> str:
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <title>{escape(title)}</title>
 <link rel="stylesheet" href="{escape(url('/static/ui.css', token))}">
 <script src="{escape(url('/static/ui.js', token))}" defer></script>

@@ -36,6 +36,9 @@ STATIC = {"ui.css": "text/css; charset=utf-8", "ui.js": "text/javascript; charse
 # Only this server's own script and stylesheet; no inline code, no other origin, no framing.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+# The URL (with its token) is sent as Referer to this server only. Not no-referrer: with it,
+# Chromium sends `Origin: null` on the page's own form posts, which the origin check refuses.
+REFERRER_POLICY = "same-origin"
 SAME_SITE_FETCH = frozenset({"same-origin", "none"})   # "none": typed, bookmarked or opened by wfr
 DEFAULT_DAYS = 7              # the window the form proposes: the last week, up to now
 
@@ -186,7 +189,7 @@ class Handler(BaseHTTPRequestHandler):
         data = body.encode() if isinstance(body, str) else body
         self.send_response(code)
         for name, value in {"Content-Type": content_type, "Content-Length": str(len(data)),
-                            "Content-Security-Policy": CSP, "Referrer-Policy": "no-referrer",
+                            "Content-Security-Policy": CSP, "Referrer-Policy": REFERRER_POLICY,
                             "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY",
                             "Cache-Control": "no-store", **(headers or {})}.items():
             self.send_header(name, value)
