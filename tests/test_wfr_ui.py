@@ -264,3 +264,42 @@ def test_the_browser_is_refused_without_the_token(stack_ui, browser):
     assert answer.status == 403 and "token" in page.inner_text("body")
     assert page.locator(".cell").count() == 0
     page.close()
+
+
+def test_backfill_missing_then_cancel_it_from_the_page(stack_ui, browser):
+    stack, state, url = stack_ui
+    params = {"case": "ui-backfill", "sleepSeconds": SLEEP}
+    page = browser.new_page(viewport={"width": 1280, "height": 720})
+    page.goto(with_path(url, "/", workflow="example", **WINDOW, params=json.dumps(params)))
+    assert set(cells(page).values()) == {"missing"}
+
+    page.fill('form.action input[name="concurrency"]', "2")
+    page.click('button[data-action="backfill"]')
+    page.wait_for_selector('section[data-plan="backfill"]')
+    assert page.inner_text("pre.command").startswith(
+        "wfr backfill example --start 2024-03-01T00:00:00Z --stop 2024-03-03T00:00:00Z --step '0 */6 * * *'")
+    assert "--concurrency 2 --local" in page.inner_text("pre.command")
+    assert "8 would start" in page.inner_text(".plan")
+    page.click('button[data-confirm="backfill"]')
+    page.wait_for_selector(".notice")
+    backfill_id = re.fullmatch(r"backfill (\S+) started", page.inner_text(".notice"))[1]
+    row = page.locator(f'tr[data-backfill="{backfill_id}"]')
+    assert row.get_attribute("data-backfill-state") == "ACTIVE"
+    # Its progress, live: runs appear in the grid and in the row's counts without a reload.
+    page.wait_for_selector('.cell[data-state="running"]', timeout=30_000)
+    page.wait_for_function(f"(p => p && p.max == 8 && p.value >= 2)"
+                           f"(document.querySelector('tr[data-backfill=\"{backfill_id}\"] progress'))", timeout=30_000)
+    page.screenshot(path=str(ARTIFACTS / "wfr-ui-backfill.png"), full_page=True)
+
+    page.check(f'tr[data-backfill="{backfill_id}"] input[name="runs"]')
+    page.click(f'tr[data-backfill="{backfill_id}"] button[data-action="cancel"]')
+    page.wait_for_selector('section[data-plan="cancel"]')
+    assert page.inner_text("pre.command") == f"wfr backfill cancel {backfill_id} --runs --local {state}"
+    page.click('button[data-confirm="cancel"]')
+    page.wait_for_selector(".notice")
+    assert re.fullmatch(r"cancelled [1-9][0-9]* backfill execution\(s\) and [1-9][0-9]* run\(s\)", page.inner_text(".notice"))
+    assert page.locator(f'tr[data-backfill="{backfill_id}"]').get_attribute("data-backfill-state") == "CANCELLED"
+    shown = cells(page)
+    assert "cancelled" in shown.values() and "running" not in shown.values()
+    assert shown == {t["scheduleTime"]: t["state"] for t in wfr_status(state, params)["times"]}
+    page.close()

@@ -142,7 +142,7 @@ def _progress(b: backfills_.Backfill) -> str:
         return "dry run" if b.argument.get("dryRun") else "-"
     planned = p.planned if p.planned is not None else 0
     bar = f'<progress value="{p.done}" max="{max(planned, 1)}"></progress>' if planned else ""
-    return (f'{bar} <span class="counts">{p.done}/{planned} done: started {p.started}, skipped {p.skipped}, '
+    return (f'{bar} {p.done}/{planned}<br><span class="counts">started {p.started}, skipped {p.skipped}, '
             f'failed {p.failed}, running {p.running}</span>')
 
 
@@ -155,15 +155,15 @@ def backfill_list(found: Iterable[backfills_.Backfill], selection: Selection, to
             cancel = _action_form("cancel", "Cancel…", selection, token, 1,
                                   '<label><input type="checkbox" name="runs" value="1"> and its running runs</label>',
                                   {"backfill": b.id})
+        window = f'{a.get("start")} → {a.get("stop")} · {a.get("step")} · reprocess {a.get("reprocess", "none")}'
         rows.append(f'<tr data-backfill="{escape(b.id)}" data-backfill-state="{escape(b.state)}">'
-                    f'<td><code>{escape(b.id)}</code></td><td>{escape(b.state)}</td>'
-                    f'<td>{escape(str(a.get("start")))} .. {escape(str(a.get("stop")))} '
-                    f'<code>{escape(str(a.get("step")))}</code> {escape(str(a.get("reprocess", "none")))}</td>'
-                    f'<td>{escape(b.create_time)}</td><td>{_progress(b)}</td><td>{cancel}</td></tr>')
+                    f'<td><code>{escape(b.id)}</code><br><small>{escape(b.create_time[:19].replace("T", " "))}'
+                    f'</small></td><td>{escape(b.state)}</td><td class="window">{escape(window)}</td>'
+                    f'<td>{_progress(b)}</td><td>{cancel}</td></tr>')
     if not rows:
         return '<section class="backfills"><h2>Backfills</h2><p class="empty">None of this workflow.</p></section>'
-    return ('<section class="backfills"><h2>Backfills</h2><table><thead><tr><th>id</th><th>state</th>'
-            '<th>window</th><th>created</th><th>progress</th><th></th></tr></thead><tbody>'
+    return ('<section class="backfills"><h2>Backfills</h2><table><thead><tr><th>id, created</th><th>state</th>'
+            '<th>window</th><th>progress</th><th></th></tr></thead><tbody>'
             + "".join(rows) + "</tbody></table></section>")
 
 
