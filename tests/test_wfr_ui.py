@@ -60,14 +60,18 @@ def with_path(url: str, path: str, **query: str) -> str:
 
 
 # --- the guards, over HTTP (no cloud needed: every refusal comes before any call) -----------------
-@pytest.fixture(scope="module")
-def offline_ui(tmp_path_factory):
-    state = tmp_path_factory.mktemp("offline")
+def closed_endpoints(state: Path) -> Path:
+    """An endpoints.json whose every service is a closed port."""
     closed = f"http://127.0.0.1:{local_stack.free_port()}"
     (state / "endpoints.json").write_text(json.dumps({
         "project": "local-project", "location": "us-central1", "api": closed, "range": closed, "proxy": closed,
         "scheduler": closed, "storage": closed, "bucket": "runs", "backfillWorkflow": "backfill", "token": "localcloud"}))
-    process, url = start_ui(state)
+    return state
+
+
+@pytest.fixture(scope="module")
+def offline_ui(tmp_path_factory):
+    process, url = start_ui(closed_endpoints(tmp_path_factory.mktemp("offline")))
     yield url
     stop_ui(process)
 
@@ -140,6 +144,13 @@ def test_it_listens_on_the_loopback_address_only(offline_ui):
     assert listening == ["0100007F"]  # 127.0.0.1, and no other address or family
 
 
+def test_a_port_in_use_is_a_clear_error(offline_ui, tmp_path):
+    done = subprocess.run([*WFR, "ui", "--local", str(closed_endpoints(tmp_path)), "--port", str(urlsplit(offline_ui).port),
+                           "--no-browser"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and done.stdout == ""
+    assert f"cannot listen on 127.0.0.1:{urlsplit(offline_ui).port}" in done.stderr
+
+
 def test_a_bad_window_is_a_clear_400_not_a_trace(offline_ui):
     answer = requests.get(with_path(offline_ui, "/", workflow="example", start="2024-01-01T00:00:00Z",
                                     stop="2024-01-02T00:00:00Z", step="0 * * * *", params="[1]"), timeout=10)
@@ -148,7 +159,7 @@ def test_a_bad_window_is_a_clear_400_not_a_trace(offline_ui):
 
 
 # --- the page in Chromium, on the local stack ------------------------------------------------------
-SLEEP = 15           # seconds each run of the window sleeps: long enough to see one running
+SLEEP = 20           # seconds each run of the window sleeps: long enough to see one running, even on a busy machine
 WINDOW = {"start": "2024-03-01T00:00:00Z", "stop": "2024-03-03T00:00:00Z", "step": "0 */6 * * *"}
 
 
@@ -200,6 +211,7 @@ def cells(page) -> dict[str, str]:
     return page.eval_on_selector_all(".cell", "cs => Object.fromEntries(cs.map(c => [c.dataset.time, c.dataset.state]))")
 
 
+@pytest.mark.timeout(300)  # runs sleep SLEEP seconds, three times over
 def test_the_grid_shows_what_wfr_status_says_and_rerun_failed_changes_it(stack_ui, browser):
     stack, state, url = stack_ui
     # The times as the range function writes them (and the proxy passes them on): UTC as +00:00.
@@ -248,7 +260,9 @@ def test_the_grid_shows_what_wfr_status_says_and_rerun_failed_changes_it(stack_u
     assert page.inner_text(".notice") == "1 of 1 re-run"
     rerun_cell = page.locator(f'.cell[data-time="{times[4]}"]')
     assert rerun_cell.get_attribute("data-state") == "running" and rerun_cell.get_attribute("data-attempts") == "2"
-    assert cells(page) == {t["scheduleTime"]: t["state"] for t in wfr_status(state, params)["times"]}
+    again = next(t for t in wfr_status(state, params)["times"] if t["scheduleTime"] == times[4])
+    assert (again["attempts"], again["execution"]) == (2, rerun_cell.get_attribute("data-execution"))
+    assert again["execution"] != failed_run["execution"]
     page.screenshot(path=str(ARTIFACTS / "wfr-ui-rerun.png"), full_page=True)
 
     # Live refresh: without reloading, the running time turns succeeded once its run ends.
@@ -266,6 +280,7 @@ def test_the_browser_is_refused_without_the_token(stack_ui, browser):
     page.close()
 
 
+@pytest.mark.timeout(300)
 def test_backfill_missing_then_cancel_it_from_the_page(stack_ui, browser):
     stack, state, url = stack_ui
     params = {"case": "ui-backfill", "sleepSeconds": SLEEP}

@@ -14,6 +14,7 @@ Why each guard (docs/ui.md, "Safety"):
 from __future__ import annotations
 
 import hmac
+import os
 import secrets
 import sys
 import traceback
@@ -197,6 +198,15 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def _open(url: str) -> None:
+    """Open the page in the desktop's browser. Without a display, Python's webbrowser would start
+    a text browser (lynx, w3m) in this very terminal: then the URL printed above is enough."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        print("wfr ui: no display to open a browser on; open the URL above", file=sys.stderr, flush=True)
+        return
+    webbrowser.open(url)
+
+
 def serve(cloud: Cloud, target_flags: list[str], where: str, port: int, open_browser: bool) -> int:
     """Serve until Ctrl-C; the page's URL is the first line on stdout."""
     app = App(cloud, secrets.token_urlsafe(32), target_flags, where)
@@ -207,7 +217,7 @@ def serve(cloud: Cloud, target_flags: list[str], where: str, port: int, open_bro
     print(server.url, flush=True)
     print("wfr ui: serving on 127.0.0.1 only; Ctrl-C stops it", file=sys.stderr, flush=True)
     if open_browser:
-        webbrowser.open(server.url)
+        _open(server.url)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
