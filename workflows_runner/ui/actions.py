@@ -11,7 +11,7 @@ from typing import Mapping
 from .. import backfills, rerun as rerun_, status as status_
 from ..cloud import Cloud
 from ..commands import read_window
-from ..errors import WfrError
+from ..errors import ApiError, WfrError
 
 MAX_TIMES = 10_000       # a larger window is refused: the page would be too heavy to be useful
 SHOWN = 20               # times or executions listed in a plan
@@ -91,8 +91,15 @@ def load(cloud: Cloud, selection: Selection) -> status_.Status:
 
 
 def recent_backfills(cloud: Cloud, workflow: str, limit: int = 5) -> list[backfills.Backfill]:
-    """The workflow's newest backfills, each with its progress (backfills.show, as `wfr backfill show`)."""
-    return [backfills.show(cloud, b.id) for b in backfills.list_backfills(cloud, workflow)[:limit]]
+    """The workflow's newest backfills, each with its progress (backfills.show, as `wfr backfill show`);
+    none where the backfill workflow is not deployed (404), so the grid still shows."""
+    try:
+        found = backfills.list_backfills(cloud, workflow)[:limit]
+    except ApiError as error:
+        if error.code == 404:
+            return []
+        raise
+    return [backfills.show(cloud, b.id) for b in found]
 
 
 def _command(words: list[str], target_flags: list[str]) -> str:
