@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from localcloud import stack as local_stack
+from localcloud import up as local_up
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -178,13 +179,10 @@ def browser():
 @pytest.fixture(scope="module")
 def stack_ui(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
-    stack = local_stack.start(state, api_log=lambda entry: None)
+    stack = local_stack.start(state, jobs=[], api_log=lambda entry: None, scheduler_log=lambda entry: None)
     try:
-        # endpoints.json as `python -m localcloud up` writes it (docs/localcloud.md).
-        (state / "endpoints.json").write_text(json.dumps({
-            "project": local_stack.PROJECT, "location": local_stack.LOCATION, "api": stack.api.url,
-            "range": stack.range_url, "proxy": stack.proxy_url, "storage": stack.storage.url,
-            "bucket": local_stack.RUNS_BUCKET, "backfillWorkflow": "backfill", "token": "localcloud"}))
+        # endpoints.json exactly as `python -m localcloud up` writes it (docs/localcloud.md).
+        (state / "endpoints.json").write_text(json.dumps(local_up.endpoints(stack)))
         process, url = start_ui(state)
         yield stack, state, url
         stop_ui(process)
