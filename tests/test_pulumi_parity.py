@@ -45,9 +45,6 @@ def dry_run_output(cloud, scenario):
     deploy, then each schedule."""
     def dry_run(*args):
         result = cloud.run(*args, *deploy_args(scenario), "--dry-run")
-        # TODO(issue 14): remove once main's deploy.sh plans without a login and has its new options.
-        if "gcloud is not logged in" in result.stderr or "unknown option" in result.stderr:
-            pytest.skip("deploy.sh on this branch predates its dry run without a login (issue 14)")
         assert result.returncode == 0, result.stderr
         assert "Dry run without a gcloud login" in result.stdout, result.stdout
         # It only asked gcloud who is logged in: nobody, so it looked nothing up.
