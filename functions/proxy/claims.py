@@ -42,6 +42,7 @@ class Run:
     arrival: datetime      # when the request came: a claim made after it is a concurrent twin's
     deadline: float        # time.monotonic() by which to answer
     lease: timedelta
+    fields: dict = dataclasses.field(default_factory=dict)  # more Execution fields for create (callLogLevel, ...)
 
     @property
     def prefix(self) -> str:
@@ -168,7 +169,7 @@ def _claim_and_create(run: Run, number: int, generation: str) -> dict | None:
             return None
     claim = Attempt.from_resource(resource)
     labels = {**run.labels, ATTEMPT_LABEL: str(number)}
-    body = {"argument": run.content.argument, "labels": labels}
+    body = {**run.fields, "argument": run.content.argument, "labels": labels}
     tries = 0
 
     def create() -> dict:

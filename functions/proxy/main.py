@@ -26,6 +26,7 @@ import functions_framework
 from werkzeug.exceptions import HTTPException
 
 import claims
+import execution_body
 import ledger
 import request_limits
 import scheduled_time
@@ -52,6 +53,10 @@ _PATH = re.compile(
 TRACE_CONTEXT = re.compile(r"([0-9a-fA-F]{32})(?:/.*)?", re.ASCII)
 TRACEPARENT = re.compile(r"[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}", re.ASCII)
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{1,63}", re.ASCII)  # Google's label value rule, non-empty
+# The label keys the proxy sets (docs/proxy.md): a caller's labels never override them.
+RESERVED_LABELS = frozenset({scheduled_time.SCHEDULE_TIME_LABEL, scheduled_time.RUN_DIGEST_LABEL,
+                             scheduled_time.TRIGGER_LABEL, scheduled_time.JOB_LABEL,
+                             claims.BACKFILL_LABEL, claims.ATTEMPT_LABEL})
 
 request_limits.install(MAX_BODY_BYTES, (413, "INVALID_ARGUMENT", f"the body is larger than {MAX_BODY_BYTES} bytes"))
 
@@ -110,6 +115,7 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
     if isinstance(body, dict):
         element = settled.element(body)
         log["scheduleTime"] = element.schedule_time
+        log.update(element.notes())
         execution = claims.start(element.run)
         log.update(outcome="started" if execution["started"] else "existing",
                    execution=execution.get("name"), message=_summary(execution))
@@ -127,7 +133,8 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
             execution = claims.start(element.run)
             results.append(execution)
             outcomes.append({"scheduleTime": schedule_time, "execution": execution.get("name"),
-                             "outcome": "started" if execution["started"] else "existing"})
+                             "outcome": "started" if execution["started"] else "existing",
+                             **element.notes()})
         except ApiError as error:
             results.append(error.body())
             outcomes.append({"scheduleTime": schedule_time, "outcome": "rejected",
@@ -142,6 +149,15 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
 class _Element:
     schedule_time: str  # as written into the argument, for the log
     run: claims.Run
+    execution_shaped: bool = False
+    dropped_labels: tuple[str, ...] = ()  # the caller's label keys the proxy's own replaced
+
+    def notes(self) -> dict:
+        """What the log says of the body's shape (label keys only, never values)."""
+        notes: dict = {"bodyShape": "execution"} if self.execution_shaped else {}
+        if self.dropped_labels:
+            notes["droppedLabels"] = list(self.dropped_labels)
+        return notes
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,11 @@ class _Request:
         """One body object's run: its argument, labels and ledger record."""
         if not isinstance(body, dict):
             raise ApiError(400, "each array element must be a JSON object")
+        try:
+            unwrapped = execution_body.unwrap(body, _parse_argument)
+        except ValueError as error:
+            raise ApiError(400, str(error)) from None
+        body = unwrapped.argument
         instant, trigger = self._scheduled(body)
         rendered = _render(instant, self.zone)
         rest = {key: value for key, value in body.items() if key != "scheduleTime"}
@@ -184,13 +205,15 @@ class _Request:
             labels[scheduled_time.JOB_LABEL] = self.job
         if self.backfill:
             labels[claims.BACKFILL_LABEL] = self.backfill
+        labels, dropped = execution_body.merged_labels(labels, unwrapped.labels, RESERVED_LABELS)
         content = ledger.Claim(workflow=self.parent, scheduleTime=rendered, timezone=self.zone_name,
                                argument=argument, trigger=trigger, job=self.job or None,
                                backfill=self.backfill or None, attempt=0)
         return _Element(rendered, claims.Run(
             bucket=self.bucket, parent=self.parent, instant=instant, digest=digest,
             reprocess=self.reprocess, labels=labels, content=content, arrival=self.arrival,
-            deadline=self.deadline, lease=self.lease))
+            deadline=self.deadline, lease=self.lease, fields=unwrapped.fields),
+            unwrapped.execution_shaped, tuple(dropped))
 
     def _scheduled(self, body: dict) -> tuple[datetime, str]:
         if self.header_time is not None:
@@ -292,13 +315,22 @@ def _read_json(request):
         raise ApiError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     if not data.strip():
         return {}
+    return _parse(data, "the body")
+
+
+def _parse(data: bytes | str, what: str):
     try:
-        body = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(data, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        raise ApiError(400, "the body is not valid JSON") from None
-    if _depth(body) > MAX_DEPTH:
-        raise ApiError(400, f"the body nests arrays and objects more than {MAX_DEPTH} deep")
-    return body
+        raise ApiError(400, f"{what} is not valid JSON") from None
+    if _depth(value) > MAX_DEPTH:
+        raise ApiError(400, f"{what} nests arrays and objects more than {MAX_DEPTH} deep")
+    return value
+
+
+def _parse_argument(text: str):
+    """An Execution-shaped body's argument string, read by the body's own rules."""
+    return _parse(text, "argument (the Execution's JSON string)")
 
 
 def _reject_constant(name: str):
