@@ -30,10 +30,10 @@ COMMAND_WORDS = re.compile(r"^\s*(\$ )?(wfr|make|gcloud|curl|\./deploy\.sh|\.ven
 NEEDS_GOOGLE = {
     "a gcloud group localcloud does not serve (IAM, functions, Cloud Build, projects, auth, ...)":
         re.compile(r"\bgcloud\s+(functions|iam|projects|builds|services|auth|run|storage|logging)\b"),
-    "a project other than local-project":
-        re.compile(r"--project[= ](?!local-project\b)\S"),
-    "a region other than us-central1":
-        re.compile(r"(--location|--region)[= ](?!us-central1\b)\S"),
+    "gcloud or wfr on a project other than local-project":
+        re.compile(r"\b(gcloud|wfr)\b[^\n]*--project[= ](?!local-project\b)\S"),
+    "gcloud or wfr in a region other than us-central1":
+        re.compile(r"\b(gcloud|wfr)\b[^\n]*(--location|--region)[= ](?!us-central1\b)\S"),
     "deploy.sh changing a project (only --dry-run and --help only read)":
         re.compile(r"\./deploy\.sh\b(?!.*--(dry-run|help))"),
     "pulumi, which deploys to Google": re.compile(r"\bpulumi\s+(up|preview|destroy|login|stack)\b"),
