@@ -76,10 +76,21 @@ def test_commands_use_the_venv_python_or_wfr():
     assert not found, "use .venv/bin/python or wfr:\n" + "\n".join(found)
 
 
+def cksum(data: bytes) -> int:
+    """POSIX cksum, as the Makefile names the venv's stamp."""
+    return int(subprocess.run(["cksum"], input=data, capture_output=True, check=True).stdout.split()[0])
+
+
 # -- running them ----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def checkout(tmp_path_factory):
     """A copy of the checkout's files (tracked and new, not ignored), its .venv linked."""
+    requirements = b"".join((ROOT / name).read_bytes() for name in
+                            ["requirements-dev.txt", *sorted(str(path.relative_to(ROOT)) for path in
+                                                             ROOT.glob("functions/*/requirements.txt"))])
+    stamp = ROOT / ".venv" / f".installed-{cksum(requirements)}"
+    # `make run` in the copy would reinstall into the shared .venv, with no network.
+    assert stamp.exists(), f"{stamp.name} is missing: the venv is older than the requirements, run `make test`"
     repo = tmp_path_factory.mktemp("docs") / "workflows-runner"
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split("\0")
