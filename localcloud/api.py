@@ -433,7 +433,7 @@ class ApiServer(ThreadingHTTPServer):
         return self.executions.logs
 
     def stop(self) -> None:
-        """Stop serving; running executions are interrupted (recorded FAILED, see README)."""
+        """Stop serving; running executions are interrupted (recorded FAILED, see docs/localcloud.md)."""
         self.shutdown()
         self.executions.stop()
         self.server_close()

@@ -225,7 +225,7 @@ def scheduler_headers(schedule_time: str, job: str = "daily-report") -> dict:
 
 
 def expected_digest(workflow: str, label: str, argument: dict) -> str:
-    """The README's definition, written out independently of the proxy's code."""
+    """docs/proxy.md's definition, written out independently of the proxy's code."""
     canonical = json.dumps({"workflow": workflow, "scheduleTime": label, "argument": argument},
                            sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]

@@ -33,7 +33,7 @@ def test_the_run_identity_is_the_proxys(workflow, text, argument):
 
 
 def test_the_documented_digest_example():
-    # docs: README proxy section, label table.
+    # docs/proxy.md, label table.
     instant = identity.parse_instant("2019-10-12T07:20:50.52Z")
     assert identity.run_digest("projects/my-project/locations/europe-west1/workflows/daily_report",
                                instant, {"table": "sales"}) == "22cd5851c0873d97ad7b29519b0bc8a6"

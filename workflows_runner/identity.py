@@ -2,7 +2,7 @@
 
 Twin of functions/proxy/scheduled_time.py (to_label, run_digest), which deploys alone and so
 cannot be imported; tests/test_wfr_units.py checks both against one table. The contract is the
-proxy's label table (README, proxy section).
+proxy's label table (docs/proxy.md).
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The scheduled time of a run: parsing it, writing it in a zone, and the labels that find the run.
 
 The label encoding and the run digest are a contract (the backfill and anyone searching runs rely
-on them): they are defined here only and documented in the README's proxy section.
+on them): they are defined here only and documented in docs/proxy.md.
 """
 from __future__ import annotations
 
