@@ -137,8 +137,8 @@ def latency() -> None:
         for process in (stand_in, objects):
             process.terminate()
             process.wait()
-    print(f"latency over {REQUESTS} POSTs each (proxy, a new run each = ledger list + executions.list + "
-          f"ledger claim + executions.create + ledger record):")
+    print(f"latency over {REQUESTS} POSTs each (proxy, a new run each = ledger claim + executions.create "
+          f"+ ledger record):")
     print(f"  {'':10} {'p50 ms':>8} {'p99 ms':>8}")
     for name, samples in (("direct", direct_ms), ("proxy", proxy_ms)):
         print(f"  {name:10} {percentile(samples, .5):8.3f} {percentile(samples, .99):8.3f}")

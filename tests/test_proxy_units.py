@@ -160,9 +160,9 @@ def test_loopback_detection(url, loopback):
     assert api.is_loopback(url) is loopback
 
 
-def test_google_apis_share_one_session_made_once_lazily_with_the_cloud_platform_scope(monkeypatch):
+def test_google_apis_share_one_pool_made_once_lazily_with_the_cloud_platform_scope(monkeypatch):
     import google.auth
-    from google.auth.transport.requests import AuthorizedSession
+    from google.auth.transport.urllib3 import AuthorizedHttp
     from google.oauth2.credentials import Credentials
 
     asked = []
@@ -174,8 +174,8 @@ def test_google_apis_share_one_session_made_once_lazily_with_the_cloud_platform_
     module = load_module("proxy", "workflows_api")  # a fresh copy: no session yet
     monkeypatch.setattr(google.auth, "default", fake_default)
     assert asked == []
-    first, second = module.session("https://workflowexecutions.googleapis.com"), module.session("https://storage.googleapis.com")
-    assert isinstance(first, AuthorizedSession) and first is second
+    first, second = module.pool("https://workflowexecutions.googleapis.com"), module.pool("https://storage.googleapis.com")
+    assert isinstance(first, AuthorizedHttp) and first is second
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
 
 

@@ -1,5 +1,5 @@
-"""The few Cloud Storage JSON API v1 calls the run ledger makes, over workflows_api's session
-and retry rules. https://cloud.google.com/storage/docs/json_api/v1/objects
+"""The few Cloud Storage JSON API v1 calls the run ledger makes, over workflows_api's connection
+pool and retry rules. https://cloud.google.com/storage/docs/json_api/v1/objects
 
 Conditional writes are the point: a write whose precondition fails raises PreconditionFailed
 (HTTP 412, https://cloud.google.com/storage/docs/request-preconditions), which callers treat as
@@ -33,18 +33,18 @@ def _object_path(bucket: str, name: str) -> str:
 
 
 def _answer(response, ok_missing: bool = False) -> dict | None:
-    if response.status_code == 412:
-        raise PreconditionFailed(response.text[:200])
-    if response.status_code == 404 and ok_missing:
+    if response.status == 412:
+        raise PreconditionFailed(response.data[:200].decode('utf-8', 'replace'))
+    if response.status == 404 and ok_missing:
         return None
-    if response.status_code >= 400:
+    if response.status >= 400:
         raise upstream_error(response, API)
     try:
         answer = response.json()
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        raise ApiError(502, f"the {API} answered HTTP {response.status_code} without a JSON object")
+        raise ApiError(502, f"the {API} answered HTTP {response.status} without a JSON object")
     return answer
 
 
@@ -81,7 +81,7 @@ def insert_object(bucket: str, name: str, content: bytes, metadata: dict[str, st
     return _answer(send("POST", f"{base_url()}/upload/storage/v1/b/{quote(bucket, safe='')}/o", deadline, API,
                         params={"uploadType": "multipart", "ifGenerationMatch": if_generation_match,
                                 "fields": OBJECT_FIELDS},
-                        data=body, headers={"Content-Type": f"multipart/related; boundary={boundary}"}))
+                        body=body, headers={"Content-Type": f"multipart/related; boundary={boundary}"}))
 
 
 def patch_metadata(bucket: str, name: str, metadata: dict[str, str], deadline: float,
@@ -92,7 +92,7 @@ def patch_metadata(bucket: str, name: str, metadata: dict[str, str], deadline: f
     return _answer(send("PATCH", base_url() + _object_path(bucket, name), deadline, API,
                         params={"ifGenerationMatch": generation, "ifMetagenerationMatch": metageneration,
                                 "fields": OBJECT_FIELDS},
-                        data=json.dumps({"metadata": metadata}).encode(),
+                        body=json.dumps({"metadata": metadata}).encode(),
                         headers={"Content-Type": "application/json; charset=utf-8"}))
 
 
@@ -100,7 +100,7 @@ def delete_object(bucket: str, name: str, deadline: float, generation: str) -> N
     """Delete the object only if it is still that generation; gone already is fine."""
     response = send("DELETE", base_url() + _object_path(bucket, name), deadline, API,
                     params={"ifGenerationMatch": generation})
-    if response.status_code == 412:
-        raise PreconditionFailed(response.text[:200])
-    if response.status_code >= 400 and response.status_code != 404:
+    if response.status == 412:
+        raise PreconditionFailed(response.data[:200].decode('utf-8', 'replace'))
+    if response.status >= 400 and response.status != 404:
         raise upstream_error(response, API)
