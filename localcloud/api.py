@@ -42,6 +42,7 @@ from .store import Store, lock_state
 Execution = dict[str, Any]
 
 WORKFLOW_SUFFIXES = (".yaml", ".yml", ".json")
+LISTINGS_KEPT = 16                            # listings whose order is kept for their next pages
 ARGUMENT_LIMIT = 32 * 1024                     # bytes, "The size limit is 32KB" (Execution.argument)
 PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX = 100, {"BASIC": 1000, "FULL": 100}
 BASIC_FIELDS = ("name", "startTime", "endTime", "duration", "state", "workflowRevisionId")
@@ -84,6 +85,9 @@ class Executions:
         self._running: dict[str, tuple[threading.Thread, Context]] = {}
         self._loaded: dict[str, Any] = {}      # parsed workflows by source hash: parse once, run many
         self._lock = threading.Lock()
+        # A listing's order, by (query, snapshot): its later pages read only their own executions,
+        # instead of scanning and sorting the workflow's whole history again for each page.
+        self._listings: dict[tuple[str, int], list[int]] = {}
         self._stopping = False
         self._interrupt_leftovers()
 
@@ -282,14 +286,25 @@ class Executions:
         offset, snapshot = 0, self.store.last_seq()
         if params.get("pageToken"):
             offset, snapshot = decode_page_token(params["pageToken"], query_key)
-        candidates = self.store.scan(parent, max_seq=snapshot,
-                                     labels=filters.required_labels(params.get("filter")))
-        rows = [row for row in candidates if predicate(row[1])]
-        page = filters.sort_executions(rows, order)[offset:offset + page_size]
+        order_key = (query_key, snapshot)
+        with self._lock:
+            ordered = self._listings.get(order_key)
+        if ordered is None or offset == 0:
+            candidates = self.store.scan(parent, max_seq=snapshot,
+                                         labels=filters.required_labels(params.get("filter")))
+            ordered = [seq for seq, _ in filters.sort_executions(
+                [row for row in candidates if predicate(row[1])], order)]
+            with self._lock:
+                self._listings[order_key] = ordered
+                while len(self._listings) > LISTINGS_KEPT:
+                    self._listings.pop(next(iter(self._listings)))
+        # The page's executions as they are now; one that has left the filter since the first
+        # page (its state changed) is left out, so a page may hold fewer than pageSize.
+        page = [doc for doc in self.store.docs(ordered[offset:offset + page_size]) if predicate(doc)]
         response: dict[str, Any] = {}
         if page:
-            response["executions"] = [shape(execution, view) for _, execution in page]
-        if offset + page_size < len(rows):
+            response["executions"] = [shape(execution, view) for execution in page]
+        if offset + page_size < len(ordered):
             response["nextPageToken"] = encode_page_token(offset + page_size, snapshot, query_key)
         return response
 

@@ -310,6 +310,36 @@ def test_paging_visits_every_execution_once_even_when_new_ones_arrive(seeded):
     assert ids(page["executions"] + rest) == ids(sorted(docs, key=lambda d: d["createTime"], reverse=True))
 
 
+def test_later_pages_show_executions_as_they_are_now(seeded, state):
+    """Pages after the first keep the first page's order but read each execution afresh: one
+    that left the filter meanwhile is left out, one still in it shows its new fields."""
+    client, docs = seeded
+    page = client.list("hello", filter='labels.parity="odd"', pageSize=10, view="FULL")
+    odd_newest_first = ids(sorted((d for d in docs if d["labels"]["parity"] == "odd"),
+                                  key=lambda d: d["createTime"], reverse=True))
+    left, renamed = f"{PARENT}/hello/executions/{odd_newest_first[15]}", f"{PARENT}/hello/executions/{odd_newest_first[20]}"
+    store = Store(state)  # a second writer on the same state, as another localcloud process would be
+    store.update(left, lambda doc: {**doc, "labels": {**doc["labels"], "parity": "none"}})
+    store.update(renamed, lambda doc: {**doc, "labels": {**doc["labels"], "note": "changed"}})
+    store.close()
+    rest = all_pages(client, filter='labels.parity="odd"', pageSize=10, view="FULL", pageToken=page["nextPageToken"])
+    assert ids(page["executions"] + rest) == [i for i in odd_newest_first if i != odd_newest_first[15]]
+    assert next(e for e in rest if e["name"] == renamed)["labels"]["note"] == "changed"
+
+
+def test_a_page_token_outlives_the_server_that_gave_it(workflows, state):
+    docs = seed(state, 150)
+    first = api.start(workflows, state, log=quiet)
+    page = Client(first.url).list("hello", pageSize=40)
+    first.stop()
+    second = api.start(workflows, state, log=quiet)
+    try:
+        rest = all_pages(Client(second.url), pageSize=40, pageToken=page["nextPageToken"])
+    finally:
+        second.stop()
+    assert ids(page["executions"] + rest) == ids(sorted(docs, key=lambda d: d["createTime"], reverse=True))
+
+
 @pytest.mark.parametrize("text, keep", [
     ('state="FAILED"', lambda d: d["state"] == "FAILED"),
     ('state!="FAILED"', lambda d: d["state"] != "FAILED"),
