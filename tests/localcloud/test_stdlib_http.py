@@ -164,3 +164,34 @@ def test_bad_arguments_are_rejected_before_sending(httpserver, kwargs, tag):
     assert error("http.get", url=httpserver.url_for("/never"), **kwargs)["tags"] == [tag]
     assert error("http.request", method="FETCH", url=httpserver.url_for("/"))["tags"] == ["ValueError"]
     assert len(httpserver.log) == 0
+
+
+def test_calls_reuse_kept_alive_connections_and_keep_no_cookies():
+    """Each call stands alone (a Set-Cookie is never sent back), yet calls to one host share a
+    kept-alive connection, as a long-lived HTTP client does."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    seen = []
+
+    class KeepAlive(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            seen.append((self.client_address[1], self.headers.get("Cookie")))
+            self.send_response(200)
+            self.send_header("Set-Cookie", "session=abc; Path=/")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+    server = ThreadingHTTPServer(("127.0.0.1", 0), KeepAlive)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        for _ in range(5):
+            call("http.get", url=f"http://127.0.0.1:{server.server_address[1]}/c")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [cookie for _, cookie in seen] == [None] * 5
+    assert len({port for port, _ in seen}) == 1
