@@ -9,6 +9,8 @@
     PATCH  /storage/v1/b/B/o/O                              objects.patch
     PUT    /storage/v1/b/B/o/O                              objects.update
     DELETE /storage/v1/b/B/o/O                              objects.delete
+    POST   /batch/storage/v1                                up to 100 of the calls above (not uploads
+                                                            or downloads) in one multipart/mixed request
 
 Writes honour ifGenerationMatch, ifGenerationNotMatch, ifMetagenerationMatch and
 ifMetagenerationNotMatch with 412 (buckets.py). Unlike the Executions API no token is required:
@@ -16,13 +18,17 @@ Google's client libraries send none to an emulator (STORAGE_EMULATOR_HOST).
 
 Fault hooks for tests: `server.faults` answers the next matching requests with a given code
 before serving them; `server.after_write` is called after each committed object write, before the
-answer goes out (a test may kill the writer there). Both are empty unless a test sets them.
+answer goes out (a test may kill the writer there). Both are empty unless a test sets them, and
+both see each call of a batch as a request of its own.
 """
 from __future__ import annotations
 
 import base64
+import email.parser
+import email.policy
 import json
 import re
+import secrets
 import threading
 import traceback
 import urllib.error
@@ -41,12 +47,18 @@ _BUCKETS = re.compile(r"/storage/v1/b")
 _BUCKET = re.compile(r"/storage/v1/b/([^/]+)")
 _OBJECTS = re.compile(r"/(upload/)?storage/v1/b/([^/]+)/o")
 _OBJECT = re.compile(r"/(download/)?storage/v1/b/([^/]+)/o/([^/]+)")
+_BATCH = re.compile(r"/batch/storage/v1")  # the discovery document's batchPath
+_REQUEST_LINE = re.compile(r"([A-Z]{1,20}) ([\x21-\x7e]+) HTTP/1\.[01]", re.ASCII)
 CONDITIONS = {"ifGenerationMatch", "ifGenerationNotMatch", "ifMetagenerationMatch", "ifMetagenerationNotMatch"}
 IGNORED = {"projection", "userProject", "predefinedAcl", "kmsKeyName", "contentEncoding",
            "predefinedDefaultObjectAcl", "enableObjectRetention", "softDeleted"}
 LIST_PARAMETERS = {"prefix", "startOffset", "endOffset", "maxResults", "pageToken"}
 INSERT_PARAMETERS = {"name"} | CONDITIONS
 MAX_RESULTS = 1000
+# "You should not include more than 100 calls in a single batch request"
+# (https://cloud.google.com/storage/docs/batch); here more is refused, so a client that sends more
+# learns it locally rather than on Google.
+MAX_BATCH_CALLS = 100
 
 
 @dataclass
@@ -57,11 +69,29 @@ class Fault:
     method: str | None = None
     path_part: str = ""
 
+    def error(self) -> StorageError:
+        return StorageError(self.code, f"injected fault {self.code}", "UNAVAILABLE", "backendError")
+
 
 @dataclass
 class Media:
     data: bytes
     resource: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request of a batch: an application/http part."""
+    method: str
+    url: Any                 # urlsplit of its path and query
+    body: bytes
+    content_id: str | None   # the part's Content-ID, which its answer echoes
+
+
+@dataclass
+class Batch:
+    """A batch's answers in order: (Content-ID, code, body) per call."""
+    answers: list[tuple[str | None, int, Any]]
 
 
 class StorageHandler(GoogleJSONHandler):
@@ -71,21 +101,20 @@ class StorageHandler(GoogleJSONHandler):
         url = urlsplit(self.path)
         fault = self.server.take_fault(method, url.path)
         self.body, self.body_read = b"", False
-        try:
+
+        def serve() -> tuple[int, Any]:
             self.body = self.read_body()  # whatever the answer, so no unread bytes desync the connection
             self.body_read = True
             if fault is not None:
-                raise StorageError(fault.code, f"injected fault {fault.code}", "UNAVAILABLE", "backendError")
-            code, body = self.route(method, url)
-        except StorageError as error:
-            code, body = error.code, error.body()
-        except ApiError as error:  # query_params' refusals
-            code, body = error.code, StorageError(error.code, error.message, error.status, "invalid").body()
-        except Exception:  # a bug of ours: Google's shape, traceback in the log
-            traceback.print_exc()
-            code, body = 500, StorageError(500, "Internal error encountered.", "INTERNAL", "backendError").body()
+                raise fault.error()
+            if _BATCH.fullmatch(url.path) and method == "POST":
+                return 200, self.batch(url)
+            return self.route(method, url)
+        code, body = _answered(serve)
         if isinstance(body, Media):
             self.send_media(body)
+        elif isinstance(body, Batch):
+            self.send_batch(body)
         elif code == 204:
             self.send_response(204)
             self.send_header("Content-Length", "0")
@@ -109,6 +138,35 @@ class StorageHandler(GoogleJSONHandler):
         self.send_header("x-goog-stored-content-length", resource["size"])
         self.end_headers()
         self.wfile.write(media.data)
+
+    def send_batch(self, batch: Batch) -> None:
+        boundary = f"batch_{secrets.token_hex(16)}"
+        data = _batch_answer(boundary, batch)
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/mixed; boundary={boundary}")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def batch(self, url: Any) -> Batch:
+        """Each call of a batch is served as a request of its own (its fault, its preconditions,
+        after_write), in order, and answered in its own part: a call's refusal is its part's
+        answer, never the batch's. https://cloud.google.com/storage/docs/batch"""
+        query_params(url, IGNORED)
+        answers = []
+        for call in _batch_calls(self.headers.get("Content-Type") or "", self.body):
+            fault = self.server.take_fault(call.method, call.url.path)
+            answers.append((call.content_id, *_answered(lambda: self.serve_call(call, fault))))
+        return Batch(answers)
+
+    def serve_call(self, call: Call, fault: Fault | None) -> tuple[int, Any]:
+        if fault is not None:
+            raise fault.error()
+        if not call.url.path.startswith("/storage/v1/"):
+            raise invalid(f"{call.method} {call.url.path} cannot be batched: a batch holds JSON API calls "
+                          "under /storage/v1/, not uploads, downloads or batches")
+        self.body = call.body
+        return self.route(call.method, call.url)
 
     def read_json(self) -> Any:
         if not self.body.strip():
@@ -192,6 +250,70 @@ class StorageHandler(GoogleJSONHandler):
         if last is not None:
             page["nextPageToken"] = base64.urlsafe_b64encode(last.encode()).decode()
         return page
+
+
+def _answered(serve: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:
+    """serve()'s (code, body), or the refusal it raised, in the JSON API's error shape."""
+    try:
+        return serve()
+    except StorageError as error:
+        return error.code, error.body()
+    except ApiError as error:  # query_params' and read_body's refusals
+        return error.code, StorageError(error.code, error.message, error.status, "invalid").body()
+    except Exception:  # a bug of ours: Google's shape, traceback in the log
+        traceback.print_exc()
+        return 500, StorageError(500, "Internal error encountered.", "INTERNAL", "backendError").body()
+
+
+def _batch_calls(content_type: str, body: bytes) -> list[Call]:
+    """A batch request's calls: multipart/mixed, each part `Content-Type: application/http` (and
+    an optional Content-ID) whose body is an HTTP request. https://cloud.google.com/storage/docs/batch"""
+    if not re.match(r"multipart/mixed\s*;", content_type, re.IGNORECASE):
+        raise invalid(f"a batch request needs Content-Type: multipart/mixed; boundary=..., not {content_type!r}")
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    if not message.is_multipart() or not message.get_payload():
+        raise invalid("the batch request's body holds no part delimited by its boundary")
+    parts = message.get_payload()
+    if len(parts) > MAX_BATCH_CALLS:
+        raise invalid(f"a batch request holds at most {MAX_BATCH_CALLS} calls, this one {len(parts)}: "
+                      "send several batches (https://cloud.google.com/storage/docs/batch)")
+    return [_call(number, part) for number, part in enumerate(parts, 1)]
+
+
+def _call(number: int, part: Any) -> Call:
+    if part.get_content_type() != "application/http":
+        raise invalid(f"batch part {number} is {part.get_content_type()}, not application/http")
+    request = part.get_payload(decode=True) or b""
+    head, body = (re.split(rb"\r?\n\r?\n", request, maxsplit=1) + [b""])[:2]
+    line = head.split(b"\n", 1)[0].rstrip(b"\r").decode("latin-1")
+    match = _REQUEST_LINE.fullmatch(line)
+    if not match:
+        raise invalid(f"batch part {number} does not start with a request line (METHOD PATH HTTP/1.1): {line[:100]!r}")
+    # Google's doc wants only the path; its Python client sends full URLs: the path and query serve both.
+    content_id = re.sub(r"[^\x21-\x7e]", "", str(part.get("Content-ID") or ""))  # echoed in a header
+    return Call(match[1], urlsplit(match[2]), body, content_id or None)
+
+
+def _batch_answer(boundary: str, batch: Batch) -> bytes:
+    """multipart/mixed, a part per call in the calls' order, each an application/http part holding
+    the call's whole HTTP answer; a call with a Content-ID is answered with `<response-ID>`."""
+    out = bytearray()
+    for content_id, code, body in batch.answers:
+        if isinstance(body, Media):
+            content_type, data = body.resource["contentType"], body.data
+        elif code == 204:
+            content_type, data = None, b""
+        else:
+            content_type, data = "application/json; charset=UTF-8", json.dumps(body).encode()
+        out += f"--{boundary}\r\nContent-Type: application/http\r\n".encode()
+        if content_id:
+            out += f"Content-ID: <response-{content_id.strip('<>')}>\r\n".encode()
+        out += f"\r\nHTTP/1.1 {code} {StorageHandler.responses.get(code, ('',))[0]}\r\n".encode()
+        if content_type:
+            out += f"Content-Type: {content_type}\r\n".encode("latin-1", "replace")
+        out += f"Content-Length: {len(data)}\r\n\r\n".encode() + data + b"\r\n"
+    return bytes(out + f"--{boundary}--\r\n".encode())
 
 
 def _multipart(content_type: str, body: bytes) -> tuple[dict[str, Any], bytes]:

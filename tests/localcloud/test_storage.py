@@ -3,9 +3,13 @@ through STORAGE_EMULATOR_HOST) and against the API's discovery document.
 
 Preconditions as Google documents them: https://cloud.google.com/storage/docs/request-preconditions
 (ifGenerationMatch=0 "only if the object does not exist"; a failed precondition is 412).
+Batch requests as https://cloud.google.com/storage/docs/batch describes them: multipart/mixed,
+one application/http part per call, answered in order, a part's Content-ID echoed as
+<response-ID>, no more than 100 calls a batch.
 """
 from __future__ import annotations
 
+import email.parser
 import json
 import threading
 from pathlib import Path
@@ -216,3 +220,119 @@ def test_resources_and_parameters_use_the_discovery_documents_names(server, buck
     for method, served in (("list", storage.LIST_PARAMETERS), ("insert", storage.INSERT_PARAMETERS)):
         assert served <= set(methods[method]["parameters"])
     assert storage.CONDITIONS <= set(methods["patch"]["parameters"])
+    batch = requests.post(f"{server.url}/{discovery['batchPath']}", timeout=10, data=(
+        "--XYZ\r\nContent-Type: application/http\r\n\r\nGET /storage/v1/b/ledger-test/o/named HTTP/1.1\r\n--XYZ--\r\n"),
+        headers={"Content-Type": "multipart/mixed; boundary=XYZ"})
+    assert batch.status_code == 200 and b"HTTP/1.1 200 OK" in batch.content
+
+
+def _objects(bucket, count: int) -> list:
+    blobs = []
+    for number in range(count):
+        blob = bucket.blob(f"runs/p/l/w/2024-01-01T00:{number // 60:02d}:{number % 60:02d}.000000Z/d/000001")
+        blob.metadata = {"state": "ACTIVE"}
+        blob.upload_from_string(b"{}", if_generation_match=0)
+        blobs.append(blob)
+    return blobs
+
+
+def test_a_batch_of_patches_applies_each_and_a_failed_precondition_fails_only_its_own(server, client, bucket):
+    blobs = _objects(bucket, 4)
+    calls = []
+    server.after_write = lambda method, resource: calls.append((method, resource["name"]))
+    with pytest.raises(exceptions.PreconditionFailed):   # raised once every call was answered
+        with client.batch():
+            for number, blob in enumerate(blobs):
+                blob.metadata = {"state": "SUCCEEDED", "endTime": f"2024-01-01T01:00:0{number}Z"}
+                blob.patch(if_metageneration_match=2 if number == 2 else 1)
+    stored = [bucket.get_blob(blob.name) for blob in blobs]
+    assert [(s.metadata, s.metageneration) for s in stored] == [
+        ({"state": "SUCCEEDED", "endTime": f"2024-01-01T01:00:0{n}Z"}, 2) if n != 2 else ({"state": "ACTIVE"}, 1)
+        for n in range(4)]
+    assert calls == [("PATCH", blobs[n].name) for n in (0, 1, 3)]   # each call its own write, in order
+    again = bucket.get_blob(blobs[2].name)
+    with client.batch():   # without a failure nothing is raised
+        again.metadata = {"state": "FAILED"}
+        again.patch(if_metageneration_match=1)
+        bucket.blob(blobs[3].name).delete()
+    assert bucket.get_blob(blobs[2].name).metadata == {"state": "FAILED"}
+    assert bucket.get_blob(blobs[3].name) is None
+
+
+def _batch_request(server, parts: list[tuple[str | None, str]], content_type: str | None = None) -> requests.Response:
+    """A batch request as Google's page shows one: CRLF lines, path-only URLs, optional Content-IDs."""
+    body = "".join(f"--XYZ\r\nContent-Type: application/http\r\n" + (f"Content-ID: {cid}\r\n" if cid else "")
+                   + f"\r\n{request}\r\n" for cid, request in parts) + "--XYZ--\r\n"
+    return requests.post(f"{server.url}/batch/storage/v1", data=body.encode(), timeout=30,
+                         headers={"Content-Type": content_type or "multipart/mixed; boundary=XYZ"})
+
+
+def _parts(answer: requests.Response) -> list[tuple[str | None, int, dict | None]]:
+    """(Content-ID, status, JSON body) per part, read with the standard library's MIME parser."""
+    assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("multipart/mixed; boundary=")
+    message = email.parser.BytesParser().parsebytes(
+        f"Content-Type: {answer.headers['Content-Type']}\r\n\r\n".encode() + answer.content)
+    parts = []
+    for part in message.get_payload():
+        assert part.get_content_type() == "application/http"
+        status_line, _, rest = part.get_payload(decode=True).partition(b"\r\n")
+        inner = email.parser.BytesParser().parsebytes(rest)
+        payload = inner.get_payload(decode=True)
+        parts.append((part["Content-ID"], int(status_line.split()[1]), json.loads(payload) if payload else None))
+    return parts
+
+
+def test_batch_answers_come_in_order_with_their_content_ids_and_each_calls_own_status(server, bucket):
+    blobs = _objects(bucket, 2)
+    path = f"/storage/v1/b/{BUCKET}/o"
+    patch = '{"metadata": {"state": "SUCCEEDED"}}'
+    server.faults.append(storage.Fault(503, "GET", "o/absent"))
+    answer = _batch_request(server, [
+        ("<b29c+1>", f"PATCH {path}/{requests.utils.quote(blobs[0].name, safe='')}?ifMetagenerationMatch=1 HTTP/1.1\r\n"
+                     f"Content-Type: application/json\r\n\r\n{patch}"),
+        ("<b29c+2>", f"PATCH {path}/{requests.utils.quote(blobs[1].name, safe='')}?ifMetagenerationMatch=7 HTTP/1.1\r\n"
+                     f"Content-Type: application/json\r\n\r\n{patch}"),
+        (None, f"GET {path}/absent HTTP/1.1"),
+        (None, f"GET {path}/absent HTTP/1.1"),
+        ("<b29c+5>", f"DELETE {path}/{requests.utils.quote(blobs[1].name, safe='')} HTTP/1.1"),
+        ("<b29c+6>", f"POST /upload{path}?uploadType=media&name=x HTTP/1.1\r\n\r\nbytes"),
+    ])
+    parts = _parts(answer)
+    assert [(cid, code) for cid, code, _ in parts] == [
+        ("<response-b29c+1>", 200), ("<response-b29c+2>", 412), (None, 503), (None, 404), ("<response-b29c+5>", 204),
+        ("<response-b29c+6>", 400)]
+    assert parts[0][2]["metadata"] == {"state": "SUCCEEDED"} and parts[0][2]["metageneration"] == "2"
+    assert [parts[n][2]["error"]["code"] for n in (1, 2, 3, 5)] == [412, 503, 404, 400]   # the JSON API's shape
+    assert bucket.get_blob(blobs[0].name).metadata == {"state": "SUCCEEDED"}
+    assert bucket.get_blob(blobs[1].name) is None
+    assert bucket.get_blob("x") is None   # uploads are not batched
+
+
+def test_a_batch_of_more_than_100_calls_is_refused_whole(client, bucket):
+    blobs = _objects(bucket, 101)
+    with pytest.raises(exceptions.BadRequest) as refused:
+        with client.batch():
+            for blob in blobs:
+                blob.metadata = {"state": "SUCCEEDED"}
+                blob.patch(if_metageneration_match=1)
+    assert "at most 100 calls" in refused.value.message
+    assert all(bucket.get_blob(blob.name).metageneration == 1 for blob in blobs)   # none applied
+    with client.batch():   # 100 is the limit, not past it
+        for blob in blobs[:100]:
+            fresh = bucket.blob(blob.name)   # the refused batch left its blobs' properties unresolved
+            fresh.metadata = {"state": "SUCCEEDED"}
+            fresh.patch(if_metageneration_match=1)
+    assert [bucket.get_blob(blob.name).metadata["state"] for blob in blobs] == ["SUCCEEDED"] * 100 + ["ACTIVE"]
+
+
+@pytest.mark.parametrize("content_type, body", [
+    ("application/json", b"{}"),
+    ("multipart/mixed; boundary=XYZ", b"no parts here"),
+    ("multipart/mixed; boundary=XYZ", b"--XYZ\r\nContent-Type: text/plain\r\n\r\nGET /storage/v1/b HTTP/1.1\r\n--XYZ--"),
+    ("multipart/mixed; boundary=XYZ", b"--XYZ\r\nContent-Type: application/http\r\n\r\nnot a request line\r\n--XYZ--"),
+])
+def test_a_malformed_batch_is_400_in_googles_shape(server, content_type, body):
+    answer = requests.post(f"{server.url}/batch/storage/v1", data=body, headers={"Content-Type": content_type},
+                           timeout=10)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == 400 and answer.json()["error"]["message"]
