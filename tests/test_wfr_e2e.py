@@ -17,11 +17,16 @@ import subprocess
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 
 from tests.wfr_stack import ROOT, WFR, Up
+from workflows_runner import identity, ledger, target
+from workflows_runner.cloud import Cloud
+from workflows_runner.status import settle
 
 STOCKHOLM = ZoneInfo("Europe/Stockholm")
 DAYS = [datetime(2024, 3, d, 1, tzinfo=STOCKHOLM).isoformat() for d in range(1, 11)]
@@ -84,6 +89,58 @@ def test_status_json_matches_an_independent_count(up, mixed):
               if json.loads(r["argument"]).get("case") == "mixed"}
     assert all(t["execution"] == newest.get(t["scheduleTime"]) for t in report["times"])
     assert done.returncode == 3     # a time failed
+
+
+def ledger_items(up: Up) -> list[dict]:
+    """Every ledger object, read over HTTP from the stack's storage."""
+    items, params = [], {"prefix": "runs/"}
+    while True:
+        page = requests.get(f"{up.endpoints['storage']}/storage/v1/b/{up.endpoints['bucket']}/o", params=params,
+                            timeout=30).json()
+        items += page.get("items", [])
+        if not page.get("nextPageToken"):
+            return items
+        params["pageToken"] = page["nextPageToken"]
+
+
+def test_a_status_writes_the_terminal_states_it_learns_back_to_the_ledger(up, mixed):
+    up.settle("nightly")
+    assert up.wfr("status", "nightly", *WINDOW, "--params", json.dumps(mixed), "--format", "json").returncode == 3
+    newest = {}   # per day, the newest execution and its state, from the Executions API
+    for run in sorted(up.executions("nightly"), key=lambda r: r["createTime"]):
+        argument = json.loads(run["argument"])
+        if {k: v for k, v in argument.items() if k != "scheduleTime"} == mixed:
+            newest[argument["scheduleTime"]] = (run["name"], run["state"])
+    metadata = [item.get("metadata") or {} for item in ledger_items(up)]
+    recorded = {m.get("execution"): m.get("state") for m in metadata}
+    assert len(newest) == 8 and {state for _, state in newest.values()} == {"SUCCEEDED", "FAILED"}
+    assert {day: recorded.get(name) for day, (name, _) in newest.items()} == {
+        day: state for day, (_, state) in newest.items()}
+
+
+def test_a_concurrent_writers_newer_record_wins_over_the_write_back(up):
+    """The write-back is conditional (ifMetagenerationMatch of the listing, in a batch request): a
+    record another writer changed meanwhile answers 412 in its part and keeps that writer's
+    metadata; the others are written."""
+    params = {"case": "race"}
+    for day in DAYS[:3]:
+        assert up.post_run("nightly", {**params, "scheduleTime": day}, timezone="Europe/Stockholm").status_code == 200
+    up.settle("nightly")
+    cloud = Cloud(target.local(up.state))
+    workflow, instants = up.workflow("nightly"), [datetime.fromisoformat(day) for day in DAYS[:3]]
+    digests = {identity.run_digest(workflow, instant, params) for instant in instants}
+    records = [r for r in ledger.window(cloud, workflow, instants[0], instants[-1]) if r.digest in digests]
+    assert [r.state for r in records] == ["ACTIVE"] * 3          # as the proxy recorded them
+    other = requests.patch(f"{up.endpoints['storage']}/storage/v1/b/{up.endpoints['bucket']}/o/"
+                           f"{quote(records[1].name, safe='')}", timeout=30,
+                           params={"ifMetagenerationMatch": records[1].metageneration},
+                           json={"metadata": {"state": "CANCELLED", "error": "written by another writer"}})
+    assert other.status_code == 200
+    settle(cloud, workflow, records)                              # with the listing's metagenerations
+    after = {i["name"]: i["metadata"] for i in ledger_items(up) if i["name"] in {r.name for r in records}}
+    assert [after[r.name]["state"] for r in records] == ["SUCCEEDED", "CANCELLED", "SUCCEEDED"]
+    assert after[records[1].name]["error"] == "written by another writer"
+    assert cloud.http.calls["storage"] == 2                       # the listing, then one batch
 
 
 def test_only_and_csv_select_times_but_not_the_exit_status(up, mixed):
@@ -218,8 +275,6 @@ def test_a_run_gone_from_workflows_history_is_recorded_unavailable(up):
     """An execution the ledger recorded as running that Workflows no longer has (executions.get
     answers 404 once its history retention passed) is written back UNAVAILABLE (docs/ledger.md,
     write 4) and counts as failed, and stays so."""
-    import requests
-    from urllib.parse import quote
     from localcloud.store import Store
     params = {"case": "gone"}
     assert up.post_run("nightly", {**params, "scheduleTime": DAYS[0]}, timezone="Europe/Stockholm").status_code == 200

@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Iterator
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
 from urllib.parse import quote
 
 from . import auth as auth_
-from .errors import ApiError, WfrError
-from .http import Http
+from .batch import Call
+from .errors import WfrError
+from .http import Http, api_error
 from .target import FUNCTIONS_ROOT, Target
+
+
+@dataclass(frozen=True)
+class MetadataPatch:
+    """Merge `metadata` into object `name`'s custom metadata if its metageneration is still
+    `metageneration` (ifMetagenerationMatch)."""
+    name: str
+    metadata: dict[str, str]
+    metageneration: str
 
 
 class Cloud:
@@ -79,20 +90,24 @@ class Cloud:
         url = f"{self.target.storage_root}/storage/v1/b/{self.target.bucket}/o/{quote(name, safe='')}"
         return self._api("storage", "GET", url, params={"alt": "media"})
 
-    def patch_metadata(self, name: str, metadata: dict[str, str], metageneration: str) -> bool:
-        """Merge `metadata` into the object's custom metadata if nobody changed it since
-        `metageneration`; False when somebody did (412): their write wins."""
+    def patch_metadata(self, patches: Sequence[MetadataPatch]) -> list[bool]:
+        """Per patch, whether it was written: False when somebody changed the object since the
+        patch's metageneration (412), so their write wins. Sent as batch requests, 100 patches a
+        request (https://cloud.google.com/storage/docs/batch); any other error of a patch is
+        raised as a single call's would be, after the same retries of transient ones."""
+        if not patches:
+            return []
         self._need_bucket()
-        url = f"{self.target.storage_root}/storage/v1/b/{self.target.bucket}/o/{quote(name, safe='')}"
-        try:
-            self._api("storage", "PATCH", url, params={"ifMetagenerationMatch": metageneration,
-                                                       "fields": "metageneration"},
-                      json={"metadata": metadata})
-        except ApiError as error:
-            if error.code == 412:
-                return False
-            raise
-        return True
+        bucket = quote(self.target.bucket, safe="")
+        calls = [Call("PATCH", f"/storage/v1/b/{bucket}/o/{quote(patch.name, safe='')}"
+                               f"?ifMetagenerationMatch={patch.metageneration}&fields=metageneration",
+                      {"metadata": patch.metadata}) for patch in patches]
+        answers = self.http.batch("storage", self.target.storage_root, calls, headers=self.auth.api_headers())
+        for call, answer in zip(calls, answers):
+            if answer.code >= 400 and answer.code != 412:
+                raise api_error(answer.code, answer.reason, answer.content,
+                                self.target.storage_root + call.path.split("?")[0])
+        return [answer.code < 400 for answer in answers]
 
     def _need_bucket(self) -> None:
         if not self.target.storage_root or not self.target.bucket:

@@ -1,15 +1,19 @@
 """One HTTP session for every call wfr makes, with Google's error shape read into ApiError and
-bounded retries of transient faults, and a count of calls per service (the bench prints it)."""
+bounded retries of transient faults, and a count of HTTP calls per service (the bench prints it;
+a batch of calls counts as one)."""
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 from collections import Counter
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
 
 import requests
 
+from . import batch as batch_
 from .errors import ApiError, WfrError
 
 # Google's advice for retrying: 408, 429 and 5xx, with truncated exponential backoff and jitter
@@ -17,6 +21,7 @@ from .errors import ApiError, WfrError
 TRANSIENT = frozenset({408, 429, 500, 502, 503, 504})
 RETRIES = 4
 TIMEOUT = 60.0
+BATCH_WORKERS = 8   # batch requests in flight at once (each of up to 100 calls)
 
 
 class Http:
@@ -37,6 +42,45 @@ class Http:
              retry: bool = True) -> Any:
         """The decoded JSON answer (None when empty). `retry=False` for calls that are not
         idempotent and have no precondition."""
+        response = self._send(service, method, url, headers=headers, params=params, json=json, data=data,
+                              retry=retry)
+        return response.json() if response.content else None
+
+    def batch(self, service: str, root: str, calls: Sequence[batch_.Call], *,
+              headers: dict[str, str]) -> list[batch_.Answer]:
+        """Each call's answer, in order, the calls sent in batch requests to `root` + batch.PATH,
+        batch.MAX_CALLS to a request and up to BATCH_WORKERS requests at once. Calls answered with
+        a transient code are sent again, in a later batch after the same backoff as a single
+        call's retry; every other answer, errors included, is returned for the caller to judge,
+        as the caller of a single call would. Only for calls that may be retried (idempotent, or
+        guarded by a precondition)."""
+        answers: list[batch_.Answer] = [batch_.Answer(0, "", b"")] * len(calls)
+        pending = list(range(len(calls)))
+        for attempt in range(RETRIES + 1):
+            chunks = [pending[start:start + batch_.MAX_CALLS] for start in range(0, len(pending), batch_.MAX_CALLS)]
+
+            def send(chunk: list[int]) -> list[batch_.Answer]:
+                content_type, body = batch_.encode([calls[index] for index in chunk])
+                response = self._send(service, "POST", root + batch_.PATH, data=body,
+                                      headers={**headers, "Content-Type": content_type})
+                return batch_.decode(response.headers.get("Content-Type", ""), response.content, len(chunk))
+            if len(chunks) == 1:   # on this thread's open connection
+                decoded = [send(chunks[0])]
+            else:
+                with ThreadPoolExecutor(min(BATCH_WORKERS, len(chunks))) as pool:
+                    decoded = list(pool.map(send, chunks))
+            for chunk, chunk_answers in zip(chunks, decoded):
+                for index, answer in zip(chunk, chunk_answers):
+                    answers[index] = answer
+            pending = [index for index in pending if answers[index].code in TRANSIENT]
+            if not pending or attempt == RETRIES:
+                return answers
+            _pause(attempt)
+        raise AssertionError("unreachable")
+
+    def _send(self, service: str, method: str, url: str, *, headers: dict[str, str],
+              params: dict[str, Any] | None = None, json: Any = None, data: bytes | None = None,
+              retry: bool = True) -> requests.Response:
         for attempt in range(RETRIES + 1):
             with self._count_lock:
                 self.calls[service] += 1
@@ -48,19 +92,24 @@ class Http:
                     raise WfrError(f"{method} {url}: {error}") from None
             else:
                 if response.status_code < 400:
-                    return response.json() if response.content else None
+                    return response
                 if not retry or response.status_code not in TRANSIENT or attempt == RETRIES:
-                    raise _api_error(response)
-            time.sleep(min(0.25 * 2 ** attempt, 8) * (0.5 + random.random() / 2))
+                    raise api_error(response.status_code, response.reason or "", response.content,
+                                    response.url.split("?")[0])
+            _pause(attempt)
         raise AssertionError("unreachable")
 
 
-def _api_error(response: requests.Response) -> ApiError:
+def _pause(attempt: int) -> None:
+    time.sleep(min(0.25 * 2 ** attempt, 8) * (0.5 + random.random() / 2))
+
+
+def api_error(code: int, reason: str, content: bytes, url: str) -> ApiError:
+    """An error answer (Google's shape when it is one) as an ApiError."""
     try:
-        body = response.json()
+        body = json.loads(content)
         error = body.get("error") or {"message": f"{len(body.get('executions', []))} elements answered"}
-        return ApiError(int(error.get("code", response.status_code)), str(error.get("status", "")),
-                        str(error.get("message", "")), response.url.split("?")[0], body)
+        return ApiError(int(error.get("code", code)), str(error.get("status", "")),
+                        str(error.get("message", "")), url, body)
     except (ValueError, KeyError, TypeError, AttributeError):
-        return ApiError(response.status_code, response.reason or "", response.text[:300],
-                        response.url.split("?")[0])
+        return ApiError(code, reason, content[:300].decode("utf-8", "replace"), url)

@@ -328,7 +328,8 @@ def test_a_batch_of_more_than_100_calls_is_refused_whole(client, bucket):
 @pytest.mark.parametrize("content_type, body", [
     ("application/json", b"{}"),
     ("multipart/mixed; boundary=XYZ", b"no parts here"),
-    ("multipart/mixed; boundary=XYZ", b"--XYZ\r\nContent-Type: text/plain\r\n\r\nGET /storage/v1/b HTTP/1.1\r\n--XYZ--"),
+    ("multipart/mixed; boundary=XYZ",
+     b"--XYZ\r\nContent-Type: text/plain\r\n\r\nGET /storage/v1/b HTTP/1.1\r\n--XYZ--"),
     ("multipart/mixed; boundary=XYZ", b"--XYZ\r\nContent-Type: application/http\r\n\r\nnot a request line\r\n--XYZ--"),
 ])
 def test_a_malformed_batch_is_400_in_googles_shape(server, content_type, body):
