@@ -92,9 +92,10 @@ class Cloud:
 
     def patch_metadata(self, patches: Sequence[MetadataPatch]) -> list[bool]:
         """Per patch, whether it was written: False when somebody changed the object since the
-        patch's metageneration (412), so their write wins. Sent as batch requests, 100 patches a
-        request (https://cloud.google.com/storage/docs/batch); any other error of a patch is
-        raised as a single call's would be, after the same retries of transient ones."""
+        patch's metageneration (412), so their write wins (that somebody may be this very patch,
+        when a retry follows a lost answer). Sent as batch requests, 100 patches a request
+        (https://cloud.google.com/storage/docs/batch); any other error of a patch is raised as a
+        single call's would be, after the same retries of transient ones."""
         if not patches:
             return []
         self._need_bucket()

@@ -54,21 +54,18 @@ class Http:
         call's retry; every other answer, errors included, is returned for the caller to judge,
         as the caller of a single call would. Only for calls that may be retried (idempotent, or
         guarded by a precondition)."""
+        if not calls:
+            return []
         answers: list[batch_.Answer] = [batch_.Answer(0, "", b"")] * len(calls)
         pending = list(range(len(calls)))
         for attempt in range(RETRIES + 1):
             chunks = [pending[start:start + batch_.MAX_CALLS] for start in range(0, len(pending), batch_.MAX_CALLS)]
-
-            def send(chunk: list[int]) -> list[batch_.Answer]:
-                content_type, body = batch_.encode([calls[index] for index in chunk])
-                response = self._send(service, "POST", root + batch_.PATH, data=body,
-                                      headers={**headers, "Content-Type": content_type})
-                return batch_.decode(response.headers.get("Content-Type", ""), response.content, len(chunk))
-            if len(chunks) == 1:   # on this thread's open connection
-                decoded = [send(chunks[0])]
+            batches = [[calls[index] for index in chunk] for chunk in chunks]
+            if len(batches) == 1:   # on this thread's open connection
+                decoded = [self._send_batch(service, root, batches[0], headers)]
             else:
-                with ThreadPoolExecutor(min(BATCH_WORKERS, len(chunks))) as pool:
-                    decoded = list(pool.map(send, chunks))
+                with ThreadPoolExecutor(min(BATCH_WORKERS, len(batches))) as pool:
+                    decoded = list(pool.map(lambda calls_: self._send_batch(service, root, calls_, headers), batches))
             for chunk, chunk_answers in zip(chunks, decoded):
                 for index, answer in zip(chunk, chunk_answers):
                     answers[index] = answer
@@ -77,6 +74,14 @@ class Http:
                 return answers
             _pause(attempt)
         raise AssertionError("unreachable")
+
+    def _send_batch(self, service: str, root: str, calls: list[batch_.Call],
+                    headers: dict[str, str]) -> list[batch_.Answer]:
+        """One batch request (the request itself retried as any call): its calls' answers, in order."""
+        content_type, body = batch_.encode(calls)
+        response = self._send(service, "POST", root + batch_.PATH, data=body,
+                              headers={**headers, "Content-Type": content_type})
+        return batch_.decode(response.headers.get("Content-Type", ""), response.content, len(calls))
 
     def _send(self, service: str, method: str, url: str, *, headers: dict[str, str],
               params: dict[str, Any] | None = None, json: Any = None, data: bytes | None = None,
