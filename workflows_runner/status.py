@@ -32,11 +32,12 @@ WORKERS = 16               # concurrent executions.get
 # The terminal states one status writes back at most, oldest runs first (those nearest to
 # leaving Workflows' history, after which only the ledger knows how they ended). The writes go in
 # batch requests of 100 conditional PATCHes (Cloud.patch_metadata), up to 8 requests at once.
-# Measured on the local stack over a cold minutely week (bench/bench_wfr.py, 2 shared cores under
-# load): 1,000 write-backs cost 0.40-0.46 s, 2,000 0.62-0.70 s, 3,000 1.1-1.2 s, against ~2.3 s
-# for 1,000 single PATCHes before (idle machine). 2,000 keeps the write-back near a fifth of the 3 s
-# cold-status target, which the listings need; the rest is written back by the next statuses over
-# the window (a minutely week settles in 6), each of which still pays the executions listing.
+# Measured on the local stack over a cold minutely week (2 cores shared with other work, load
+# 6-9): the status without write-backs took 2.3-2.7 s; 1,000 write-backs added ~0.5 s, 2,000
+# 0.65-1.0 s, 3,000 1.1-1.2 s (1,000 single PATCHes took ~2.3 s before, on an idle machine).
+# 2,000 keeps the write-back a fraction of the 3 s cold-status target (set for an idle machine)
+# and settles a minutely week in 6 statuses instead of 11; each of those still pays the
+# executions listing for the records left.
 WRITE_BACK = 2000
 
 
