@@ -20,7 +20,9 @@ REPROCESS = ("none", "failed", "completed")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(_split_backfill_verbs(sys.argv[1:] if argv is None else argv))
     from rich.console import Console
-    console = Console(highlight=False)
+    # Everything printed is data (run errors, names), never rich markup: "[/tmp]" in an error
+    # would otherwise vanish or raise MarkupError.
+    console = Console(highlight=False, markup=False)
     try:
         return args.run(args, console)
     except WfrError as error:

@@ -137,8 +137,8 @@ def _follow(cloud: Cloud, console: Console, backfill_id: str, fmt: str) -> int:
 def _interrupted(cloud: Cloud, console: Console, backfill_id: str) -> int:
     console.print()
     try:
-        answer = console.input(f"Cancel backfill {backfill_id}? [c]ancel it, cancel it and its [r]unning runs, "
-                               "or [d]etach (it goes on): ").strip().lower()
+        answer = console.input(f"Ctrl-C: [c]ancel backfill {backfill_id}, cancel it and its [r]unning runs, "
+                               "or [d]etach and let it go on? [d] ", markup=False).strip().lower()
     except (KeyboardInterrupt, EOFError):
         answer = "d"
     if answer[:1] in ("c", "r"):
