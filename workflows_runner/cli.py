@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -15,6 +16,8 @@ from .errors import WfrError
 
 EXIT_FAILED, EXIT_MISSING, EXIT_RUNNING = 3, 4, 5
 REPROCESS = ("none", "failed", "completed")
+# On a pipe rich would wrap and crop at 80 columns; a log or a grep wants each row whole.
+PIPE_WIDTH = 10_000
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     # Everything printed is data (run errors, names), never rich markup: "[/tmp]" in an error
     # would otherwise vanish or raise MarkupError.
     console = Console(highlight=False, markup=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
     try:
         return args.run(args, console)
     except WfrError as error:

@@ -83,7 +83,8 @@ def backfill(args: argparse.Namespace, console: Console) -> int:
         if args.format == "json":
             print(json.dumps({"id": backfill_id, "name": name}))
         else:
-            console.print(f"backfill {backfill_id} started; follow it with: wfr backfill show {backfill_id}")
+            console.print(f"backfill {backfill_id} started; follow it with: wfr backfill show {backfill_id}",
+                          soft_wrap=True)   # one line on a pipe too, whatever its width
         return 0
     console.print(f"backfill {backfill_id} started")
     return _follow(cloud, console, backfill_id, args.format)
