@@ -32,8 +32,9 @@ class Progress:
 
     @property
     def done(self) -> int:
-        """Times dealt with: each time is started or skipped, or failed to start."""
-        return self.started + self.skipped + self.failed - self.ended_badly
+        """Times dealt with: skipped, not started, or started and ended (a run still running is
+        not done yet)."""
+        return self.started - self.running + self.skipped + self.failed - self.ended_badly
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,9 @@ def _result(execution: dict[str, Any]) -> dict[str, Any] | None:
     return result if isinstance(result, dict) else None
 
 
-def show(cloud: Cloud, backfill_id: str) -> Backfill:
+def show(cloud: Cloud, backfill_id: str, planned_times: int | None = None) -> Backfill:
+    """A backfill's chain and progress; `planned_times`, when known from an earlier look, spares
+    the range function's count."""
     workflow = backfill_workflow(cloud)
     name = backfill_id if backfill_id.startswith("projects/") else f"{workflow}/executions/{backfill_id}"
     first = cloud.execution(name, view="FULL")
@@ -121,12 +124,12 @@ def show(cloud: Cloud, backfill_id: str) -> Backfill:
     result = None if state in ACTIVE else _result(links[-1])
     progress = None
     if not argument.get("dryRun") and target:
-        progress = _progress(cloud, target, backfill_id, links, result)
+        progress = _progress(cloud, target, backfill_id, links, result, planned_times)
     return Backfill(backfill_id, name, target, argument, state, links, progress, result)
 
 
 def _progress(cloud: Cloud, target: str, backfill_id: str, links: list[dict[str, Any]],
-              result: dict[str, Any] | None) -> Progress:
+              result: dict[str, Any] | None, planned_times: int | None) -> Progress:
     """Counters from the labels (the runs started, their states) and from the links: a link that
     continued passed its counters on, so the newest link's argument holds those of all pages
     before it; the last link's result holds them all."""
@@ -140,7 +143,8 @@ def _progress(cloud: Cloud, target: str, backfill_id: str, links: list[dict[str,
     # the earlier links passed on to the newest.
     carried = result or run_argument(links[-1]).get("continuation") or {}
     not_started = int(carried.get("notStarted", 0))
-    total = result["planned"] if result else planned(cloud, run_argument(links[0]))
+    total = result["planned"] if result else planned_times if planned_times is not None \
+        else planned(cloud, run_argument(links[0]))
     return Progress(planned=total, started=started,
                     skipped=int(carried.get("skipped", 0)), failed=not_started + ended_badly,
                     running=running, first_failures=list(carried.get("firstFailures", [])),

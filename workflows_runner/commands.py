@@ -75,6 +75,7 @@ def backfill(args: argparse.Namespace, console: Console) -> int:
     workflow = cloud.target.workflow_name(args.workflow)
     if args.dry_run:
         return _dry_run(cloud, console, args, workflow, window, params)
+    started_at = time.monotonic()
     name = backfills.start(cloud, backfills.argument(workflow, window, params, args.concurrency,
                                                      args.reprocess, args.order, args.wait))
     backfill_id = name.rsplit("/", 1)[-1]
@@ -87,7 +88,7 @@ def backfill(args: argparse.Namespace, console: Console) -> int:
                           soft_wrap=True)   # one line on a pipe too, whatever its width
         return 0
     console.print(f"backfill {backfill_id} started")
-    return _follow(cloud, console, backfill_id, args.format)
+    return _follow(cloud, console, backfill_id, args.format, started_at)
 
 
 def _dry_run(cloud: Cloud, console: Console, args: argparse.Namespace, workflow: str,
@@ -107,25 +108,26 @@ def _dry_run(cloud: Cloud, console: Console, args: argparse.Namespace, workflow:
     return 0
 
 
-def _follow(cloud: Cloud, console: Console, backfill_id: str, fmt: str) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total} {task.fields[counts]}"),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn()]
+def _follow(cloud: Cloud, console: Console, backfill_id: str, fmt: str, started_at: float | None = None) -> int:
+    """Draw the backfill's progress until it ends, then its summary; Ctrl-C asks what to do.
+    `started_at` (time.monotonic()) when this wfr started it: its pace counts from then."""
+    from rich.progress import BarColumn, Progress, TextColumn
+    pace = render.Pace(started_at)
     try:
-        with Progress(*columns, console=console, transient=False) as bar:
-            task = bar.add_task(backfill_id, total=None, counts="", rate="")
-            started_at, first_done = time.monotonic(), None
+        # Redrawn at each look, not ten times a second: nothing changes in between. On a pipe,
+        # only the summary.
+        with Progress(BarColumn(bar_width=24), TextColumn("{task.description}", markup=False), console=console,
+                      auto_refresh=False, disable=not console.is_terminal) as bar:
+            task = bar.add_task("", total=None)
+            planned = None
             while True:
-                shown = backfills.show(cloud, backfill_id)
+                shown = backfills.show(cloud, backfill_id, planned)
                 p = shown.progress
                 if p is not None:
-                    if first_done is None:
-                        first_done = p.done
-                    elapsed = max(time.monotonic() - started_at, 1e-6)
+                    planned = p.planned
                     bar.update(task, total=p.planned, completed=p.done,
-                               counts=f"started {p.started}, skipped {p.skipped}, failed {p.failed}, running {p.running}",
-                               rate=f"{(p.done - first_done) / elapsed:.1f}/s")
+                               description=render.progress_line(p, pace.look(p.done, p.planned)))
+                    bar.refresh()
                 if not shown.active:
                     break
                 time.sleep(FOLLOW_INTERVAL)

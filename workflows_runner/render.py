@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from .status import STATES, Status, TimeStatus
+
+if TYPE_CHECKING:
+    from .backfills import Progress
 
 SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "missing": "·"}
 STYLE = {"succeeded": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
@@ -76,3 +81,38 @@ def totals_line(status: Status) -> Text:
     line.append_text(Text(", ").join(Text(f"{status.totals[s]} {s}", style=STYLE[s] if status.totals[s] else "")
                                      for s in STATES))
     return line
+
+
+@dataclass
+class Pace:
+    """A followed backfill's rate (times done per second) and ETA, counted from when wfr started
+    it (`since`, time.monotonic()), or else from the first look at it."""
+    since: float | None = None
+    done_then: int = 0
+
+    def look(self, done: int, planned: int | None) -> tuple[float | None, float | None]:
+        """(rate, seconds left), each None until known."""
+        now = time.monotonic()
+        if self.since is None:
+            self.since, self.done_then = now, done
+        if done <= self.done_then or now <= self.since:
+            return None, None
+        rate = (done - self.done_then) / (now - self.since)
+        return rate, (max(0, planned - done) / rate if planned is not None else None)
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    minutes, second = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{second:02d}"
+
+
+def progress_line(p: Progress, pace: tuple[float | None, float | None]) -> str:
+    """The text beside a followed backfill's bar: what is done of what is planned (a time is
+    done once skipped, not started, or its run ended), the counters, the rate and the ETA."""
+    rate, left = pace
+    planned = "?" if p.planned is None else p.planned
+    return (f"{p.done}/{planned} done · planned {planned}, started {p.started}, skipped {p.skipped}, "
+            f"failed {p.failed}, running {p.running} · {'-' if rate is None else f'{rate:.1f}'} times/s "
+            f"· ETA {duration(left)}")
