@@ -2,7 +2,9 @@
 
 Exit statuses: 0 success (for `status`: every time succeeded), 1 an error (bad input, a failed
 call), 2 bad usage, and for `status` 3 when a time failed or was cancelled, 4 when a time is
-missing (none failed), 5 when times are still running (none failed or missing); 130 on Ctrl-C.
+missing (none failed), 5 when times are still running (none failed or missing); for a followed
+backfill 3 when a time failed or the backfill did not succeed, 5 when its runs still run; 130 on
+Ctrl-C (a followed backfill's Ctrl-C: 130 when cancelled, 0 when detached).
 """
 from __future__ import annotations
 
@@ -91,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
     show = sub.add_parser("backfill-show", parents=[common], help="a backfill's progress and summary")
     show.add_argument("id", metavar="ID", help="the backfill's execution id (or full name)")
+    show.add_argument("--follow", action="store_true", help="show its progress until it ends, then the summary")
     show.add_argument("--format", choices=("table", "json"), default="table")
     show.set_defaults(run=commands.backfill_show)
 

@@ -84,7 +84,7 @@ def backfill(args: argparse.Namespace, console: Console) -> int:
         if args.format == "json":
             print(json.dumps({"id": backfill_id, "name": name}))
         else:
-            console.print(f"backfill {backfill_id} started; follow it with: wfr backfill show {backfill_id}",
+            console.print(f"backfill {backfill_id} started; follow it with: wfr backfill show {backfill_id} --follow",
                           soft_wrap=True)   # one line on a pipe too, whatever its width
         return 0
     console.print(f"backfill {backfill_id} started")
@@ -132,12 +132,23 @@ def _follow(cloud: Cloud, console: Console, backfill_id: str, fmt: str, started_
                     break
                 time.sleep(FOLLOW_INTERVAL)
     except KeyboardInterrupt:
-        return _interrupted(cloud, console, backfill_id)
+        return _interrupted(cloud, console, backfill_id, fmt)
     _print_backfill(console, shown, fmt)
-    return 0 if shown.state == "SUCCEEDED" else 1
+    return followed_exit_status(shown)
 
 
-def _interrupted(cloud: Cloud, console: Console, backfill_id: str) -> int:
+def followed_exit_status(b: backfills.Backfill) -> int:
+    """As status's: 3 when a time failed (a run ended badly or could not be started) or the
+    backfill itself did not succeed; 5 when runs are still running (--no-wait); else 0."""
+    p = b.progress
+    if b.state != "SUCCEEDED" or (p is not None and p.failed):
+        return EXIT_FAILED
+    if p is not None and p.running:
+        return EXIT_RUNNING
+    return 0
+
+
+def _interrupted(cloud: Cloud, console: Console, backfill_id: str, fmt: str) -> int:
     console.print()
     try:
         answer = console.input(f"Ctrl-C: [c]ancel backfill {backfill_id}, cancel it and its [r]unning runs, "
@@ -147,13 +158,18 @@ def _interrupted(cloud: Cloud, console: Console, backfill_id: str) -> int:
     if answer[:1] in ("c", "r"):
         links, runs = backfills.cancel(cloud, backfill_id, runs=answer.startswith("r"))
         console.print(f"cancelled {len(links)} backfill execution(s) and {len(runs)} run(s)")
+        # The summary a cancelled backfill's result lacks, from its runs' labels.
+        _print_backfill(console, backfills.show(cloud, backfill_id), fmt)
         return 130
-    console.print(f"detached; follow again with: wfr backfill show {backfill_id}")
+    console.print(f"detached; it goes on. Follow it again with: wfr backfill show {backfill_id} --follow",
+                  soft_wrap=True)
     return 0
 
 
 def backfill_show(args: argparse.Namespace, console: Console) -> int:
     cloud = connect(args)
+    if args.follow:
+        return _follow(cloud, console, args.id, args.format)
     _print_backfill(console, backfills.show(cloud, args.id), args.format)
     return 0
 

@@ -1,5 +1,6 @@
 """Views of a Status: JSON (the contract in docs/cli.md), CSV, and the terminal's table, grid
-and totals. rich draws them; on a pipe it prints plain text (no colour, no box characters)."""
+and totals; and the text beside a followed backfill's bar. rich draws them; on a pipe it prints
+plain text (no colour, no box characters)."""
 from __future__ import annotations
 
 import csv
