@@ -3,12 +3,13 @@ twins), the ledger's object names, and reading endpoints.json."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from tests.serving import load_module
-from workflows_runner import identity, ledger, target
+from workflows_runner import identity, ledger, render, target
 from workflows_runner.errors import WfrError
 
 proxy_time = load_module("proxy", "scheduled_time")
@@ -90,3 +91,12 @@ def test_google_target_uses_deploy_sh_names(monkeypatch):
         target.google(None, "europe-west1", None)
     with pytest.raises(WfrError):
         t.workflow_name("projects/p/locations/l/workflows")
+
+
+def test_a_followed_backfills_rate_and_eta():
+    """The rate counts the times done since the backfill started; the ETA is the rest at that rate."""
+    rate, left = render.Pace(since=time.monotonic() - 100).look(done=50, planned=200)
+    assert rate == pytest.approx(0.5, rel=0.05) and left == pytest.approx(300, rel=0.05)
+    first = render.Pace()   # following a backfill started elsewhere: nothing to measure at the first look
+    assert first.look(done=30, planned=200) == (None, None)
+    assert render.duration(3725) == "1:02:05" and render.duration(None) == "-:--:--"
