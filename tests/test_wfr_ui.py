@@ -300,8 +300,10 @@ def test_backfill_missing_then_cancel_it_from_the_page(stack_ui, browser):
     assert row.get_attribute("data-backfill-state") == "ACTIVE"
     # Its progress, live: runs appear in the grid and in the row's counts without a reload.
     page.wait_for_selector('.cell[data-state="running"]', timeout=30_000)
-    page.wait_for_function(f"(p => p && p.max == 8 && p.value >= 2)"
-                           f"(document.querySelector('tr[data-backfill=\"{backfill_id}\"] progress'))", timeout=30_000)
+    # expect polls from outside the page (a polled wait_for_function is an eval, which the page's CSP refuses).
+    from playwright.sync_api import expect
+    expect(row.locator(".counts")).to_contain_text(re.compile(r"started [2-8], .* running [1-8]"), timeout=30_000)
+    expect(row.locator("progress")).to_have_attribute("max", "8")
     page.screenshot(path=str(ARTIFACTS / "wfr-ui-backfill.png"), full_page=True)
 
     page.check(f'tr[data-backfill="{backfill_id}"] input[name="runs"]')
