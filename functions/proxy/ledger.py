@@ -27,11 +27,15 @@ def instant_text(instant: datetime) -> str:
             f"{utc.second:02d}.{utc.microsecond:06d}Z")
 
 
-def run_prefix(workflow: str, instant: datetime, digest: str) -> str:
-    """runs/P/L/W/INSTANT/DIGEST/ for workflow projects/P/locations/L/workflows/W: one prefix
-    listing gives every attempt of the run, oldest first."""
+def workflow_prefix(workflow: str) -> str:
+    """runs/P/L/W/ for workflow projects/P/locations/L/workflows/W."""
     _, project, _, location, _, workflow_id = workflow.split("/")
-    return f"{PREFIX}/{project}/{location}/{workflow_id}/{instant_text(instant)}/{digest}/"
+    return f"{PREFIX}/{project}/{location}/{workflow_id}/"
+
+
+def run_prefix(workflow: str, instant: datetime, digest: str) -> str:
+    """runs/P/L/W/INSTANT/DIGEST/: one prefix listing gives every attempt of the run, oldest first."""
+    return f"{workflow_prefix(workflow)}{instant_text(instant)}/{digest}/"
 
 
 def object_name(prefix: str, attempt: int) -> str:

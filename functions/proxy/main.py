@@ -3,7 +3,8 @@
 POST /v1/projects/{p}/locations/{l}/workflows/{w}/executions?timezone=IANA&reprocess=MODE&backfill=ID
 It writes the run's scheduled time into the body as `scheduleTime`, labels the execution so
 the run can be found again, and starts it only if the reprocess policy says so, deciding who
-starts through the run ledger (claims.py, docs/ledger.md).
+starts through the run ledger (claims.py, docs/ledger.md). With `dryRun=true` it starts nothing
+and says which runs would start (preview.py).
 """
 from __future__ import annotations
 
@@ -28,12 +29,16 @@ from werkzeug.exceptions import HTTPException
 import claims
 import execution_body
 import ledger
+import preview
 import request_limits
 import scheduled_time
 from workflows_api import ApiError
 
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ELEMENTS = 100
+# A dry run's elements cost no Workflows call each: one ledger listing serves them all, so it
+# takes a backfill's whole page (its pageSize is at most 1,000). MAX_BODY_BYTES still applies.
+MAX_DRY_RUN_ELEMENTS = 1000
 MAX_ARGUMENT_BYTES = 32 * 1024  # Workflows' limit on `argument`, counted in UTF-8 bytes
 # Deepest JSON nesting read: json.dumps of the enriched body recurses once per level, so a body
 # near Python's recursion limit (1,000) parses but cannot be written back. Workflows' own limit
@@ -41,7 +46,7 @@ MAX_ARGUMENT_BYTES = 32 * 1024  # Workflows' limit on `argument`, counted in UTF
 MAX_DEPTH = 100
 DEFAULT_DEADLINE_SECONDS = 60.0
 REPROCESS_MODES = ("none", "failed", "completed")
-QUERY_PARAMETERS = ("timezone", "reprocess", "backfill")
+QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun")
 
 # Google's naming rules: project ids (optionally domain-scoped), region ids, workflow ids.
 _PATH = re.compile(
@@ -112,6 +117,8 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
                        job=scheduled_time.job_label(job) if job else "", backfill=query.backfill,
                        bucket=bucket, deadline=began + deadline_seconds,
                        lease=timedelta(seconds=claims.LEASE_FACTOR * deadline_seconds))
+    if query.dry_run:
+        return _dry_run(settled, body, log)
     if isinstance(body, dict):
         element = settled.element(body)
         log["scheduleTime"] = element.schedule_time
@@ -120,10 +127,20 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
         log.update(outcome="started" if execution["started"] else "existing",
                    execution=execution.get("name"), message=_summary(execution))
         return 200, execution
+    return _start_array(settled, _array(body, MAX_ELEMENTS), log)
+
+
+def _array(body, limit: int) -> list:
     if not isinstance(body, list):
         raise ApiError(400, "the body must be a JSON object or an array of objects")
-    if len(body) > MAX_ELEMENTS:
-        raise ApiError(413, f"an array body holds at most {MAX_ELEMENTS} elements")
+    if len(body) > limit:
+        raise ApiError(413, f"an array body holds at most {limit} elements")
+    return body
+
+
+def _start_array(settled: "_Request", body: list, log: dict) -> tuple[int, dict]:
+    """One run per element, in order: {"executions": [Execution or error, ...]}, with the
+    largest element error code as the status."""
     results, outcomes, worst = [], [], 200
     for item in body:
         schedule_time = None
@@ -143,6 +160,34 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
     log.update(outcome="array", elements=outcomes,
                message=f"{len(body)} elements, {sum(o['outcome'] == 'started' for o in outcomes)} started")
     return worst, {"executions": results}
+
+
+def _dry_run(settled: "_Request", body, log: dict) -> tuple[int, dict]:
+    """?dryRun=true: which runs of the body (an object, or an array of up to MAX_DRY_RUN_ELEMENTS)
+    would start, in order; nothing is started or written. An element the proxy would refuse is
+    answered with its error, as in a real array, and the status is the largest such code."""
+    items = [body] if isinstance(body, dict) else _array(body, MAX_DRY_RUN_ELEMENTS)
+    elements: list[_Element | dict] = []
+    worst = 200
+    for item in items:
+        try:
+            elements.append(settled.element(item))
+        except ApiError as error:
+            elements.append(error.body())
+            worst = max(worst, error.code)
+    verdicts = iter(preview.judge([e.run for e in elements if isinstance(e, _Element)]))
+    runs = []
+    for element in elements:
+        if isinstance(element, _Element):
+            verdict = next(verdicts)
+            element = {"scheduleTime": element.schedule_time, "wouldStart": verdict.would_start,
+                       "attempts": verdict.attempts}
+        runs.append(element)
+    starting = [run["scheduleTime"] for run in runs if run.get("wouldStart")]
+    log.update(outcome="dryRun", elements=len(runs), wouldStart=len(starting),
+               message=f"dry run: {len(runs)} elements, {len(starting)} would start")
+    return worst, {"dryRun": True, "wouldStart": len(starting),
+                   "firstToStart": starting[0] if starting else None, "runs": runs}
 
 
 @dataclass(frozen=True)
@@ -281,6 +326,7 @@ class _Query(NamedTuple):
     zone_name: str
     reprocess: str | None
     backfill: str
+    dry_run: bool
 
 
 def _query(request) -> _Query:
@@ -303,7 +349,10 @@ def _query(request) -> _Query:
     backfill = args.get("backfill", "")
     if "backfill" in args and not _LABEL_VALUE.fullmatch(backfill):
         raise ApiError(400, "backfill must be the backfill's execution id: 1 to 63 of a-z, 0-9, _ and -")
-    return _Query(zone, zone_name, reprocess, backfill)
+    dry_run = args.get("dryRun", "false")
+    if dry_run not in ("true", "false"):
+        raise ApiError(400, "dryRun must be true or false")
+    return _Query(zone, zone_name, reprocess, backfill, dry_run == "true")
 
 
 def _read_json(request):

@@ -48,11 +48,17 @@ def _answer(response, ok_missing: bool = False) -> dict | None:
     return answer
 
 
-def list_objects(bucket: str, prefix: str, deadline: float) -> list[dict]:
-    """Every object under `prefix`, in name order (all pages)."""
+def list_objects(bucket: str, prefix: str, deadline: float, start_offset: str = "",
+                 end_offset: str = "") -> list[dict]:
+    """Every object under `prefix`, in name order (all pages); with offsets, only the names
+    start_offset <= name < end_offset (a ranged listing: objects.list's startOffset/endOffset)."""
     items, token = [], None
     while True:
         params = {"prefix": prefix, "fields": f"items({OBJECT_FIELDS}),nextPageToken"}
+        if start_offset:
+            params["startOffset"] = start_offset
+        if end_offset:
+            params["endOffset"] = end_offset
         if token:
             params["pageToken"] = token
         page = _answer(send("GET", f"{base_url()}/storage/v1/b/{quote(bucket, safe='')}/o", deadline, API,
