@@ -185,7 +185,8 @@ def test_dry_run_previews_and_starts_nothing(stack):
                                       "params": {"case": "dry"}}))
     times = [t.replace(minute=30).isoformat() for t in
              (datetime.fromisoformat(s) for s in daily(date(2024, 8, 1), 5, 8, "Europe/Paris"))]
-    assert result == {"dryRun": True, "planned": 5, "first": times[0], "last": times[-1], "firstPage": times[:2]}
+    assert result == {"dryRun": True, "planned": 5, "wouldStart": 5, "firstToStart": times[0],
+                      "first": times[0], "last": times[-1], "firstPage": times[:2]}
     assert example_runs(stack, "dry") == []
 
 
