@@ -96,7 +96,9 @@ def _dry_run(cloud: Cloud, console: Console, args: argparse.Namespace, workflow:
     """What the backfill would start (backfills.would_start)."""
     result = status_.read(cloud, workflow, window, params)
     starting = backfills.would_start(result, args.reprocess, args.order)
+    # planned, wouldStart and firstToStart mean what they mean in backfill.yaml's dry run.
     summary = {"dryRun": True, "planned": len(result.times), "wouldStart": len(starting),
+               "firstToStart": starting[0].schedule_time if starting else None,
                "first": [t.schedule_time for t in starting[:10]], "totals": result.totals}
     if args.format == "json":
         print(json.dumps(summary, indent=2))
