@@ -8,7 +8,8 @@ backfill chained across links.
     Measured in-process (status.read, with wfr's own per-service call counts) and as an operator
     runs it (`wfr status --format json` in a subprocess, interpreter start included).
   - dry run over 100,000 minutely times: `wfr backfill --dry-run` (the ledger listing, applying
-    reprocess) and backfill.yaml's own `dryRun` (two range calls).
+    reprocess) and backfill.yaml's own `dryRun` (a range call and a proxy dry run, one ledger
+    listing, per page of 1,000 times); both must say how many would start, and agree.
   - chain: 5,000 real starts by one backfill on a stack whose step limit is lowered
     (LOCALCLOUD_STEP_LIMIT, STEP_BUDGET), so it runs as at least three linked executions; then
     `wfr backfill show` counts the chain as one backfill.
@@ -156,8 +157,10 @@ def main(skip_chain: bool) -> None:
             row(f"wfr backfill --dry-run, {DRY_TIMES:,} times", seconds, calls, f"would start {would:,}")
             dry_cloud = stack.cloud()
             seconds, shown = backfill(dry_cloud, DRY_TIMES, dryRun=True)
+            dry = shown.result
             row(f"backfill.yaml dryRun, {DRY_TIMES:,} times", seconds, dict(dry_cloud.http.calls),
-                f"planned {shown.result['planned']:,} (wfr's calls include polling the execution)")
+                f"planned {dry['planned']:,}, would start {dry['wouldStart']:,}"
+                f"{'' if dry['wouldStart'] == would else ' DISAGREES WITH WFR'} (wfr's calls: polling it)")
         finally:
             stack.stop()
     if skip_chain:

@@ -278,8 +278,11 @@ class Story:
         check(execution["state"] == "SUCCEEDED", f"the dry run ended {execution['state']}: {execution.get('error')}")
         result = json.loads(execution["result"])
         say(f"     planned {result.get('planned')}, first {result.get('first')}, last {result.get('last')}")
+        say(f"     would start {result.get('wouldStart')}, the first at {result.get('firstToStart')}")
         say(f"     first page {compact(result.get('firstPage'))}")
         check(result.get("planned") == len(WINDOW_TIMES), f"the dry run plans {result.get('planned')} runs")
+        check((result.get("wouldStart"), result.get("firstToStart")) == (len(WINDOW_TIMES), WINDOW_TIMES[0]),
+              f"the dry run would start {result.get('wouldStart')} runs of a window that never ran")
         check((result.get("first"), result.get("last")) == (WINDOW_TIMES[0], WINDOW_TIMES[-1]),
               "the dry run's first or last time is not the window's")
         check(result.get("firstPage") == WINDOW_TIMES[:PAGE_SIZE], "the dry run's first page is not the window's")

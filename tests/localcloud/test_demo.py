@@ -107,6 +107,7 @@ def test_the_backfill_runs_each_day_once_and_the_dry_run_none(story):
     assert [e["state"] for e in backfills] == ["SUCCEEDED"] * 3          # dry run, backfill, again
     dry, real, again = (json.loads(e["result"]) for e in backfills)
     assert (dry["planned"], dry["first"], dry["last"], dry["firstPage"]) == (5, days[0], days[-1], days[:2])
+    assert (dry["wouldStart"], dry["firstToStart"]) == (5, days[0])
     assert (real["planned"], real["started"], real["skipped"], real["failed"]) == (5, 5, 0, 0)
     assert (again["planned"], again["started"], again["skipped"], again["failed"]) == (5, 0, 5, 0)
     assert "log: " in done.stdout                                        # progress while it ran
