@@ -100,3 +100,26 @@ def test_a_followed_backfills_rate_and_eta():
     first = render.Pace()   # following a backfill started elsewhere: nothing to measure at the first look
     assert first.look(done=30, planned=200) == (None, None)
     assert render.duration(3725) == "1:02:05" and render.duration(None) == "-:--:--"
+
+
+def test_dry_run_and_rerun_failed_follow_the_proxy_on_unavailable_runs():
+    """A run whose execution left Workflows' history unrecorded shows as failed, but the proxy's
+    `reprocess: failed` re-runs only FAILED or CANCELLED records (docs/ledger.md), so neither the
+    dry run nor `wfr rerun --failed` may count it; `completed` does re-run it."""
+    from datetime import datetime, timezone
+    from workflows_runner.backfills import would_start
+    from workflows_runner.rerun import failed_records
+    from workflows_runner.status import Status, TimeStatus, Window
+    recorded = {"00": None, "01": "FAILED", "02": "CANCELLED", "03": "UNAVAILABLE", "04": "SUCCEEDED", "05": "ACTIVE"}
+    shown = {None: "missing", "FAILED": "failed", "CANCELLED": "cancelled", "UNAVAILABLE": "failed",
+             "SUCCEEDED": "succeeded", "ACTIVE": "running"}
+    times = [TimeStatus(f"2024-01-01T{hour}:00:00Z", datetime(2024, 1, 1, int(hour), tzinfo=timezone.utc),
+                        shown[state], 0 if state is None else 1, None, record=None if state is None else f"r{hour}",
+                        recorded=state) for hour, state in recorded.items()]
+    status = Status("projects/p/locations/l/workflows/w", Window("a", "b", "0 * * * *"), {}, times)
+    hours = lambda starting: [t.schedule_time[11:13] for t in starting]  # noqa: E731
+    assert hours(would_start(status, "none")) == ["00"]
+    assert hours(would_start(status, "failed")) == ["00", "01", "02"]
+    assert hours(would_start(status, "completed")) == ["00", "01", "02", "03", "04"]
+    assert hours(would_start(status, "failed", order="desc")) == ["02", "01", "00"]
+    assert failed_records(times) == ["r01", "r02"]

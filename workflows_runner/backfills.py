@@ -61,16 +61,12 @@ class Backfill:
         return None if self.active else self.links[-1].get("endTime")
 
 
-# The states of the times a backfill starts, by its reprocess policy (the proxy's rules over the
-# ledger): none starts the missing times; failed also failed and cancelled ones; completed all
-# but the running ones.
-STARTS = {"none": ("missing",), "failed": ("missing", "failed", "cancelled"),
-          "completed": ("missing", "failed", "cancelled", "succeeded")}
-
-
 def would_start(status: Status, reprocess: str, order: str = "asc") -> list[TimeStatus]:
-    """The dry run: the times a backfill of `status`'s window would start, in its order."""
-    starting = status.only(STARTS[reprocess])
+    """The dry run: the times a backfill of `status`'s window would start, in its order, by the
+    proxy's rules over the ledger: none starts the missing times; failed also those whose newest
+    attempt is recorded FAILED or CANCELLED (not UNAVAILABLE); completed all but the running ones."""
+    starting = [t for t in status.times if t.state == "missing" or (
+        t.rerun_by_failed if reprocess == "failed" else reprocess == "completed" and t.state != "running")]
     return starting[::-1] if order == "desc" else starting
 
 

@@ -92,4 +92,4 @@ def _post(cloud: Cloud, workflow: str, zone: str, reprocess: str, chunk: list[_O
 
 
 def failed_records(times: list[TimeStatus]) -> list[str]:
-    return [t.record for t in times if t.state in ("failed", "cancelled") and t.record]
+    return [t.record for t in times if t.rerun_by_failed and t.record]

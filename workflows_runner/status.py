@@ -60,6 +60,13 @@ class TimeStatus:
     record: str | None = None     # the newest attempt's ledger object
     create_time: str | None = None  # the newest attempt's execution's createTime (RFC 3339)
     end_time: str | None = None     # ... and its endTime, once it ended
+    recorded: str | None = None     # the newest attempt's state as the ledger has it (UNAVAILABLE
+                                    # shows as failed, yet `reprocess: failed` never re-runs it)
+
+    @property
+    def rerun_by_failed(self) -> bool:
+        """Whether `reprocess: failed` starts this time again (the proxy's rule, docs/ledger.md)."""
+        return self.recorded in ("FAILED", "CANCELLED")
 
     def duration(self, now: datetime) -> float | None:
         """Seconds the newest attempt ran (until `now` while it runs); None before it started."""
@@ -150,7 +157,7 @@ def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any]) ->
         else:
             times.append(TimeStatus(text, instant, _STATE_OF.get(record.state, "running"), count[instant],
                                     record.execution, record.error, record.name, record.create_time,
-                                    record.end_time))
+                                    record.end_time, record.state))
     return Status(workflow, window, params, times)
 
 
