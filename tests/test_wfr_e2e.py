@@ -143,6 +143,18 @@ def test_a_concurrent_writers_newer_record_wins_over_the_write_back(up):
     assert cloud.http.calls["storage"] == 2                       # the listing, then one batch
 
 
+def test_a_window_listed_in_parts_is_the_window_listed_whole(up, mixed):
+    """A long window is listed as several ranged listings at once: together they hold every
+    record once, in name order, whatever the cut."""
+    cloud = Cloud(target.local(up.state))
+    workflow = up.workflow("nightly")
+    first, last = datetime.fromisoformat(DAYS[0]), datetime.fromisoformat(DAYS[-1])
+    whole = ledger.window(cloud, workflow, first, last)
+    assert len(whole) > 3
+    for parts in (2, 3, 4, 7):
+        assert ledger.window(cloud, workflow, first, last, parts) == whole
+
+
 def test_only_and_csv_select_times_but_not_the_exit_status(up, mixed):
     done = up.wfr("status", "nightly", *WINDOW, "--params", json.dumps(mixed), "--only", "missing", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(done.stdout)))

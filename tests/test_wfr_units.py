@@ -31,6 +31,8 @@ def test_the_run_identity_is_the_proxys(workflow, text, argument):
     assert identity.to_label(instant) == proxy_time.to_label(instant)
     assert identity.from_label(identity.to_label(instant)) == instant
     assert identity.run_digest(workflow, instant, argument) == proxy_time.run_digest(workflow, instant, argument)
+    later = [instant + timedelta(minutes=minutes) for minutes in (0, 1, 61)]
+    assert identity.run_digests(workflow, later, argument) == [proxy_time.run_digest(workflow, i, argument) for i in later]
 
 
 def test_the_documented_digest_example():

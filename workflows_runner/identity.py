@@ -43,6 +43,15 @@ def run_digest(workflow: str, instant: datetime, argument: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def run_digests(workflow: str, instants: list[datetime], argument: dict) -> list[str]:
+    """run_digest of each instant, with the argument's canonical JSON written once: the same
+    bytes, since sorted keys put "argument", "scheduleTime", "workflow" in that order."""
+    head = '{"argument":' + json.dumps(argument, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    tail = ',"workflow":' + json.dumps(workflow, ensure_ascii=True) + "}"
+    return [hashlib.sha256(f'{head},"scheduleTime":"{to_label(instant)}"{tail}'.encode()).hexdigest()[:32]
+            for instant in instants]
+
+
 _LABEL = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})t([0-9]{2})-([0-9]{2})-([0-9]{2})(?:-([0-9]{3}|[0-9]{6}))?z", re.ASCII)
 
 

@@ -1,15 +1,17 @@
 """Reading the run ledger (docs/ledger.md, the contract; the proxy writes it in
 functions/proxy/ledger.py): object names, their metadata, and the listings wfr makes.
 
-A window of a workflow is one ranged listing (startOffset/endOffset over names that sort by
-instant), 1,000 objects a call, so a status costs window / 1,000 storage calls, never one per time.
+A window of a workflow is a ranged listing (startOffset/endOffset over names that sort by
+instant; a long one cut by time into a few run at once), 1,000 objects a call, so a status costs
+about window / 1,000 storage calls, never one per time.
 """
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any, Iterator
+from typing import Any
 
 from .cloud import Cloud
 
@@ -17,6 +19,7 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 # What a record says when its execution left Workflows' history (executions.get answered 404)
 # before its end was recorded (docs/ledger.md, write 4): its outcome is unknown for good.
 UNAVAILABLE = "UNAVAILABLE"
+PARTS = 4  # at most this many ranged listings in flight for one window
 GONE = "the execution left Workflows' history before its end was recorded"
 _NAME = re.compile(r"runs/([^/]+)/([^/]+)/([^/]+)/([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"
                    r"/([0-9a-f]{32})/([0-9]{6})", re.ASCII)
@@ -71,14 +74,20 @@ def parse(item: dict[str, Any]) -> Record | None:
                   metageneration=str(item.get("metageneration", "")))
 
 
-def window(cloud: Cloud, workflow: str, first: datetime, last: datetime) -> Iterator[Record]:
-    """Every attempt of every run of `workflow` scheduled at first <= instant <= last."""
+def window(cloud: Cloud, workflow: str, first: datetime, last: datetime, parts: int = 1) -> list[Record]:
+    """Every attempt of every run of `workflow` scheduled at first <= instant <= last, in name
+    order. A listing is a chain of pages, each waiting for the one before, so a long window is cut
+    by time into `parts` ranged listings that run at once (each still 1,000 objects a call)."""
     prefix = workflow_prefix(workflow)
-    for item in cloud.list_objects(prefix, start_offset=prefix + instant_key(first),
-                                   end_offset=prefix + instant_key(last + timedelta(microseconds=1))):
-        record = parse(item)
-        if record is not None:
-            yield record
+    bounds = [first + (last - first) * part / parts for part in range(parts)] + [last + timedelta(microseconds=1)]
+    spans = [(start, stop) for start, stop in zip(bounds, bounds[1:]) if start < stop]
+
+    def listing(span: tuple[datetime, datetime]) -> list[Record]:
+        items = cloud.list_objects(prefix, start_offset=prefix + instant_key(span[0]),
+                                   end_offset=prefix + instant_key(span[1]))
+        return [record for record in map(parse, items) if record is not None]
+    with ThreadPoolExecutor(len(spans)) as pool:
+        return [record for records in pool.map(listing, spans) for record in records]
 
 
 def attempts(cloud: Cloud, workflow: str, instant: datetime, digest: str) -> list[Record]:

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from . import ledger
 from .cloud import Cloud, MetadataPatch, decode_job_body
 from .errors import ApiError, WfrError
-from .identity import parse_instant, run_digest
+from .identity import parse_instant, run_digests
 
 # The five states of a scheduled time, in the order totals list them.
 STATES = ("succeeded", "failed", "cancelled", "running", "missing")
@@ -139,10 +139,11 @@ def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any]) ->
     if not texts:
         return Status(workflow, window, params, [])
     instants = [parse_instant(text) for text in texts]
-    digests = {run_digest(workflow, instant, params): instant for instant in instants}
+    digests = dict(zip(run_digests(workflow, instants, params), instants))
     newest: dict[datetime, ledger.Record] = {}
     count: dict[datetime, int] = {}
-    for record in ledger.window(cloud, workflow, instants[0], instants[-1]) if len(instants) else ():
+    parts = min(ledger.PARTS, 1 + len(instants) // 1000)  # a part per page of times, or fewer
+    for record in ledger.window(cloud, workflow, instants[0], instants[-1], parts):
         if digests.get(record.digest) != record.instant:
             continue  # another run at the same time (other params)
         count[record.instant] = count.get(record.instant, 0) + 1
