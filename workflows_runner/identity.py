@@ -37,15 +37,13 @@ def to_label(instant: datetime) -> str:
 
 
 def run_digest(workflow: str, instant: datetime, argument: dict) -> str:
-    """32 hex digits: SHA-256 of the canonical JSON of workflow, schedule_time label and argument."""
-    identity = {"argument": argument, "scheduleTime": to_label(instant), "workflow": workflow}
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+    return run_digests(workflow, [instant], argument)[0]
 
 
 def run_digests(workflow: str, instants: list[datetime], argument: dict) -> list[str]:
-    """run_digest of each instant, with the argument's canonical JSON written once: the same
-    bytes, since sorted keys put "argument", "scheduleTime", "workflow" in that order."""
+    """32 hex digits per instant: SHA-256 of the canonical JSON (sorted keys, compact, ASCII) of
+    {"argument", "scheduleTime": its label, "workflow"}. Sorted keys put them in that order, so the
+    argument's JSON is written once for every instant."""
     head = '{"argument":' + json.dumps(argument, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     tail = ',"workflow":' + json.dumps(workflow, ensure_ascii=True) + "}"
     return [hashlib.sha256(f'{head},"scheduleTime":"{to_label(instant)}"{tail}'.encode()).hexdigest()[:32]
