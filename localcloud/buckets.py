@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import google_crc32c
+
 Resource = dict[str, Any]
 
 SCHEMA = """
@@ -174,7 +176,7 @@ class Buckets:
                 "contentType": fields.get("contentType") or "application/octet-stream",
                 "storageClass": "STANDARD", "size": str(len(data)),
                 "md5Hash": base64.b64encode(hashlib.md5(data).digest()).decode(),
-                "crc32c": base64.b64encode(crc32c(data).to_bytes(4, "big")).decode(),
+                "crc32c": base64.b64encode(google_crc32c.Checksum(data).digest()).decode(),
                 "etag": _etag(generation, "1"), "timeCreated": now, "updated": now,
                 "timeStorageClassUpdated": now, "timeFinalized": now}
             for key in WRITABLE:
@@ -289,24 +291,3 @@ def _etag(generation: str, metageneration: str) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _crc32c_table() -> list[int]:
-    table = []
-    for byte in range(256):
-        value = byte
-        for _ in range(8):
-            value = (value >> 1) ^ 0x82F63B78 if value & 1 else value >> 1
-        table.append(value)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    """CRC-32C (Castagnoli), the checksum Cloud Storage reports in `crc32c` and x-goog-hash."""
-    value = 0xFFFFFFFF
-    for byte in data:
-        value = _CRC32C[(value ^ byte) & 0xFF] ^ (value >> 8)
-    return value ^ 0xFFFFFFFF

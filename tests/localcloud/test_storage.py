@@ -9,7 +9,9 @@ one application/http part per call, answered in order, a part's Content-ID echoe
 """
 from __future__ import annotations
 
+import base64
 import email.parser
+import hashlib
 import json
 import threading
 from pathlib import Path
@@ -63,6 +65,14 @@ def test_insert_with_if_generation_match_zero_succeeds_only_while_absent(bucket)
     assert (stored.generation, stored.metageneration, stored.metadata) == (blob.generation, 1, {"state": "CLAIMED"})
     assert stored.download_as_bytes() == b'{"attempt":1}'  # the client checks crc32c and md5 too
     assert stored.content_type == "application/json"
+
+
+def test_checksums_are_crc32c_and_md5_of_the_content(bucket):
+    # CRC-32C (CRC-32/ISCSI) of "123456789" is 0xE3069283, the check value of the CRC catalogue.
+    bucket.blob("check").upload_from_string(b"123456789")
+    stored = bucket.get_blob("check")
+    assert stored.crc32c == base64.b64encode((0xE3069283).to_bytes(4, "big")).decode()
+    assert stored.md5_hash == base64.b64encode(hashlib.md5(b"123456789").digest()).decode()
 
 
 def test_a_rewrite_needs_the_current_generation(bucket):
