@@ -185,6 +185,53 @@ def test_a_kept_alive_connection_still_serves_request_after_request(server):
     assert len(set(names)) == 5
 
 
+# --- request heads: refused in Google's shape (RFC 9112 sections 3 and 5) ----------------------
+
+GET_HEAD = f"GET {CREATE} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\n"
+
+
+@pytest.mark.parametrize("head, code, status", [
+    (b"GARBAGE\r\n\r\n", 400, "INVALID_ARGUMENT"),
+    (f"GET {CREATE}\r\n\r\n".encode(), 400, "INVALID_ARGUMENT"),                      # HTTP/0.9
+    (f"GET  {CREATE} HTTP/1.1\r\n\r\n".encode(), 400, "INVALID_ARGUMENT"),            # two spaces
+    (f"GET {CREATE} HTTP/2.0\r\n\r\n".encode(), 505, "UNIMPLEMENTED"),
+    (f"{GET_HEAD}Host : x\r\n\r\n".encode(), 400, "INVALID_ARGUMENT"),                 # space before the colon
+    (f"{GET_HEAD}X-A: 1\r\n folded\r\n\r\n".encode(), 400, "INVALID_ARGUMENT"),      # obs-fold
+    (f"{GET_HEAD}X-A: 1\x00\r\n\r\n".encode(), 400, "INVALID_ARGUMENT"),              # a control character
+    (f"{GET_HEAD}X-A: {'a' * 70_000}\r\n\r\n".encode(), 431, "INVALID_ARGUMENT"),
+    (GET_HEAD.encode() + b"X-A: 1\r\n" * 99 + b"\r\n", 431, "INVALID_ARGUMENT"),         # 101 fields
+    (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n", 414, "INVALID_ARGUMENT"),        # http.server's own refusal
+    (f"BREW {CREATE} HTTP/1.1\r\nHost: x\r\n\r\n".encode(), 501, "UNIMPLEMENTED"),   # no handler serves BREW
+], ids=["garbage", "http-0.9", "two-spaces", "http-2", "space-before-colon", "obs-fold", "control-char",
+        "long-field", "101-fields", "long-request-line", "unknown-method"])
+def test_a_malformed_head_is_refused_in_googles_shape_and_closes(server, head, code, status):
+    got, answer, closed = exchange(server, head)
+    assert_google_error((got, answer), code, status)
+    assert closed
+
+
+def test_field_names_are_case_insensitive_and_values_lose_their_surrounding_blanks(server):
+    head = f"GET {CREATE} HTTP/1.1\r\nhost: x\r\nAUTHORIZATION:\t Bearer t \t\r\nx-empty:\r\n\r\n".encode()
+    status, answer, closed = exchange(server, head)
+    assert (status, answer, closed) == (200, {}, False)
+
+
+def test_http_1_0_closes_unless_asked_to_keep_alive(server):
+    head = f"GET {CREATE} HTTP/1.0\r\nAuthorization: Bearer t\r\n"
+    assert exchange(server, (head + "\r\n").encode())[::2] == (200, True)
+    assert exchange(server, (head + "Connection: keep-alive\r\n\r\n").encode())[::2] == (200, False)
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(server):
+    body = json.dumps({"argument": json.dumps({"x": 1})}).encode()
+    with socket.create_connection(server.server_address[:2], timeout=READ_TIMEOUT) as sock:
+        sock.sendall(post_head(f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n"))
+        reader = sock.makefile("rb")
+        assert reader.readline().split()[1] == b"100" and reader.readline() == b"\r\n"
+        sock.sendall(body)
+        assert reader.readline().split()[1] == b"200"
+
+
 # --- one API per state folder --------------------------------------------------------------------
 
 def test_a_second_api_on_the_same_state_folder_fails_and_the_first_keeps_its_runs(workflows, tmp_path):
