@@ -174,9 +174,23 @@ def test_google_apis_share_one_pool_made_once_lazily_with_the_cloud_platform_sco
     module = load_module("proxy", "workflows_api")  # a fresh copy: no session yet
     monkeypatch.setattr(google.auth, "default", fake_default)
     assert asked == []
-    first, second = module.pool("https://workflowexecutions.googleapis.com"), module.pool("https://storage.googleapis.com")
-    assert isinstance(first, AuthorizedHttp) and first is second
+    url = "https://storage.googleapis.com/storage/v1/b/runs/o?prefix=a"
+    (first, target), (second, _) = module.connection(url), module.connection("https://workflowexecutions.googleapis.com/v1/x")
+    assert isinstance(first, AuthorizedHttp) and first is second and target == url
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
+
+
+def test_a_loopback_api_gets_a_plain_pool_per_origin_sent_the_path_alone(monkeypatch):
+    import google.auth
+
+    module = load_module("proxy", "workflows_api")
+    monkeypatch.setattr(google.auth, "default", lambda **_: pytest.fail("credentials asked for loopback"))
+    first, target = module.connection("http://127.0.0.1:8080/storage/v1/b/runs/o/a%2Fb?alt=media")
+    again, _ = module.connection("http://127.0.0.1:8080/v1/x")
+    other, bare = module.connection("http://localhost:9090")
+    assert target == "/storage/v1/b/runs/o/a%2Fb?alt=media" and bare == "/"
+    assert first is again and other is not first
+    assert first.headers["Authorization"] == f"Bearer {module.LOCAL_TOKEN}"
 
 
 def test_retries_wait_with_growing_jittered_backoff_and_stop_before_the_deadline(monkeypatch):
