@@ -123,7 +123,30 @@ def test_a_16_mb_request_line_is_refused_cheaply(function):
             pass
         sender.join(30)
         assert not sender.is_alive()
-    assert answer == b"" or answer.startswith(b"HTTP/1.1 414 "), answer[:80]  # gunicorn's own answer
+    if answer:  # gunicorn's own answer, in Google's shape
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 414 ") and b"Content-Type: application/json" in head, answer[:200]
+        assert json.loads(body)["error"]["code"] == 414
+    assert normal_request(port, name) == NORMAL[name][2]
+
+
+@pytest.mark.parametrize("request_head, code", [
+    (b"GARBAGE\r\n\r\n", 400),                                                    # no target, no version
+    (b"POST / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400),             # obs-fold
+    (b"POST / HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", 400),                     # a space in a field name
+    (b"POST / HTTP/1.1\r\nHost: x\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n", 431),     # a field over 8,190 bytes
+    (b"POST / HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", 431),                  # more than 100 fields
+], ids=["request-line", "obs-fold", "field-name", "long-field", "101-fields"])
+def test_what_gunicorn_refuses_itself_is_answered_in_googles_shape(function, request_head, code):
+    """Refused before the function runs, by gunicorn (gunicorn/workers/base.py handle_error), whose
+    own page is HTML; request_limits has it write Google's JSON error instead."""
+    name, port = function
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request_head)
+        got, answer = status_of(sock)
+    assert got == code and set(answer) == {"error"}, answer
+    assert answer["error"]["code"] == code and answer["error"]["status"] == "INVALID_ARGUMENT"
+    assert isinstance(answer["error"]["message"], str) and answer["error"]["message"]
     assert normal_request(port, name) == NORMAL[name][2]
 
 

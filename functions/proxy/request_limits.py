@@ -12,7 +12,8 @@ functions-framework 3.10.2 leaves three doors open, all read in its installed so
   quadratic in the line's length (16 MB cost 30 s of CPU).
 `install`, called while functions-framework imports main.py, closes them: a WSGI layer reads the
 body itself, bounded in bytes and seconds, and hands Flask the bytes it read; gunicorn gets back
-its own default request-line limit. Google's front end enforces its own request size limit (32 MiB
+its own default request-line limit. What gunicorn refuses itself (a request line too long, a
+malformed header) it answers in Google's error shape too, not in its HTML page. Google's front end enforces its own request size limit (32 MiB
 on Cloud Run), far above these; see docs/range.md and docs/proxy.md.
 """
 from __future__ import annotations
@@ -53,6 +54,7 @@ def install(max_body: int, too_large: tuple[int, str, str]) -> None:
     app.config["MAX_CONTENT_LENGTH"] = max_body
     app.wsgi_app = BodyReader(app.wsgi_app, max_body, Refusal(*too_large))
     _limit_request_line()
+    _json_refusals()
 
 
 def _limit_request_line() -> None:
@@ -70,6 +72,32 @@ def _limit_request_line() -> None:
 
     with_line_limit.limits_request_line = True
     served.GunicornApplication.load_config = with_line_limit
+
+
+# google.rpc.Code names for what gunicorn refuses before the app runs (gunicorn/workers/base.py).
+_REFUSAL_STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 414: "INVALID_ARGUMENT",
+                   417: "FAILED_PRECONDITION", 431: "INVALID_ARGUMENT", 501: "UNIMPLEMENTED"}
+
+
+def _json_refusals() -> None:
+    """gunicorn writes its own refusals through gunicorn.util.write_error, an HTML page; this
+    writes the same code and message as Google's JSON error instead."""
+    try:
+        from gunicorn import util
+    except ImportError:
+        return
+    if getattr(util.write_error, "google_shape", False):
+        return
+
+    def write_error(sock, status_int, reason, mesg):
+        payload = json.dumps({"error": {"code": status_int, "status": _REFUSAL_STATUS.get(status_int, "INTERNAL"),
+                                        "message": mesg[:1000] or reason}}).encode()
+        head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode("latin-1")
+        util.write_nonblock(sock, head + payload)
+
+    write_error.google_shape = True
+    util.write_error = write_error
 
 
 class BodyReader:
