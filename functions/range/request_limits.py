@@ -12,9 +12,10 @@ functions-framework 3.10.2 leaves three doors open, all read in its installed so
   quadratic in the line's length (16 MB cost 30 s of CPU).
 `install`, called while functions-framework imports main.py, closes them: a WSGI layer reads the
 body itself, bounded in bytes and seconds, and hands Flask the bytes it read; gunicorn gets back
-its own default request-line limit. What gunicorn refuses itself (a request line too long, a
-malformed header) it answers in Google's error shape too, not in its HTML page. Google's front end enforces its own request size limit (32 MiB
-on Cloud Run), far above these; see docs/range.md and docs/proxy.md.
+its own default request-line limit, and answers what it refuses itself (a request line too long,
+a malformed header) in Google's error shape, not in its HTML page. Google's front end enforces
+its own request size limit (32 MiB on Cloud Run), far above these; see docs/range.md and
+docs/proxy.md.
 """
 from __future__ import annotations
 
