@@ -58,12 +58,9 @@ def base_url() -> str:
     return (os.environ.get("WORKFLOWS_API") or GOOGLE_API).rstrip("/")
 
 
+@functools.lru_cache(maxsize=64)  # called with an API's origin, of which there are a few
 def is_loopback(url: str) -> bool:
-    return _is_loopback_host(urlsplit(url).hostname or "")
-
-
-@functools.lru_cache(maxsize=64)
-def _is_loopback_host(host: str) -> bool:
+    host = urlsplit(url).hostname or ""
     if host == "localhost":
         return True
     try:
@@ -87,9 +84,9 @@ def connection(url: str) -> tuple[urllib3.HTTPConnectionPool | AuthorizedHttp, s
     (bench/bench_proxy.py), and the proxy makes three calls per run."""
     global _google, _transient_errors
     parts = urlsplit(url)
+    origin = f"{parts.scheme}://{parts.netloc}"
     with _pool_lock:
-        if _is_loopback_host(parts.hostname or ""):
-            origin = f"{parts.scheme}://{parts.netloc}"
+        if is_loopback(origin):
             if origin not in _loopback:
                 _loopback[origin] = urllib3.connection_from_url(
                     origin, maxsize=POOL_SIZE, headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
