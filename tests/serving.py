@@ -6,6 +6,7 @@ functions-framework); the code lives in localcloud.stack, which the local stack 
 """
 import importlib.util
 import sys
+from pathlib import Path
 from types import ModuleType
 
 from localcloud.stack import ROOT, free_port, serve_function, wait_for_port  # noqa: F401
@@ -16,8 +17,18 @@ FUNCTIONS = ROOT / "functions"
 def load_module(function: str, name: str) -> ModuleType:
     """functions/<function>/<name>.py, loaded by path as `<function>_<name>`: the functions deploy
     alone and are not a package, and two of them may each have a module of the same name."""
-    spec = importlib.util.spec_from_file_location(f"{function}_{name}", FUNCTIONS / function / f"{name}.py")
+    folder = FUNCTIONS / function
+    spec = importlib.util.spec_from_file_location(f"{function}_{name}", folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # as importlib's own recipe does: dataclasses look their module up there
-    spec.loader.exec_module(module)
+    before = set(sys.modules)
+    sys.path.insert(0, str(folder))  # its own imports of sibling modules, as when it is deployed
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(folder))
+        # Those siblings stay the module's own: another function's module of the same name loads afresh.
+        for loaded in set(sys.modules) - before:
+            if Path(getattr(sys.modules[loaded], "__file__", None) or "/").parent == folder:
+                del sys.modules[loaded]
     return module

@@ -160,9 +160,8 @@ def test_loopback_detection(url, loopback):
     assert api.is_loopback(url) is loopback
 
 
-def test_google_apis_share_one_pool_made_once_lazily_with_the_cloud_platform_scope(monkeypatch):
+def test_google_apis_carry_one_set_of_credentials_asked_for_once_lazily_with_the_cloud_platform_scope(monkeypatch):
     import google.auth
-    from google.auth.transport.urllib3 import AuthorizedHttp
     from google.oauth2.credentials import Credentials
 
     asked = []
@@ -171,26 +170,29 @@ def test_google_apis_share_one_pool_made_once_lazily_with_the_cloud_platform_sco
         asked.append(scopes)
         return Credentials(token="token"), "a-project"
 
-    module = load_module("proxy", "workflows_api")  # a fresh copy: no session yet
+    module = load_module("proxy", "workflows_api")  # a fresh copy: no credentials yet
     monkeypatch.setattr(google.auth, "default", fake_default)
     assert asked == []
-    url = "https://storage.googleapis.com/storage/v1/b/runs/o?prefix=a"
-    (first, target), (second, _) = module.connection(url), module.connection("https://workflowexecutions.googleapis.com/v1/x")
-    assert isinstance(first, AuthorizedHttp) and first is second and target == url
+    storage, target = module.origin("https://storage.googleapis.com/storage/v1/b/runs/o?prefix=a")
+    again, _ = module.origin("https://storage.googleapis.com/storage/v1/b/runs/o/x")
+    workflows, _ = module.origin("https://workflowexecutions.googleapis.com/v1/x")
+    assert target == "/storage/v1/b/runs/o?prefix=a"
+    assert storage is again and workflows is not storage and (storage.tls, workflows.tls) == (True, True)
+    assert storage.credentials is workflows.credentials is not None and "Authorization" not in storage.headers
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
 
 
-def test_a_loopback_api_gets_a_plain_pool_per_origin_sent_the_path_alone(monkeypatch):
+def test_a_loopback_api_gets_its_own_origin_with_the_local_token_and_no_credentials(monkeypatch):
     import google.auth
 
     module = load_module("proxy", "workflows_api")
     monkeypatch.setattr(google.auth, "default", lambda **_: pytest.fail("credentials asked for loopback"))
-    first, target = module.connection("http://127.0.0.1:8080/storage/v1/b/runs/o/a%2Fb?alt=media")
-    again, _ = module.connection("http://127.0.0.1:8080/v1/x")
-    other, bare = module.connection("http://localhost:9090")
+    first, target = module.origin("http://127.0.0.1:8080/storage/v1/b/runs/o/a%2Fb?alt=media")
+    again, _ = module.origin("http://127.0.0.1:8080/v1/x")
+    other, bare = module.origin("http://localhost:9090")
     assert target == "/storage/v1/b/runs/o/a%2Fb?alt=media" and bare == "/"
-    assert first is again and other is not first
-    assert first.headers["Authorization"] == f"Bearer {module.LOCAL_TOKEN}"
+    assert first is again and other is not first and not first.tls
+    assert first.credentials is None and first.headers["Authorization"] == f"Bearer {module.LOCAL_TOKEN}"
 
 
 def test_retries_wait_with_growing_jittered_backoff_and_stop_before_the_deadline(monkeypatch):

@@ -13,6 +13,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from urllib.parse import quote
 
 import ledger
 import scheduled_time
@@ -217,7 +218,9 @@ def _current(run: Run, attempt: Attempt) -> dict:
     if attempt.execution is None:
         return ledger.as_execution(attempt)
     try:
-        execution = _retrying(lambda: workflows_api.call("GET", f"/v1/{attempt.execution}", run.deadline), run)
+        # The name comes from the ledger: quoted, so no byte of it can reshape the request line.
+        path = f"/v1/{quote(attempt.execution, safe='/:')}"
+        execution = _retrying(lambda: workflows_api.call("GET", path, run.deadline), run)
     except ApiError as error:
         if error.code != 404:
             raise

@@ -1,23 +1,19 @@
-"""Google's REST APIs as the proxy calls them: one reused connection pool (urllib3, behind
-google-auth's AuthorizedHttp for Google, plain for a loopback stand-in), errors in Google's shape, transient faults retried with backoff and
-jitter within a deadline; and the Workflows Executions API v1 on top (storage_api.py is the other
-API that uses this)."""
+"""Google's REST APIs as the proxy calls them: kept-alive connections per API (transport.py),
+the function's identity on Google's and a fixed token on a loopback stand-in, errors in Google's
+shape, transient faults retried with backoff and jitter within a deadline; and the Workflows
+Executions API v1 on top (storage_api.py is the other API that uses this)."""
 from __future__ import annotations
 
 import functools
+import http.client
 import ipaddress
 import os
 import random
 import threading
 import time
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
-import urllib3
-from urllib3.exceptions import HTTPError
-
-if TYPE_CHECKING:
-    from google.auth.transport.urllib3 import AuthorizedHttp
+import transport
 
 GOOGLE_API = "https://workflowexecutions.googleapis.com"
 LOCAL_TOKEN = "localcloud"  # what the local stand-in accepts; never sent to Google
@@ -25,8 +21,6 @@ SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 RETRYABLE_CODES = {429, 500, 502, 503, 504}
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # seconds
 CALL_TIMEOUT = 30.0  # seconds, at most, for one HTTP call
-# Connections kept per host: one per request in flight (gunicorn serves the function on threads).
-POOL_SIZE = 32
 
 # Google's names for HTTP codes (google.rpc.Code), for error bodies that lack one.
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
@@ -69,65 +63,63 @@ def is_loopback(url: str) -> bool:
         return False
 
 
-_google: AuthorizedHttp | None = None  # made on first use: nothing touches credentials at import
-_loopback: dict[str, urllib3.HTTPConnectionPool] = {}  # by origin (scheme://host:port)
-_transient_errors: tuple[type[BaseException], ...] = (HTTPError,)
-_pool_lock = threading.Lock()
+_origins: dict[str, transport.Origin] = {}  # by origin (scheme://host:port)
+_credentials = None  # Google's, asked for on first use: nothing touches credentials at import
+_transient_errors: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException)
+_origins_lock = threading.Lock()
 
 
-def connection(url: str) -> tuple[urllib3.HTTPConnectionPool | AuthorizedHttp, str]:
-    """The pool to send a call to `url` through, and the request target to send. Google's APIs
-    share one credentialed pool manager, made on first use (nothing touches credentials at
-    import). A loopback stand-in gets a plain pool per origin and is sent the path alone:
-    urllib3 re-reads a full URL at each of its layers, about a tenth of a loopback call; and
-    google-auth never loads. urllib3 rather than requests: a third of the per-call cost
-    (bench/bench_proxy.py), and the proxy makes three calls per run."""
-    global _google, _transient_errors
+def origin(url: str) -> tuple[transport.Origin, str]:
+    """The origin to send a call to `url` through, and the request target (path and query).
+    Google's APIs carry the function's identity, with the cloud-platform scope; a loopback
+    stand-in gets LOCAL_TOKEN instead, and google-auth never loads."""
     parts = urlsplit(url)
-    origin = f"{parts.scheme}://{parts.netloc}"
-    with _pool_lock:
-        if is_loopback(origin):
-            if origin not in _loopback:
-                _loopback[origin] = urllib3.connection_from_url(
-                    origin, maxsize=POOL_SIZE, headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            return _loopback[origin], target
-        if _google is None:
-            import google.auth
-            import google.auth.exceptions
-            from google.auth.transport.urllib3 import AuthorizedHttp
-            try:
-                credentials, _ = google.auth.default(scopes=[SCOPE])
-            except google.auth.exceptions.DefaultCredentialsError as error:
-                raise ApiError(500, f"no Google credentials for the proxy: {error}") from None
-            # Token refreshes talk to the metadata server: their failures are transient too.
-            _transient_errors = (HTTPError, google.auth.exceptions.TransportError,
-                                 google.auth.exceptions.RefreshError)
-            _google = AuthorizedHttp(credentials, http=urllib3.PoolManager(maxsize=POOL_SIZE))
-        return _google, url
+    key = f"{parts.scheme}://{parts.netloc}"
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    found = _origins.get(key)
+    if found is None:
+        with _origins_lock:
+            found = _origins.get(key) or _new_origin(key)
+            _origins[key] = found
+    return found, target
+
+
+def _new_origin(url: str) -> transport.Origin:
+    global _credentials, _transient_errors
+    if is_loopback(url):
+        return transport.Origin(url, headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
+    if _credentials is None:
+        import google.auth
+        import google.auth.exceptions
+        try:
+            _credentials, _ = google.auth.default(scopes=[SCOPE])
+        except google.auth.exceptions.DefaultCredentialsError as error:
+            raise ApiError(500, f"no Google credentials for the proxy: {error}") from None
+        # Token refreshes talk to the metadata server: their failures are transient too.
+        _transient_errors += (google.auth.exceptions.TransportError, google.auth.exceptions.RefreshError)
+    return transport.Origin(url, credentials=_credentials)
 
 
 def send(method: str, url: str, deadline: float, api: str, *, params: dict | None = None,
-         body: bytes | None = None, headers: dict | None = None) -> urllib3.BaseHTTPResponse:
+         body: bytes | None = None, headers: dict | None = None) -> transport.Answer:
     """One HTTP call within the deadline; Transient for no answer or a 429/5xx answer."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
         raise Transient("deadline reached")
     if params:
         url = f"{url}?{urlencode(params)}"
-    http, target = connection(url)
+    to, target = origin(url)
     try:
-        # No urllib3 retries or redirects: with_retries decides, within the deadline.
-        response = http.urlopen(method, target, body=body, headers={**http.headers, **(headers or {})},
-                                timeout=min(remaining, CALL_TIMEOUT), retries=False, redirect=False)
+        # No retries or redirects below this: with_retries decides, within the deadline.
+        answer = to.request(method, target, body, headers or {}, min(remaining, CALL_TIMEOUT))
     except _transient_errors as error:
         raise Transient(f"{type(error).__name__} from the {api}") from None
-    if response.status in RETRYABLE_CODES:
-        raise Transient(f"HTTP {response.status} from the {api}")
-    return response
+    if answer.status in RETRYABLE_CODES:
+        raise Transient(f"HTTP {answer.status} from the {api}")
+    return answer
 
 
-def upstream_error(response: urllib3.BaseHTTPResponse, api: str) -> ApiError:
+def upstream_error(response: transport.Answer, api: str) -> ApiError:
     """A lasting refusal, with Google's code, status and message (a 5xx becomes 502)."""
     try:
         answer = response.json()
