@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from tests.serving import free_port, serve_function, wait_for_port  # noqa: E402
 
-REQUESTS, WARMUP, IMPORT_RUNS = 2000, 200, 9
+REQUESTS, WARMUP, IMPORT_RUNS = 2000, 200, 15
 CONTENDERS, ROUNDS = 10, 100
 BUCKET = "bench-runs"
 PATH = "/v1/projects/bench-project/locations/us-central1/workflows/bench/executions"

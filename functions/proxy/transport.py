@@ -75,7 +75,7 @@ class Origin:
                   timeout: float) -> Answer:
         connection = self._connection(timeout)
         try:
-            # http.client sends the head and a bytes body in one write, and sets TCP_NODELAY.
+            # http.client sets TCP_NODELAY: the body, written after the head, goes out at once.
             connection.request(method, target, body=body, headers=headers)
             response = connection.getresponse()
             answer = Answer(response.status, response.read())
