@@ -19,6 +19,8 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from . import field_mask
+
 LogSink = Callable[[dict[str, Any]], None]
 
 # Standard query parameters every Google API accepts (and which we ignore).
@@ -129,6 +131,20 @@ def query_params(url: Any, allowed: set[str]) -> dict[str, str]:
             raise invalid(f'Invalid JSON payload received. Unknown name "{key}": '
                           f"Cannot bind query parameter. Field '{key}' could not be found in request message.")
     return params
+
+
+def partial(url: Any, route: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:
+    """route()'s answer, cut down to the request's `fields` (a partial response, field_mask.py).
+    The selection is read first: a malformed one is refused before anything is done."""
+    text = parse_qs(url.query).get("fields", [""])[-1] if "fields=" in url.query else ""
+    try:
+        keep = field_mask.parse(text) if text else None
+    except ValueError as error:
+        raise invalid(str(error)) from None
+    code, body = route()
+    if keep is not None and code < 300 and isinstance(body, (dict, list)):
+        body = field_mask.apply(body, keep)
+    return code, body
 
 
 class GoogleJSONHandler(BaseHTTPRequestHandler):
@@ -280,7 +296,8 @@ class GoogleJSONHandler(BaseHTTPRequestHandler):
         self.body_read = False
         try:
             self.require_bearer()
-            code, body = self.route(method, urlsplit(self.path))
+            url = urlsplit(self.path)
+            code, body = partial(url, lambda: self.route(method, url))
         except ApiError as error:
             code, body = error.code, error.body()
         except Exception:  # a bug of ours: answer 500 in Google's shape, keep the traceback in the log

@@ -41,7 +41,7 @@ from typing import Any, Callable
 from urllib.parse import unquote, urlsplit
 
 from .buckets import Buckets, Preconditions, StorageError, invalid
-from .google_http import ApiError, GoogleJSONHandler, loads_json, query_params, unknown_url
+from .google_http import ApiError, GoogleJSONHandler, loads_json, partial, query_params, unknown_url
 
 _BUCKETS = re.compile(r"/storage/v1/b")
 _BUCKET = re.compile(r"/storage/v1/b/([^/]+)")
@@ -109,7 +109,7 @@ class StorageHandler(GoogleJSONHandler):
                 raise fault.error()
             if _BATCH.fullmatch(url.path) and method == "POST":
                 return 200, self.batch(url)
-            return self.route(method, url)
+            return partial(url, lambda: self.route(method, url))
         code, body = _answered(serve)
         if isinstance(body, Media):
             self.send_media(body)
@@ -166,7 +166,7 @@ class StorageHandler(GoogleJSONHandler):
             raise invalid(f"{call.method} {call.url.path} cannot be batched: a batch holds JSON API calls "
                           "under /storage/v1/, not uploads, downloads or batches")
         self.body = call.body
-        return self.route(call.method, call.url)
+        return partial(call.url, lambda: self.route(call.method, call.url))
 
     def read_json(self) -> Any:
         if not self.body.strip():
