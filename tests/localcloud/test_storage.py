@@ -236,6 +236,48 @@ def test_resources_and_parameters_use_the_discovery_documents_names(server, buck
     assert batch.status_code == 200 and b"HTTP/1.1 200 OK" in batch.content
 
 
+# Partial responses (the `fields` parameter; its syntax is tested in test_field_mask.py).
+def test_googles_client_gets_the_fields_it_asks_for_in_a_listing(bucket):
+    blob = bucket.blob("runs/x")
+    blob.metadata = {"state": "ACTIVE"}
+    blob.upload_from_string(b"{}")
+    full = next(iter(bucket.client.list_blobs(BUCKET)))
+    partial = next(iter(bucket.client.list_blobs(BUCKET, fields="items(name,metadata),nextPageToken")))
+    assert full.size == 2 and full.generation is not None
+    assert (partial.name, partial.metadata) == ("runs/x", {"state": "ACTIVE"})
+    assert partial.size is None and partial.generation is None
+
+
+def test_a_write_answers_only_the_fields_asked_for(server, bucket):
+    answer = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o", data=b"{}", timeout=10,
+                           params={"uploadType": "media", "name": "o", "fields": "name,generation"})
+    assert answer.status_code == 200 and set(answer.json()) == {"name", "generation"}
+    # Errors are never cut down: a refused write still says why, in Google's shape.
+    again = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o", data=b"{}", timeout=10, params={
+        "uploadType": "media", "name": "o", "ifGenerationMatch": "0", "fields": "name"})
+    assert again.status_code == 412 and set(again.json()["error"]) >= {"code", "message"}
+
+
+def test_a_malformed_selection_is_refused_before_the_write(server, bucket):
+    answer = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o", data=b"{}", timeout=10,
+                           params={"uploadType": "media", "name": "never", "fields": "items("})
+    assert answer.status_code == 400 and "Invalid field selection" in answer.json()["error"]["message"]
+    assert bucket.get_blob("never") is None
+
+
+def test_each_call_of_a_batch_gets_its_own_fields(server, bucket):
+    bucket.blob("named").upload_from_string(b"x")
+    parts = "".join(f"--XYZ\r\nContent-Type: application/http\r\nContent-ID: <{n}>\r\n\r\n"
+                    f"GET /storage/v1/b/{BUCKET}/o/named{query} HTTP/1.1\r\n\r\n"
+                    for n, query in enumerate(["?fields=name", "?fields=size,metageneration", ""]))
+    answer = requests.post(f"{server.url}/batch/storage/v1", data=parts + "--XYZ--\r\n", timeout=10,
+                           headers={"Content-Type": "multipart/mixed; boundary=XYZ"})
+    bodies = [json.loads(chunk[chunk.index("{"):chunk.rindex("}") + 1])
+              for chunk in answer.text.split("--batch_")[1:-1]]
+    assert [set(body) for body in bodies[:2]] == [{"name"}, {"size", "metageneration"}]
+    assert {"name", "size", "generation", "bucket"} <= set(bodies[2])
+
+
 def _objects(bucket, count: int) -> list:
     blobs = []
     for number in range(count):
