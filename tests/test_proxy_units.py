@@ -179,6 +179,7 @@ def test_google_apis_carry_one_set_of_credentials_asked_for_once_lazily_with_the
     assert target == "/storage/v1/b/runs/o?prefix=a"
     assert storage is again and workflows is not storage and (storage.tls, workflows.tls) == (True, True)
     assert storage.credentials is workflows.credentials is not None and "Authorization" not in storage.headers
+    assert storage.headers["User-Agent"] == workflows.headers["User-Agent"] == module.USER_AGENT
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
 
 
@@ -192,7 +193,8 @@ def test_a_loopback_api_gets_its_own_origin_with_the_local_token_and_no_credenti
     other, bare = module.origin("http://localhost:9090")
     assert target == "/storage/v1/b/runs/o/a%2Fb?alt=media" and bare == "/"
     assert first is again and other is not first and not first.tls
-    assert first.credentials is None and first.headers["Authorization"] == f"Bearer {module.LOCAL_TOKEN}"
+    assert first.credentials is None and first.headers == {"Authorization": f"Bearer {module.LOCAL_TOKEN}",
+                                                            "User-Agent": module.USER_AGENT}
 
 
 def test_retries_wait_with_growing_jittered_backoff_and_stop_before_the_deadline(monkeypatch):

@@ -17,6 +17,9 @@ import transport
 
 GOOGLE_API = "https://workflowexecutions.googleapis.com"
 LOCAL_TOKEN = "localcloud"  # what the local stand-in accepts; never sent to Google
+# Cloud Audit Logs record it as requestMetadata.callerSuppliedUserAgent (google.cloud.audit.RequestMetadata):
+# an execution the proxy started says so there.
+USER_AGENT = "workflows-runner-proxy"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 RETRYABLE_CODES = {429, 500, 502, 503, 504}
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # seconds
@@ -87,7 +90,7 @@ def origin(url: str) -> tuple[transport.Origin, str]:
 def _new_origin(url: str) -> transport.Origin:
     global _credentials, _transient_errors
     if is_loopback(url):
-        return transport.Origin(url, headers={"Authorization": f"Bearer {LOCAL_TOKEN}"})
+        return transport.Origin(url, headers={"Authorization": f"Bearer {LOCAL_TOKEN}", "User-Agent": USER_AGENT})
     if _credentials is None:
         import google.auth
         import google.auth.exceptions
@@ -97,7 +100,7 @@ def _new_origin(url: str) -> transport.Origin:
             raise ApiError(500, f"no Google credentials for the proxy: {error}") from None
         # Token refreshes talk to the metadata server: their failures are transient too.
         _transient_errors += (google.auth.exceptions.TransportError, google.auth.exceptions.RefreshError)
-    return transport.Origin(url, credentials=_credentials)
+    return transport.Origin(url, credentials=_credentials, headers={"User-Agent": USER_AGENT})
 
 
 def send(method: str, url: str, deadline: float, api: str, *, params: dict | None = None,
