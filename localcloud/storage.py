@@ -52,7 +52,8 @@ _REQUEST_LINE = re.compile(r"([A-Z]{1,20}) ([\x21-\x7e]+) HTTP/1\.[01]", re.ASCI
 CONDITIONS = {"ifGenerationMatch", "ifGenerationNotMatch", "ifMetagenerationMatch", "ifMetagenerationNotMatch"}
 IGNORED = {"projection", "userProject", "predefinedAcl", "kmsKeyName", "contentEncoding",
            "predefinedDefaultObjectAcl", "enableObjectRetention", "softDeleted"}
-LIST_PARAMETERS = {"prefix", "startOffset", "endOffset", "maxResults", "pageToken"}
+LIST_PARAMETERS = {"prefix", "startOffset", "endOffset", "maxResults", "pageToken", "delimiter",
+                   "includeTrailingDelimiter", "includeFoldersAsPrefixes"}  # no folders here: the last is moot
 INSERT_PARAMETERS = {"name"} | CONDITIONS
 MAX_RESULTS = 1000
 # "You should not include more than 100 calls in a single batch request"
@@ -241,15 +242,63 @@ class StorageHandler(GoogleJSONHandler):
                 after = base64.b64decode(params["pageToken"].encode(), altchars=b"-_", validate=True).decode()
             except (ValueError, UnicodeDecodeError):
                 raise invalid("Invalid pageToken") from None
-        items, last = self.server.buckets.list(
-            bucket, prefix=params.get("prefix", ""), start=params.get("startOffset", ""),
-            end=params.get("endOffset") or None, after=after, limit=min(int(limit), MAX_RESULTS))
+        prefix, limit = params.get("prefix", ""), min(int(limit), MAX_RESULTS)
+
+        def objects(cursor: str | None, count: int) -> tuple[list[dict[str, Any]], str | None]:
+            return self.server.buckets.list(bucket, prefix=prefix, start=params.get("startOffset", ""),
+                                            end=params.get("endOffset") or None, after=cursor, limit=count)
+        if params.get("delimiter"):
+            items, prefixes, last = _directory(objects, prefix, params["delimiter"], limit, after,
+                                               _boolean(params, "includeTrailingDelimiter"))
+        else:
+            (items, last), prefixes = objects(after, limit), []
         page: dict[str, Any] = {"kind": "storage#objects"}
         if items:
             page["items"] = items
+        if prefixes:
+            page["prefixes"] = prefixes
         if last is not None:
             page["nextPageToken"] = base64.urlsafe_b64encode(last.encode()).decode()
         return page
+
+
+def _directory(objects: Callable[[str | None, int], tuple[list[dict[str, Any]], str | None]], prefix: str,
+               delimiter: str, limit: int, after: str | None, trailing: bool
+               ) -> tuple[list[dict[str, Any]], list[str], str | None]:
+    """objects.list with a delimiter, as the discovery document words it: a name that holds the
+    delimiter past the prefix is listed once, in `prefixes`, cut after the delimiter; items and
+    prefixes together are at most `limit`. The page token is the cursor after the last entry
+    (for a prefix, past every name under it)."""
+    items: list[dict[str, Any]] = []
+    prefixes: list[str] = []
+    cursor = after
+    while True:
+        chunk, more = objects(cursor, limit)
+        for resource in chunk:
+            rest = resource["name"][len(prefix):]
+            cut = rest.find(delimiter)
+            if len(items) + len(prefixes) >= limit:
+                return items, prefixes, cursor
+            if cut < 0:
+                items.append(resource)
+                cursor = resource["name"]
+                continue
+            group = prefix + rest[:cut + len(delimiter)]
+            prefixes.append(group)
+            if trailing and group == resource["name"]:  # ends in its one delimiter: an item too
+                items.append(resource)
+            cursor = group + "\U0010ffff"  # after every name in the group (none holds this code point)
+            break
+        else:
+            if more is None:
+                return items, prefixes, None
+
+
+def _boolean(params: dict[str, str], name: str) -> bool:
+    value = params.get(name, "false").lower()
+    if value not in ("true", "false"):
+        raise invalid(f"Invalid value for {name}: {params[name]!r}")
+    return value == "true"
 
 
 def _answered(serve: Callable[[], tuple[int, Any]]) -> tuple[int, Any]:

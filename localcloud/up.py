@@ -86,6 +86,8 @@ def gcloud_script(urls: dict[str, Any], token_file: Path) -> str:
         # Overrides are a base URL ending in "/"; gcloud appends v1/projects/....
         "api_endpoint_overrides/workflowexecutions": urls["api"] + "/",
         "api_endpoint_overrides/cloudscheduler": urls["scheduler"] + "/",
+        # gcloud storage calls the JSON API under it (storage/v1/b/...), as Google's clients do.
+        "api_endpoint_overrides/storage": urls["storage"] + "/",
         "auth/access_token_file": str(token_file),
         "core/disable_usage_reporting": "true",
         "component_manager/disable_update_check": "true",

@@ -29,7 +29,9 @@ COMMAND_WORDS = re.compile(r"^\s*(\$ )?(wfr|make|gcloud|curl|\./deploy\.sh|\.ven
 # us-central1 (docs/localcloud.md); gcloud is pointed at it by STATE/gcloud.sh.
 NEEDS_GOOGLE = {
     "a gcloud group localcloud does not serve (IAM, functions, Cloud Build, projects, auth, ...)":
-        re.compile(r"\bgcloud\s+(functions|iam|projects|builds|services|auth|run|storage|logging)\b"),
+        re.compile(r"\bgcloud\s+(functions|iam|projects|builds|services|auth|run|logging)\b"),
+    "a gcloud storage command beyond reading objects (localcloud serves the JSON API the ledger uses)":
+        re.compile(r"\bgcloud\s+storage\s+(?!(ls|cat)\b|objects\s+(describe|list)\b|buckets\s+describe\b)"),
     "gcloud or wfr on a project other than local-project":
         re.compile(r"\b(gcloud|wfr)\b[^\n]*--project[= ](?!local-project\b)\S"),
     "gcloud or wfr in a region other than us-central1":

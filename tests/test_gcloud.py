@@ -1,7 +1,7 @@
 """The real gcloud CLI (/usr/bin/gcloud) as a client of `python -m localcloud up`.
 
 gcloud runs with a throwaway CLOUDSDK_CONFIG, configured by the STATE/gcloud.sh that `up` writes
-(api_endpoint_overrides/{workflowexecutions,cloudscheduler}, auth/access_token_file,
+(api_endpoint_overrides/{workflowexecutions,cloudscheduler,storage}, auth/access_token_file,
 core/disable_usage_reporting), and with HTTP(S)_PROXY pointed at a closed loopback port and only
 127.0.0.1 exempt, so any call that would leave the machine fails instead of reaching Google.
 """
@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.fake_gcloud.harness import FakeCloud
 from tests.serving import ROOT
@@ -210,3 +211,22 @@ def test_deploy_sh_schedule_commands_work_against_the_local_scheduler(up, tmp_pa
     assert len(runs) == 1 and runs[0]["state"] == "SUCCEEDED"
     assert json.loads(runs[0]["argument"])["scheduleTime"].endswith(("+01:00", "+02:00"))
     gcloud("scheduler", "jobs", "delete", "workflows-runner-deployed", LOCATION, "--quiet")
+
+
+def test_gcloud_storage_reads_the_run_ledger(up):
+    """The ledger objects a proxied run leaves, as `gcloud storage` lists and reads them: `ls` asks
+    for a directory listing (delimiter=/, includeFoldersAsPrefixes) with a partial response."""
+    urls, gcloud, _ = up
+    runs = f"gs://{urls['bucket']}/runs/local-project/us-central1/listing/"
+    request = requests.post(f"{urls['proxy']}/v1/projects/local-project/locations/us-central1/workflows/listing/executions",
+                            json={"name": "ledger", "scheduleTime": "2024-03-01T01:00:00Z"}, timeout=60)
+    assert request.status_code == 200, request.text
+    top = gcloud("storage", "ls", f"gs://{urls['bucket']}/").stdout.split()
+    assert top == [f"gs://{urls['bucket']}/runs/"]
+    assert gcloud("storage", "ls", runs).stdout.split() == [f"{runs}2024-03-01T01:00:00.000000Z/"]
+    attempts = gcloud("storage", "ls", "--recursive", f"{runs}**").stdout.split()
+    assert len(attempts) == 1 and attempts[0].endswith("/000001")
+    claim = json.loads(gcloud("storage", "cat", attempts[0]).stdout)
+    assert claim["scheduleTime"] == "2024-03-01T01:00:00+00:00" and claim["attempt"] == 1  # in the run's zone
+    described = as_json(gcloud("storage", "objects", "describe", attempts[0], "--format=json"))
+    assert described["custom_fields"]["execution"] == request.json()["name"]

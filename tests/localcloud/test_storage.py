@@ -149,6 +149,35 @@ def test_ranged_listing_by_prefix_offsets_and_pages(client, bucket):
     assert list(client.list_blobs(BUCKET, prefix="nothing/")) == []
 
 
+@pytest.mark.parametrize("delimiter", ["/", "::"])
+@pytest.mark.parametrize("page_size", [1, 2, 5, 1000])
+def test_a_delimiter_lists_each_directory_once_across_pages(client, bucket, delimiter, page_size):
+    """As objects.list's discovery document defines it, checked by brute force over every name:
+    names holding the delimiter past the prefix come back once each, cut after it, in prefixes;
+    includeTrailingDelimiter also lists a name that ends in its one delimiter; a page holds at
+    most maxResults items and prefixes together."""
+    names = [name.replace("/", delimiter) for name in (
+        "a", "b/", "b/1", "b/2", "c/x/1", "c/x/2", "c/y", "c/z/", "d", "e/", "f0/z", "f1/z", "f1/zz", "g")]
+    for name in names:
+        bucket.blob(name).upload_from_string(b"1")
+    for prefix in ("", "c" + delimiter):
+        rests = {name: name[len(prefix):] for name in names if name.startswith(prefix)}
+        groups = sorted({prefix + rest[:rest.index(delimiter) + len(delimiter)]
+                         for rest in rests.values() if delimiter in rest})
+        for trailing in (False, True):
+            expected = sorted(name for name, rest in rests.items() if delimiter not in rest or (
+                trailing and rest.count(delimiter) == 1 and rest.endswith(delimiter)))
+            listing = client.list_blobs(BUCKET, prefix=prefix, delimiter=delimiter, page_size=page_size,
+                                        include_trailing_delimiter=trailing)
+            items, prefixes = [], []
+            for page in listing.pages:
+                page_items = [blob.name for blob in page]
+                assert len(page_items) + len(page.prefixes) <= page_size + trailing  # a trailing name counts twice
+                items += page_items
+                prefixes += sorted(page.prefixes)
+            assert items == expected and sorted(prefixes) == groups and len(prefixes) == len(groups)
+
+
 def test_media_upload_and_the_download_path(server, bucket):
     answer = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o",
                            params={"uploadType": "media", "name": "a/b c", "ifGenerationMatch": "0"},
