@@ -18,13 +18,16 @@ from typing import Any, Optional
 
 # A selection: field name -> what to keep of its value (None: all of it).
 Selection = dict[str, Optional["Selection"]]
+# Deepest selection read (names from the top, through / and parentheses): the request line allows
+# 65,536 bytes, and parsing, merging and applying recurse once per level.
+MAX_DEPTH = 100
 _TOKEN = re.compile(r"\s*(?:([^\s,()/]+)|([,()/]))\s*")
 
 
 def parse(text: str) -> Selection:
     """The selection `text` asks for; ValueError when it does not parse."""
     tokens = _tokens(text)
-    selection, position = _list(tokens, 0, text)
+    selection, position = _list(tokens, 0, text, 0)
     if position != len(tokens):
         raise _invalid(text)
     return selection
@@ -59,8 +62,8 @@ def _tokens(text: str) -> list[str]:
     return tokens
 
 
-def _list(tokens: list[str], position: int, text: str) -> tuple[Selection, int]:
-    """item (',' item)*, where item is name ('/' name)* ['(' list ')']."""
+def _list(tokens: list[str], position: int, text: str, depth: int) -> tuple[Selection, int]:
+    """item (',' item)*, where item is name ('/' name)* ['(' list ')'], `depth` names down."""
     selection: Selection = {}
     while True:
         path = []
@@ -73,9 +76,11 @@ def _list(tokens: list[str], position: int, text: str) -> tuple[Selection, int]:
                 position += 1
                 continue
             break
+        if depth + len(path) > MAX_DEPTH:
+            raise ValueError(f"Invalid field selection: deeper than {MAX_DEPTH} fields")
         inner: Selection | None = None
         if position < len(tokens) and tokens[position] == "(":
-            inner, position = _list(tokens, position + 1, text)
+            inner, position = _list(tokens, position + 1, text, depth + len(path))
             if position >= len(tokens) or tokens[position] != ")":
                 raise _invalid(text)
             position += 1

@@ -44,6 +44,27 @@ def test_a_malformed_selection_does_not_parse(fields):
         field_mask.parse(fields)
 
 
+@pytest.mark.parametrize("fields", ["a(" * 5000 + "b" + ")" * 5000, "a/" * 5000 + "b",
+                                    "a/" * 3000 + "b," + "a/" * 3000 + "c"])
+def test_a_selection_too_deep_is_refused_not_recursed_into(fields):
+    with pytest.raises(ValueError, match=f"deeper than {field_mask.MAX_DEPTH}"):
+        field_mask.parse(fields)
+
+
+def test_a_selection_at_the_depth_limit_still_applies():
+    deep = "/".join(["a"] * field_mask.MAX_DEPTH)
+    value = current = {}
+    for _ in range(field_mask.MAX_DEPTH - 1):
+        current["a"], current["b"] = {}, 1
+        current = current["a"]
+    current["a"] = "leaf"
+    kept = field_mask.apply(value, field_mask.parse(deep))
+    for _ in range(field_mask.MAX_DEPTH - 1):
+        assert set(kept) == {"a"}
+        kept = kept["a"]
+    assert kept == {"a": "leaf"}
+
+
 @pytest.mark.skipif(not APIS.exists(), reason="../shared/google-apis is absent")
 @pytest.mark.parametrize("document", ["storage.v1.json", "workflowexecutions.v1.json", "cloudscheduler.v1.json"])
 def test_every_api_served_lists_fields_as_a_system_parameter(document):

@@ -287,6 +287,12 @@ def test_a_write_answers_only_the_fields_asked_for(server, bucket):
     assert again.status_code == 412 and set(again.json()["error"]) >= {"code", "message"}
 
 
+def test_a_selection_nested_past_the_limit_is_a_400_not_a_500(server, bucket):
+    answer = requests.get(f"{server.url}/storage/v1/b/{BUCKET}/o", timeout=10,
+                          params={"fields": "items(" * 5000 + "name" + ")" * 5000})
+    assert answer.status_code == 400 and "deeper than" in answer.json()["error"]["message"]
+
+
 def test_a_malformed_selection_is_refused_before_the_write(server, bucket):
     answer = requests.post(f"{server.url}/upload/storage/v1/b/{BUCKET}/o", data=b"{}", timeout=10,
                            params={"uploadType": "media", "name": "never", "fields": "items("})
