@@ -267,8 +267,9 @@ def _directory(objects: Callable[[str | None, int], tuple[list[dict[str, Any]], 
                ) -> tuple[list[dict[str, Any]], list[str], str | None]:
     """objects.list with a delimiter, as the discovery document words it: a name that holds the
     delimiter past the prefix is listed once, in `prefixes`, cut after the delimiter; items and
-    prefixes together are at most `limit`. The page token is the cursor after the last entry
-    (for a prefix, past every name under it)."""
+    prefixes together are at most `limit` (one more when the last is a name listed both ways,
+    with includeTrailingDelimiter). The page token is the cursor after the last entry (for a
+    prefix, past every name under it)."""
     items: list[dict[str, Any]] = []
     prefixes: list[str] = []
     cursor = after
@@ -287,7 +288,7 @@ def _directory(objects: Callable[[str | None, int], tuple[list[dict[str, Any]], 
             prefixes.append(group)
             if trailing and group == resource["name"]:  # ends in its one delimiter: an item too
                 items.append(resource)
-            cursor = group + "\U0010ffff"  # after every name in the group (none holds this code point)
+            cursor = group + "\U0010ffff"  # past the group: its names go on with lower code points
             break
         else:
             if more is None:
