@@ -183,6 +183,17 @@ def test_google_apis_carry_one_set_of_credentials_asked_for_once_lazily_with_the
     assert asked == [["https://www.googleapis.com/auth/cloud-platform"]]
 
 
+@pytest.mark.parametrize("url", ["http://storage.googleapis.com/storage/v1/b", "http://10.0.0.5:8080/v1/x"])
+def test_credentials_are_never_sent_over_plain_http_beyond_loopback(monkeypatch, url):
+    import google.auth
+
+    module = load_module("proxy", "workflows_api")
+    monkeypatch.setattr(google.auth, "default", lambda **_: pytest.fail("credentials asked for plain http"))
+    with pytest.raises(module.ApiError) as refused:
+        module.origin(url)
+    assert refused.value.code == 500 and "https" in refused.value.message
+
+
 def test_a_loopback_api_gets_its_own_origin_with_the_local_token_and_no_credentials(monkeypatch):
     import google.auth
 

@@ -91,6 +91,10 @@ def _new_origin(url: str) -> transport.Origin:
     global _credentials, _transient_errors
     if is_loopback(url):
         return transport.Origin(url, headers={"Authorization": f"Bearer {LOCAL_TOKEN}", "User-Agent": USER_AGENT})
+    if not url.startswith("https://"):
+        # The function's token must never cross a network in clear text.
+        raise ApiError(500, f"{url} is neither https nor loopback: the proxy sends its Google "
+                            "credentials over https only (set WORKFLOWS_API and STORAGE_API accordingly)")
     if _credentials is None:
         import google.auth
         import google.auth.exceptions
