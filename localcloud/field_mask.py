@@ -13,6 +13,7 @@ schema does not know, and localcloud does not hold the schemas.
 from __future__ import annotations
 
 import copy
+import functools
 import re
 from typing import Any, Optional
 
@@ -24,8 +25,10 @@ MAX_DEPTH = 100
 _TOKEN = re.compile(r"\s*(?:([^\s,()/]+)|([,()/]))\s*")
 
 
+@functools.lru_cache(maxsize=256)  # a client sends the same few selections on every call
 def parse(text: str) -> Selection:
-    """The selection `text` asks for; ValueError when it does not parse."""
+    """The selection `text` asks for (shared between calls: never change it); ValueError when it
+    does not parse."""
     tokens = _tokens(text)
     selection, position = _list(tokens, 0, text, 0)
     if position != len(tokens):

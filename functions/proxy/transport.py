@@ -62,10 +62,11 @@ class Origin:
         if self.credentials is None:
             return self._exchange(method, target, body, headers, timeout)
         # As google-auth's own transports: a 401 means the token went stale early; refresh once.
+        token_transport = _token_transport()
         for stale in (False, True):
             if stale:
-                self.credentials.refresh(_token_transport())
-            self.credentials.before_request(_token_transport(), method, self.url + target, headers)
+                self.credentials.refresh(token_transport)
+            self.credentials.before_request(token_transport, method, self.url + target, headers)
             answer = self._exchange(method, target, body, headers, timeout)
             if answer.status != 401:
                 break
