@@ -1,8 +1,11 @@
-"""A run's identity as the proxy defines it: the schedule_time label and the run digest.
+"""A run's identity as the proxy defines it: the run's argument, the schedule_time label and the
+run digest.
 
-Twin of functions/proxy/scheduled_time.py (to_label, run_digest), which deploys alone and so
-cannot be imported; tests/test_wfr_units.py checks both against one table. The contract is the
-proxy's label table (docs/proxy.md).
+Twin of functions/proxy/scheduled_time.py (to_label, run_digest) and of
+functions/proxy/execution_body.py (is_execution, the argument of unwrap), which deploy alone and
+so cannot be imported; tests/test_wfr_units.py checks the digests against one table, and
+tests/test_run_identity.py feeds the same bodies to the proxy and to wfr and compares digests.
+The contract is the proxy's label table and its Execution-shaped bodies (docs/proxy.md).
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import hashlib
 import json
 import re
 from datetime import datetime, timezone
+from typing import Any
 
 _RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})",
                       re.ASCII)
@@ -25,6 +29,26 @@ def parse_instant(text: str) -> datetime:
         digits = re.match(r"[0-9]+", rest, re.ASCII).group()
         text = f"{head}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
     return datetime.fromisoformat(text.replace("z", "Z").replace("t", "T")).astimezone(timezone.utc)
+
+
+# The Execution fields a caller may set (twin of execution_body.EXECUTION_FIELDS).
+EXECUTION_FIELDS = frozenset({"argument", "labels", "callLogLevel", "executionHistoryLevel",
+                              "disableConcurrencyQuotaOverflowBuffering"})
+
+
+def run_argument(body: dict[str, Any]) -> dict[str, Any]:
+    """The argument a body object makes a run of, as the proxy reads it: a body shaped as the
+    Execution resource (every key an EXECUTION_FIELDS one, `argument` a string among them, as jobs
+    migrated from calling Workflows directly send) makes a run of its decoded argument; any other
+    body is the argument itself. ValueError when an Execution body's argument is not the JSON of
+    an object (the proxy answers such a body 400)."""
+    if not (isinstance(body.get("argument"), str) and body.keys() <= EXECUTION_FIELDS):
+        return body
+    text = body["argument"]
+    argument = json.loads(text) if text.strip() else {}
+    if not isinstance(argument, dict):
+        raise ValueError("an Execution-shaped body's argument must be the JSON of an object")
+    return argument
 
 
 def to_label(instant: datetime) -> str:

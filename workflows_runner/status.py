@@ -20,7 +20,7 @@ from typing import Any, Iterable
 from . import ledger
 from .cloud import Cloud, MetadataPatch, decode_job_body
 from .errors import ApiError, WfrError
-from .identity import parse_instant, run_digests
+from .identity import parse_instant, run_argument, run_digests
 
 # The five states of a scheduled time, in the order totals list them.
 STATES = ("succeeded", "failed", "cancelled", "running", "missing")
@@ -108,11 +108,17 @@ class Status:
 
 def window_from_job(cloud: Cloud, job_name: str, start: str, stop: str) -> tuple[Window, dict[str, Any]]:
     """A Scheduler job's schedule, time zone and body: the window's step and zone and the runs'
-    params, so nothing is typed twice."""
+    params, so nothing is typed twice. The params are the argument the proxy makes of the job's
+    body: a migrated job's Execution-shaped body gives its decoded argument, so its scheduled runs
+    and a backfill of the job are the same runs (the backfill posts params plus scheduleTime)."""
     job = cloud.job(cloud.target.job_name(job_name))
     if not job.get("schedule"):
         raise WfrError(f"job {job_name} has no schedule")
-    return Window(start, stop, job["schedule"], job.get("timeZone") or "UTC"), decode_job_body(job)
+    try:
+        params = run_argument(decode_job_body(job))
+    except ValueError as error:
+        raise WfrError(f"job {job_name}: its body is an Execution whose argument the proxy refuses: {error}") from None
+    return Window(start, stop, job["schedule"], job.get("timeZone") or "UTC"), params
 
 
 def scheduled_times(cloud: Cloud, window: Window) -> list[str]:
