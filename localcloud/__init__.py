@@ -10,3 +10,9 @@ Data flows one way:
     api (HTTP, SQLite) <-> runtime;  scheduler (cron -> HTTP POST);  __main__ (CLI)
     google_http: what every local server shares (Google's error shape, JSON, bearer, RFC 3339)
 """
+import zoneinfo
+
+# One time-zone database for every piece (docs/range.md#time-zone-data): the pinned tzdata package,
+# never the host's zoneinfo, which Python would read first. Here, before any module of localcloud
+# runs (demo.py builds zones at import).
+zoneinfo.reset_tzpath(to=[])

@@ -91,6 +91,10 @@ def checkout(tmp_path_factory):
     stamp = ROOT / ".venv" / f".installed-{cksum(requirements)}"
     # `make run` in the copy would reinstall into the shared .venv, with no network.
     assert stamp.exists(), f"{stamp.name} is missing: the venv is older than the requirements, run `make test`"
+    # make also reinstalls when pyproject.toml is newer than the stamp, and a reinstall from the copy
+    # would point the shared .venv's `wfr` script into the copy, gone after the test.
+    current = subprocess.run(["make", "-q", f".venv/{stamp.name}"], cwd=ROOT, capture_output=True)
+    assert current.returncode == 0, f"the venv is older than pyproject.toml: run `make .venv/{stamp.name}`"
     repo = tmp_path_factory.mktemp("docs") / "workflows-runner"
     listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.split("\0")

@@ -34,6 +34,10 @@ import request_limits
 import scheduled_time
 from workflows_api import ApiError
 
+# One time-zone database for every piece (docs/range.md#time-zone-data): the pinned tzdata package,
+# never the host's zoneinfo, which Python would read first. Before any ZoneInfo is built.
+zoneinfo.reset_tzpath(to=[])
+
 MAX_BODY_BYTES = 1024 * 1024
 MAX_ELEMENTS = 100
 # A dry run's elements cost no Workflows call each: one ledger listing serves them all, so it

@@ -27,6 +27,10 @@ from werkzeug.exceptions import HTTPException
 import request_limits
 from cron_window import EPOCH, CronError, CronSchedule, CronWindow
 
+# One time-zone database for every piece (docs/range.md#time-zone-data): the pinned tzdata package,
+# never the host's zoneinfo, which Python would read first. Before any ZoneInfo is built.
+zoneinfo.reset_tzpath(to=[])
+
 MAX_BODY = 64 * 1024
 MAX_TOKEN = 200  # characters; the tokens this function issues are under 100
 MAX_ITEMS = 10_000  # largest unpaged answer and largest page
