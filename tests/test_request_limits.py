@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.serving import serve_function
+from tests.serving import load_module, serve_function
 
 NORMAL = {  # a request each function answers itself, and what it answers
     "range": (b"/", b'{"start":"2022-01-01T00:00:00Z","stop":"2022-01-01T00:03:00Z","step":"* * * * *"}', 200),
@@ -21,6 +21,7 @@ NORMAL = {  # a request each function answers itself, and what it answers
     "proxy": (b"/v1/projects/other-project/locations/europe-west1/workflows/w/executions", b"{}", 403),
 }
 TOO_LARGE = {"range": 400, "proxy": 413}
+LIMITS = load_module("range", "request_limits")  # the proxy's is its twin (tests/test_twins.py)
 
 
 @pytest.fixture(scope="module", params=sorted(NORMAL))
@@ -79,6 +80,37 @@ def test_eight_stalled_bodies_do_not_stall_a_normal_request(function, trial):
             sock.close()
     assert [code for code, _ in answers] == [408] * 8
     assert all(set(body["error"]) == {"code", "status", "message"} for _, body in answers)
+
+
+def test_a_trickled_body_is_cut_off_at_the_total_deadline(function):
+    """A byte every half second never leaves the socket quiet for BODY_IDLE_SECONDS, so only the
+    total can stop it: the refusal names the documented 10 s while the body is still arriving.
+    Before, gunicorn's reader waited for every byte it was asked (a byte every 1.5 s held the proxy
+    81 s); this body would take 60 s."""
+    name, port = function
+    assert (LIMITS.BODY_SECONDS, LIMITS.BODY_IDLE_SECONDS) == (10.0, 2.0)  # docs/range.md, docs/proxy.md
+    declared, sent, stop = 120, [], threading.Event()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head(NORMAL[name][0], declared))
+
+        def trickle():
+            while len(sent) < declared and not stop.wait(0.5):
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    return
+                sent.append(1)
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            code, answer = status_of(sock)
+        finally:
+            stop.set()
+            sender.join(5)
+    assert code == answer["error"]["code"] == 408, answer
+    assert answer["error"]["message"] == "the body did not arrive within 10 s"
+    assert 0 < len(sent) < declared
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_sent(function):

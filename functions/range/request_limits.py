@@ -7,7 +7,8 @@ functions-framework 3.10.2 leaves three doors open, all read in its installed so
 - `read_request`, an after-request hook, calls `request.get_data()`, so a body the function
   refused unread is read whole into memory anyway (a 200 MB body grew a worker by 200 MB);
 - nothing bounds how long a body may take to arrive, so eight clients that stop mid-body hold
-  every gunicorn thread (THREADS defaults to 4 per CPU);
+  every gunicorn thread (THREADS defaults to 4 per CPU), and one that trickles a byte a second
+  holds a thread as long as it likes;
 - it starts gunicorn with `limit_request_line: 0`, no limit, and gunicorn's line reader is
   quadratic in the line's length (16 MB cost 30 s of CPU).
 `install`, called while functions-framework imports main.py, closes them: a WSGI layer reads the
@@ -19,16 +20,16 @@ docs/proxy.md.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
+import socket
 import sys
 import time
 
 BODY_IDLE_SECONDS = 2.0  # longest silence while a body is arriving
-# Longest time a body may take, checked between 64 KB reads (a read waits for its 64 KB, or for
-# BODY_IDLE_SECONDS of silence: a client trickling bytes faster than that is bounded per read only).
-BODY_SECONDS = 10.0
+BODY_SECONDS = 10.0  # longest time a whole body may take, however it is trickled
 REQUEST_LINE_BYTES = 8190  # gunicorn's own default, which functions-framework turns off
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,18}", re.ASCII)
 
@@ -125,39 +126,81 @@ class BodyReader:
         length = int(declared) if declared else None  # None: chunked, read to the end
         if length is not None and length > self.max_body:
             raise self.too_large  # refused unread: nothing of it is buffered
-        stream, sock = environ["wsgi.input"], environ.get("gunicorn.socket")
-        deadline = time.monotonic() + BODY_SECONDS
-        chunks, size = [], 0
-        while length is None or size < length:
-            want = min(64 * 1024, (length if length is not None else self.max_body + 1) - size)
-            if sock is not None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise _too_slow()
-                sock.settimeout(min(left, BODY_IDLE_SECONDS))
-            try:
-                chunk = stream.read(want)
-            except OSError:  # socket.timeout: the client went quiet
-                raise _too_slow() from None
-            except Exception:  # gunicorn's errors for a malformed chunked body
-                raise Refusal(400, "INVALID_ARGUMENT", "the chunked body is malformed") from None
-            finally:
-                if sock is not None:
-                    sock.settimeout(None)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > self.max_body:
-                raise self.too_large
+        stream = environ["wsgi.input"]
+        with _deadline(stream, environ.get("gunicorn.socket")):
+            chunks, size = [], 0
+            while length is None or size < length:
+                want = min(64 * 1024, (length if length is not None else self.max_body + 1) - size)
+                try:
+                    chunk = stream.read(want)
+                except OSError as error:  # socket.timeout: the client went quiet, or ran out of time
+                    raise _too_slow(error) from None
+                except Exception:  # gunicorn's errors for a malformed chunked body
+                    raise Refusal(400, "INVALID_ARGUMENT", "the chunked body is malformed") from None
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_body:
+                    raise self.too_large
         if length is not None and size < length:
             raise Refusal(400, "INVALID_ARGUMENT", f"the body ended after {size} of {length} bytes")
         return b"".join(chunks)
 
 
-def _too_slow() -> Refusal:
-    return Refusal(408, "DEADLINE_EXCEEDED", f"the body did not arrive within {BODY_SECONDS:g} s "
-                                             f"(or paused for {BODY_IDLE_SECONDS:g} s)")
+class _BodyTimedOut(socket.timeout):
+    """The whole body's BODY_SECONDS ran out (a plain socket.timeout is BODY_IDLE_SECONDS of silence)."""
+
+
+class _DeadlineSocket:
+    """The connection's socket as gunicorn's body reader sees it while the body arrives. gunicorn's
+    readers loop over recv() until they hold what was asked, so a timeout set once per read bounds
+    each recv only: a byte every 1.5 s kept a read going for 81 s. Here every recv waits at most
+    until the body's deadline, and at most BODY_IDLE_SECONDS."""
+
+    def __init__(self, sock, deadline: float):
+        self._sock, self._deadline = sock, deadline
+
+    def recv(self, size: int, *flags) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise _BodyTimedOut()
+        self._sock.settimeout(min(left, BODY_IDLE_SECONDS))
+        try:
+            return self._sock.recv(size, *flags)
+        except socket.timeout:
+            if time.monotonic() >= self._deadline:
+                raise _BodyTimedOut() from None
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
+@contextlib.contextmanager
+def _deadline(stream, sock):
+    """Puts a _DeadlineSocket under gunicorn's body reader for the time the body is read, and gives
+    the socket back, blocking again, after. A LengthReader or EOFReader holds the connection's
+    unreader, a ChunkedReader its request, which holds it (gunicorn/http/body.py). No socket (the
+    --debug server): nothing to bound."""
+    if sock is None:
+        yield
+        return
+    reader = getattr(stream, "reader", None)
+    unreader = getattr(reader, "unreader", None) or getattr(getattr(reader, "req", None), "unreader", None)
+    assert getattr(unreader, "sock", None) is sock, "gunicorn's body reader changed: the body's time is unbounded"
+    unreader.sock = _DeadlineSocket(sock, time.monotonic() + BODY_SECONDS)
+    try:
+        yield
+    finally:
+        unreader.sock = sock
+        sock.settimeout(None)
+
+
+def _too_slow(error: OSError) -> Refusal:
+    if isinstance(error, _BodyTimedOut):
+        return Refusal(408, "DEADLINE_EXCEEDED", f"the body did not arrive within {BODY_SECONDS:g} s")
+    return Refusal(408, "DEADLINE_EXCEEDED", f"the body paused for more than {BODY_IDLE_SECONDS:g} s")
 
 
 def _refuse(environ, start_response, refusal: Refusal):
