@@ -116,7 +116,7 @@ def status(cloud, minutes: int):
 
 def wfr_seconds(state: Path, *args: str) -> float:
     began = time.perf_counter()
-    done = subprocess.run([str(WFR), *args, "--local", str(state)], capture_output=True, text=True)
+    done = subprocess.run([str(WFR), *args, "--local-state", str(state)], capture_output=True, text=True)
     if done.returncode not in (0, 3, 4, 5):
         raise SystemExit(f"wfr {' '.join(args)}: {done.stderr}")
     return time.perf_counter() - began

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -25,7 +26,7 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
-from . import stack as local_stack
+from . import stack as local_stack, up as local_up
 from .context import LOCAL_TOKEN
 
 ZONE = "Europe/Stockholm"
@@ -338,9 +339,11 @@ class Story:
 
 
 def reset(state: Path) -> None:
-    """Forget the demo's own history and logs, so the story starts the same each time."""
-    for path in [*state.glob("executions.sqlite3*"), *(state / "logs").glob("*.log")]:
-        path.unlink()
+    """Forget the demo's own history, run ledger (the runs bucket) and logs, so the story starts
+    the same each time."""
+    for path in [*state.glob("executions.sqlite3*"), *state.glob("storage.sqlite3*"),
+                 *(state / "logs").glob("*.log"), state / "endpoints.json"]:
+        path.unlink(missing_ok=True)
 
 
 def try_it(stack: local_stack.Stack, state: Path) -> None:
@@ -361,6 +364,13 @@ def try_it(stack: local_stack.Stack, state: Path) -> None:
     say(f"  {python} -m localcloud executions list --api {stack.api.url} --workflow example")
     say(f"  {python} -m localcloud executions list --state {state} --filter 'state=\"FAILED\"'")
     say(f"  tail -f {state}/logs/proxy.log")
+    wfr = os.path.join(os.path.dirname(python), "wfr") if os.path.dirname(python) else "wfr"
+    target = ["--local-state", str(state)]
+    say("The operator's view of this very stack (in another terminal, while this one serves):")
+    say("  " + shlex.join([wfr, "status", "example", "--start", WINDOW["start"], "--stop", WINDOW["stop"],
+                           "--step", WINDOW["step"], "--timezone", ZONE, "--params", compact(BODY), *target]))
+    say("  " + shlex.join([wfr, "backfill", "list", *target]))
+    say("  " + shlex.join([wfr, "ui", *target]))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -409,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  proxy function   {stack.proxy_url}  (log {logs}/proxy.log)")
         say(f"  Cloud Scheduler  {stack.scheduler.url}  (job {JOB}; log {logs}/scheduler.log)")
         say(f"  state            {state}/ (emptied at each start)")
+        # As `up` writes it, so `wfr --local-state STATE` reaches this stack while it serves.
+        (state / "endpoints.json").write_text(json.dumps(local_up.endpoints(
+            stack, [sys.executable, "-m", "localcloud", "demo", "--state", str(state.resolve())]), indent=2) + "\n")
         say()
         story = Story(stack)
         try:
@@ -438,6 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         # A second Ctrl-C must not interrupt the shutdown and leave function processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        (state / "endpoints.json").unlink(missing_ok=True)
         if stack is not None:
             say("\nStopping the API, the scheduler and both functions...")
             stack.stop()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import signal
 import sys
@@ -69,12 +70,23 @@ def read_jobs(path: str | None) -> list[dict[str, Any]]:
     return data
 
 
-def endpoints(stack: local_stack.Stack) -> dict[str, Any]:
-    """STATE/endpoints.json, as docs/localcloud.md describes it."""
-    return {"project": local_stack.PROJECT, "location": local_stack.LOCATION, "api": stack.api.url,
+def endpoints(stack: local_stack.Stack, command: list[str] | None = None) -> dict[str, Any]:
+    """STATE/endpoints.json, as docs/localcloud.md describes it. `pid` and `command` (how to
+    start this stack again) let wfr tell a stopped stack from a running one."""
+    urls = {"project": local_stack.PROJECT, "location": local_stack.LOCATION, "api": stack.api.url,
             "range": stack.range_url, "proxy": stack.proxy_url, "scheduler": stack.scheduler.url,
             "storage": stack.storage.url, "bucket": local_stack.RUNS_BUCKET,
             "backfillWorkflow": "backfill", "token": LOCAL_TOKEN}
+    if command:
+        urls.update(pid=os.getpid(), command=shlex.join(command))
+    return urls
+
+
+def up_command(workflows: Path, state: Path, jobs: str | None) -> list[str]:
+    """This very `up`, with absolute paths: what to type to start the stack again."""
+    command = [sys.executable, "-m", "localcloud", "up", "--workflows", str(workflows.resolve()),
+               "--state", str(state.resolve())]
+    return command + (["--jobs", str(Path(jobs).resolve())] if jobs else [])
 
 
 def gcloud_script(urls: dict[str, Any], token_file: Path) -> str:
@@ -127,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"cannot start on the ports in {state / 'ports.json'} ({asdict(ports)}): {error}\n"
               "Stop what uses them, pass --port N, or delete that file to choose new ones.", file=sys.stderr)
         return 1
-    urls = endpoints(stack)
+    urls = endpoints(stack, up_command(workflows, state, args.jobs))
     token = state / "token"
     token.write_text(LOCAL_TOKEN + "\n")
     (state / "endpoints.json").write_text(json.dumps(urls, indent=2) + "\n")
@@ -137,6 +149,8 @@ def main(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     say_hello(urls, state, workflows, stack)
     stop.wait()
+    # Gone with the stack, so wfr --local says "not running" rather than "connection refused".
+    (state / "endpoints.json").unlink(missing_ok=True)
     stack.stop()
     print("localcloud stopped", flush=True)
     return 0

@@ -175,7 +175,7 @@ def test_exit_statuses(up, mixed):
 
 def test_the_terminal_shows_a_line_per_time_a_grid_and_totals(up, mixed):
     main, child = pty.openpty()
-    process = subprocess.Popen([str(WFR), "status", "nightly", "--local", str(up.state), *WINDOW,
+    process = subprocess.Popen([str(WFR), "status", "nightly", "--local-state", str(up.state), *WINDOW,
                                 "--params", json.dumps(mixed)], stdout=child, stderr=child, cwd=ROOT,
                                env={**os.environ, "COLUMNS": "120", "LINES": "50", "TERM": "xterm-256color"})
     os.close(child)
@@ -226,7 +226,7 @@ def test_rerun_failed_reruns_each_failed_time_with_its_original_argument(up):
 def test_rerun_named_executions(up, mixed):
     report = json.loads(up.wfr("status", "nightly", *WINDOW, "--params", json.dumps(mixed), "--format", "json").stdout)
     name = report["times"][0]["execution"]
-    done = up.wfr("rerun", name, "--format", "json")
+    done = up.wfr("rerun", "nightly", name, "--format", "json")
     assert done.returncode == 0, done.stderr
     assert [(r["scheduleTime"], r["started"]) for r in json.loads(done.stdout)] == [(DAYS[0], True)]
 
@@ -244,15 +244,16 @@ def test_a_backfill_starts_the_missing_times_and_is_listed(up):
     params = {"case": "backfill"}
     up.post_run("nightly", {**params, "scheduleTime": DAYS[0]}, timezone="Europe/Stockholm")
     window = [*WINDOW, "--params", json.dumps(params)]
-    dry = json.loads(up.wfr("backfill", "nightly", *window, "--dry-run", "--format", "json").stdout)
+    dry = json.loads(up.wfr("backfill", "start", "nightly", *window, "--dry-run", "--format", "json").stdout)
     assert (dry["planned"], dry["wouldStart"], dry["first"][0]) == (10, 9, DAYS[1])
-    started = up.wfr("backfill", "nightly", *window, "--concurrency", "3", "--no-follow", "--format", "json")
+    started = up.wfr("backfill", "start", "nightly", *window, "--concurrency", "3", "--no-follow", "--format", "json")
     assert started.returncode == 0, started.stderr
     backfill_id = json.loads(started.stdout)["id"]
     shown = backfill_show(up, backfill_id)
     assert shown["state"] == "SUCCEEDED"
-    assert shown["progress"] == {"planned": 10, "started": 9, "skipped": 1, "failed": 0, "running": 0}
-    listed = json.loads(up.wfr("backfills", "nightly", "--format", "json").stdout)
+    assert shown["progress"] == {"planned": 10, "started": 9, "skipped": 1, "failed": 0, "notStarted": 0, "running": 0}
+    assert shown["outcome"] == "succeeded"
+    listed = json.loads(up.wfr("backfill", "list", "nightly", "--format", "json").stdout)
     assert backfill_id in [b["id"] for b in listed]
     assert json.loads(up.wfr("status", "nightly", *window, "--format", "json").stdout)["totals"]["succeeded"] == 10
 
@@ -260,7 +261,7 @@ def test_a_backfill_starts_the_missing_times_and_is_listed(up):
 def test_cancel_then_resume(up):
     params = {"case": "cancel", "sleepSeconds": 1}
     window = [*WINDOW, "--params", json.dumps(params)]
-    backfill_id = json.loads(up.wfr("backfill", "nightly", *window, "--no-follow", "--format", "json").stdout)["id"]
+    backfill_id = json.loads(up.wfr("backfill", "start", "nightly", *window, "--no-follow", "--format", "json").stdout)["id"]
     deadline = time.monotonic() + 30
     while backfill_show(up, backfill_id, until_ended=False)["progress"]["started"] < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -275,7 +276,7 @@ def test_cancel_then_resume(up):
     assert progress["failed"] == sum(r["state"] != "SUCCEEDED" for r in labelled)
     status = json.loads(up.wfr("status", "nightly", *window, "--format", "json").stdout)
     assert status["totals"]["missing"] > 0
-    resumed = up.wfr("backfill", "nightly", *window, "--reprocess", "failed", "--concurrency", "5", "--no-follow",
+    resumed = up.wfr("backfill", "start", "nightly", *window, "--reprocess", "failed", "--concurrency", "5", "--no-follow",
                      "--format", "json")
     second = backfill_show(up, json.loads(resumed.stdout)["id"])
     assert second["state"] == "SUCCEEDED"

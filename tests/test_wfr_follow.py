@@ -149,7 +149,7 @@ def terminal(up):
     opened = []
 
     def run(*args: str) -> Terminal:
-        opened.append(Terminal([str(WFR), *args, "--local", str(up.state)]))
+        opened.append(Terminal([str(WFR), *args, "--local-state", str(up.state)]))
         return opened[-1]
     yield run
     for term in opened:
@@ -162,7 +162,7 @@ PIPE_ENV = {key: value for key, value in os.environ.items() if key not in ("COLU
 def on_a_pipe(up: Up, *args: str) -> subprocess.CompletedProcess:
     """wfr with its output piped, as a script or a CI log has it, without the COLUMNS that
     readline (imported by pytest) or xdist export."""
-    return subprocess.run([str(WFR), *args, "--local", str(up.state)], capture_output=True, text=True,
+    return subprocess.run([str(WFR), *args, "--local-state", str(up.state)], capture_output=True, text=True,
                           timeout=120, cwd=ROOT, env=PIPE_ENV)
 
 
@@ -196,7 +196,7 @@ def held_run(up: Up, backfill_id: str) -> dict:
                     f"the held run of {backfill_id}")
 
 
-SUMMARY_ROWS = ("backfill", "workflow", "state", "window", "links", "created", "ended", "planned", "started",
+SUMMARY_ROWS = ("backfill", "workflow", "outcome", "state", "window", "links", "created", "ended", "planned", "started",
                 "skipped", "failed", "running")
 
 
@@ -211,8 +211,10 @@ def summary(lines: list[str]) -> dict[str, str]:
 
 def show(up: Up, backfill_id: str) -> dict:
     done = on_a_pipe(up, "backfill", "show", backfill_id, "--format", "json")
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    shown = json.loads(done.stdout)
+    # docs/cli.md: show's exit status follows the outcome.
+    assert done.returncode == {"succeeded": 0, "failed": 3, "error": 3, "cancelled": 3, "running": 5}[shown["outcome"]]
+    return shown
 
 
 def test_follow_draws_the_counts_rate_and_eta_then_the_summary(up, terminal):
@@ -222,7 +224,7 @@ def test_follow_draws_the_counts_rate_and_eta_then_the_summary(up, terminal):
     for day in DAYS[:2]:
         assert up.post_run("held", {**params, "scheduleTime": day}, timezone="Europe/Stockholm").status_code == 200
     up.settle("held")
-    term = terminal("backfill", "held", *window(8), "--params", json.dumps(params), "--concurrency", "2")
+    term = terminal("backfill", "start", "held", *window(8), "--params", json.dumps(params), "--concurrency", "2")
     backfill_id = term.expect(re.compile(r"^backfill (\S+) started$"))[1]
     # Once all but the held run ended (it keeps the backfill going): the counts, a rate, an ETA.
     paced = term.expect(PROGRESS, lambda m: (m["started"], m["running"]) == ("6", "1") and m["eta"] != "-:--:--")
@@ -234,9 +236,9 @@ def test_follow_draws_the_counts_rate_and_eta_then_the_summary(up, terminal):
     assert (last["done"], last["started"], last["skipped"], last["failed"], last["running"]) == ("8", "6", "2", "2", "0")
     table = summary(term.lines)
     runs = labelled(up, "held", backfill_id)
-    assert {key: table[key] for key in ("backfill", "workflow", "state", "planned", "started", "skipped", "failed",
+    assert {key: table[key] for key in ("backfill", "workflow", "outcome", "state", "planned", "started", "skipped", "failed",
                                         "running")} == {
-        "backfill": backfill_id, "workflow": up.workflow("held"), "state": "SUCCEEDED", "planned": str(len(DAYS)),
+        "backfill": backfill_id, "workflow": up.workflow("held"), "outcome": "failed", "state": "SUCCEEDED", "planned": str(len(DAYS)),
         "started": str(len(runs)), "skipped": "2", "failed": str(sum(r["state"] != "SUCCEEDED" for r in runs)),
         "running": "0"}
     assert sorted(r["state"] for r in runs) == ["CANCELLED", "FAILED"] + ["SUCCEEDED"] * 4
@@ -245,7 +247,7 @@ def test_follow_draws_the_counts_rate_and_eta_then_the_summary(up, terminal):
 
 def test_ctrl_c_then_detach_leaves_the_backfill_going(up, terminal):
     params = {"case": "detach", "hold": DAYS[0], "failFor": []}
-    term = terminal("backfill", "held", *window(3), "--params", json.dumps(params))
+    term = terminal("backfill", "start", "held", *window(3), "--params", json.dumps(params))
     backfill_id = term.expect(re.compile(r"^backfill (\S+) started$"))[1]
     term.expect(PROGRESS, lambda m: m["started"] == "1")   # the held run started
     term.type("\x03")
@@ -268,7 +270,7 @@ def test_ctrl_c_then_cancel_and_resume(up, terminal, answer, held_state):
     still readable, and the same backfill started again starts only the times not run yet."""
     params = {"case": f"cancel-{answer}", "hold": DAYS[0], "failFor": []}
     args = ["held", *window(4), "--params", json.dumps(params)]
-    term = terminal("backfill", *args)
+    term = terminal("backfill", "start", *args)
     backfill_id = term.expect(re.compile(r"^backfill (\S+) started$"))[1]
     term.expect(PROGRESS, lambda m: m["started"] == "1")   # the held run started
     term.type("\x03")
@@ -284,15 +286,16 @@ def test_ctrl_c_then_cancel_and_resume(up, terminal, answer, held_state):
     shown = show(up, backfill_id)   # from the runs' labels: the cancelled backfill has no result
     assert shown["state"] == "CANCELLED" and shown["result"] is None
     assert shown["progress"] == {"planned": 4, "started": 1, "skipped": 0, "failed": int(answer == "r"),
-                                 "running": int(answer == "c")}
+                                 "notStarted": 0, "running": int(answer == "c")}
+    assert shown["outcome"] == "cancelled"
 
-    resumed = on_a_pipe(up, "backfill", *args, "--concurrency", "3")   # reprocess none, on a pipe: not followed
+    resumed = on_a_pipe(up, "backfill", "start", *args, "--concurrency", "3")   # reprocess none, on a pipe: not followed
     assert resumed.returncode == 0, resumed.stderr
     second = re.fullmatch(r"backfill (\S+) started; follow it with: wfr backfill show \1 --follow\n",
                           resumed.stdout)[1]
     wait_for(lambda: show(up, second)["state"] != "ACTIVE", "the resumed backfill's end")
     assert sorted(json.loads(r["argument"])["scheduleTime"] for r in labelled(up, "held", second)) == DAYS[1:4]
-    assert show(up, second)["progress"] == {"planned": 4, "started": 3, "skipped": 1, "failed": 0, "running": 0}
+    assert show(up, second)["progress"] == {"planned": 4, "started": 3, "skipped": 1, "failed": 0, "notStarted": 0, "running": 0}
     mine = [json.loads(r["argument"])["scheduleTime"] for r in up.executions("held")
             if json.loads(r["argument"])["case"] == params["case"]]
     assert sorted(mine) == DAYS[:4]   # each time ran once: nothing started twice
@@ -302,14 +305,14 @@ def test_ctrl_c_then_cancel_and_resume(up, terminal, answer, held_state):
 
 def test_on_a_pipe_it_starts_and_returns_unless_asked_to_follow(up):
     params = {"case": "pipe", "hold": DAYS[0], "failFor": []}
-    started = on_a_pipe(up, "backfill", "held", *window(2), "--params", json.dumps(params))
+    started = on_a_pipe(up, "backfill", "start", "held", *window(2), "--params", json.dumps(params))
     assert started.returncode == 0, started.stderr
     backfill_id = re.fullmatch(r"backfill (\S+) started; follow it with: wfr backfill show \1 --follow\n",
                                started.stdout)[1]
     assert execution(up, backfill_name(up, backfill_id))["state"] == "ACTIVE"
     # Followed again, on a pipe: plain text, and the exit status once it ends (the held run
     # cancelled: a time failed).
-    follow = subprocess.Popen([str(WFR), "backfill", "show", backfill_id, "--follow", "--local", str(up.state)],
+    follow = subprocess.Popen([str(WFR), "backfill", "show", backfill_id, "--follow", "--local-state", str(up.state)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=PIPE_ENV)
     held = held_run(up, backfill_id)
     assert follow.poll() is None   # following: the held run keeps the backfill going
@@ -323,7 +326,7 @@ def test_on_a_pipe_it_starts_and_returns_unless_asked_to_follow(up):
 def test_follow_on_a_pipe_ends_with_the_documented_exit_status(up, fail, status):
     """docs/cli.md: 0 when every time succeeded, 3 when a time failed."""
     params = {"case": f"pipe-follow-{len(fail)}", "hold": "never", "failFor": fail}
-    done = on_a_pipe(up, "backfill", "held", *window(3), "--params", json.dumps(params), "--concurrency", "3", "--follow")
+    done = on_a_pipe(up, "backfill", "start", "held", *window(3), "--params", json.dumps(params), "--concurrency", "3", "--follow")
     assert done.returncode == status, done.stderr
     table = summary(done.stdout.splitlines())
     assert (table["state"], table["planned"], table["started"], table["failed"]) == ("SUCCEEDED", "3", "3", str(len(fail)))

@@ -32,7 +32,7 @@ PARENT = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workf
 
 def start_ui(state: Path) -> tuple[subprocess.Popen, str]:
     """`wfr ui --local STATE --no-browser`; the URL it prints first."""
-    process = subprocess.Popen([*WFR, "ui", "--local", str(state), "--no-browser"], cwd=ROOT,
+    process = subprocess.Popen([*WFR, "ui", "--local-state", str(state), "--no-browser"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = process.stdout.readline().strip()
     assert re.fullmatch(r"http://127\.0\.0\.1:[0-9]+/\?token=[A-Za-z0-9_-]{40,}", url), (url, process.stderr.read())
@@ -146,7 +146,7 @@ def test_it_listens_on_the_loopback_address_only(offline_ui):
 
 
 def test_a_port_in_use_is_a_clear_error(offline_ui, tmp_path):
-    done = subprocess.run([*WFR, "ui", "--local", str(closed_endpoints(tmp_path)), "--port", str(urlsplit(offline_ui).port),
+    done = subprocess.run([*WFR, "ui", "--local-state", str(closed_endpoints(tmp_path)), "--port", str(urlsplit(offline_ui).port),
                            "--no-browser"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and done.stdout == ""
     assert f"cannot listen on 127.0.0.1:{urlsplit(offline_ui).port}" in done.stderr
@@ -199,7 +199,7 @@ def start_runs(stack, times: list[str], params: dict) -> list[dict]:
 
 
 def wfr_status(state: Path, params: dict) -> dict:
-    done = subprocess.run([*WFR, "status", "example", "--local", str(state), *sum(([f"--{k}", v] for k, v in WINDOW.items()), []),
+    done = subprocess.run([*WFR, "status", "example", "--local-state", str(state), *sum(([f"--{k}", v] for k, v in WINDOW.items()), []),
                            "--params", json.dumps(params), "--format", "json"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode in (0, 3, 4, 5), done.stderr
     return json.loads(done.stdout)
@@ -290,7 +290,7 @@ def test_backfill_missing_then_cancel_it_from_the_page(stack_ui, browser):
     page.click('button[data-action="backfill"]')
     page.wait_for_selector('section[data-plan="backfill"]')
     assert page.inner_text("pre.command").startswith(
-        "wfr backfill example --start 2024-03-01T00:00:00Z --stop 2024-03-03T00:00:00Z --step '0 */6 * * *'")
+        "wfr backfill start example --start 2024-03-01T00:00:00Z --stop 2024-03-03T00:00:00Z --step '0 */6 * * *'")
     assert "--concurrency 2 --local" in page.inner_text("pre.command")
     assert "8 would start" in page.inner_text(".plan")
     page.click('button[data-confirm="backfill"]')
@@ -309,7 +309,7 @@ def test_backfill_missing_then_cancel_it_from_the_page(stack_ui, browser):
     page.check(f'tr[data-backfill="{backfill_id}"] input[name="runs"]')
     page.click(f'tr[data-backfill="{backfill_id}"] button[data-action="cancel"]')
     page.wait_for_selector('section[data-plan="cancel"]')
-    assert page.inner_text("pre.command") == f"wfr backfill cancel {backfill_id} --runs --local {state}"
+    assert page.inner_text("pre.command") == f"wfr backfill cancel {backfill_id} --runs --local-state {state}"
     page.click('button[data-confirm="cancel"]')
     page.wait_for_selector(".notice")
     assert re.fullmatch(r"cancelled [1-9][0-9]* backfill execution\(s\) and [1-9][0-9]* run\(s\)", page.inner_text(".notice"))

@@ -41,7 +41,7 @@ class Up:
             self.process.wait()
 
     def wfr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run([str(WFR), *args, "--local", str(self.state)], capture_output=True,
+        return subprocess.run([str(WFR), *args, "--local-state", str(self.state)], capture_output=True,
                               text=True, timeout=timeout, cwd=ROOT)
 
     def workflow(self, workflow_id: str) -> str:

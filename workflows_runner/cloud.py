@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from . import auth as auth_
 from .batch import Call
-from .errors import WfrError
+from .errors import ApiError, Unreachable, WfrError
 from .http import Http, api_error
 from .target import FUNCTIONS_ROOT, Target
 
@@ -35,7 +35,10 @@ class Cloud:
         self._function_urls: dict[str, str] = {}
 
     def _api(self, service: str, method: str, url: str, **kwargs: Any) -> Any:
-        return self.http.call(service, method, url, headers=self.auth.api_headers(), **kwargs)
+        try:
+            return self.http.call(service, method, url, headers=self.auth.api_headers(), **kwargs)
+        except Unreachable as error:
+            raise error.with_hint(self.target.unreachable_hint) from None
 
     # --- Workflows Executions API ---------------------------------------------------------
     def execution(self, name: str, view: str = "BASIC") -> dict[str, Any]:
@@ -56,6 +59,18 @@ class Cloud:
             if not page.get("nextPageToken"):
                 return
             params["pageToken"] = page["nextPageToken"]
+
+    def workflow_exists(self, workflow: str) -> bool:
+        """Whether `workflow` (a full name) is deployed: executions.list answers 404 NOT_FOUND
+        for a workflow that does not exist (one page of one execution, whatever it holds)."""
+        try:
+            self._api("executions", "GET", f"{self.target.api_root}/v1/{workflow}/executions",
+                      params={"pageSize": 1})
+        except ApiError as error:
+            if error.code == 404:
+                return False
+            raise
+        return True
 
     def create_execution(self, workflow: str, argument: Any, labels: dict[str, str]) -> dict[str, Any]:
         # Not retried: a create whose answer was lost may have started an execution.
@@ -103,7 +118,10 @@ class Cloud:
         calls = [Call("PATCH", f"/storage/v1/b/{bucket}/o/{quote(patch.name, safe='')}"
                                f"?ifMetagenerationMatch={patch.metageneration}&fields=metageneration",
                       {"metadata": patch.metadata}) for patch in patches]
-        answers = self.http.batch("storage", self.target.storage_root, calls, headers=self.auth.api_headers())
+        try:
+            answers = self.http.batch("storage", self.target.storage_root, calls, headers=self.auth.api_headers())
+        except Unreachable as error:
+            raise error.with_hint(self.target.unreachable_hint) from None
         for call, answer in zip(calls, answers):
             if answer.code >= 400 and answer.code != 412:
                 raise api_error(answer.code, answer.reason, answer.content,
@@ -140,8 +158,11 @@ class Cloud:
     def call_function(self, kind: str, path: str, body: Any, params: dict[str, str] | None = None,
                       retry: bool = True) -> Any:
         root = self.function_url(kind)
-        return self.http.call(kind, "POST", root + path, headers=self.auth.function_headers(root),
-                              params=params, json=body, retry=retry)
+        try:
+            return self.http.call(kind, "POST", root + path, headers=self.auth.function_headers(root),
+                                  params=params, json=body, retry=retry)
+        except Unreachable as error:
+            raise error.with_hint(self.target.unreachable_hint) from None
 
 
 def decode_job_body(job: dict[str, Any]) -> dict[str, Any]:

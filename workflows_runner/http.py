@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import requests
 
 from . import batch as batch_
-from .errors import ApiError, WfrError
+from .errors import ApiError, Unreachable, reason
 
 # Google's advice for retrying: 408, 429 and 5xx, with truncated exponential backoff and jitter
 # (https://cloud.google.com/storage/docs/retry-strategy).
@@ -94,7 +94,7 @@ class Http:
                                                  json=json, data=data, timeout=TIMEOUT)
             except requests.RequestException as error:
                 if not retry or attempt == RETRIES:
-                    raise WfrError(f"{method} {url}: {error}") from None
+                    raise Unreachable(method, url, reason(error)) from None
             else:
                 if response.status_code < 400:
                     return response

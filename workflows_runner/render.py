@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "missing": "·"}
 STYLE = {"succeeded": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
          "missing": "dim"}
+OUTCOME_STYLE = {"succeeded": "green", "failed": "bold red", "error": "bold red", "cancelled": "yellow",
+                 "running": "cyan"}
 # A grid cell that stands for several times shows the one needing attention first.
 SEVERITY = ("failed", "cancelled", "missing", "running", "succeeded")
 
@@ -109,11 +111,22 @@ def duration(seconds: float | None) -> str:
     return f"{minutes // 60}:{minutes % 60:02d}:{second:02d}"
 
 
-def progress_line(p: Progress, pace: tuple[float | None, float | None]) -> str:
-    """The text beside a followed backfill's bar: what is done of what is planned (a time is
-    done once skipped, not started, or its run ended), the counters, the rate and the ETA."""
+def progress_line(p: Progress, pace: tuple[float | None, float | None], width: int = 200) -> str:
+    """The line of a followed backfill: what is done of what is planned (a time is done once
+    skipped, not started, or its run ended), the counters, the rate and the ETA, fitted to
+    `width`: the bar goes first, then the counters' words and the rate;
+    the counts and the ETA always stay."""
     rate, left = pace
-    planned = "?" if p.planned is None else p.planned
-    return (f"{p.done}/{planned} done · planned {planned}, started {p.started}, skipped {p.skipped}, "
-            f"failed {p.failed}, running {p.running} · {'-' if rate is None else f'{rate:.1f}'} times/s "
-            f"· ETA {duration(left)}")
+    planned = "?" if p.planned is None else str(p.planned)
+    speed, eta = f"{'-' if rate is None else f'{rate:.1f}'} times/s", f"ETA {duration(left)}"
+    texts = [f"{p.done}/{planned} done · planned {planned}, started {p.started}, skipped {p.skipped}, "
+             f"failed {p.failed}, running {p.running} · {speed} · {eta}",
+             f"{p.done}/{planned} · started {p.started}, skipped {p.skipped}, failed {p.failed}, "
+             f"running {p.running} · {eta}",
+             f"{p.done}/{planned} st {p.started} sk {p.skipped} f {p.failed} r {p.running} {eta}"]
+    room = width - len(texts[0]) - 1
+    if room >= 10 and p.planned:
+        cells = min(room, 40)
+        filled = min(cells, cells * p.done // p.planned)
+        return "━" * filled + "─" * (cells - filled) + " " + texts[0]
+    return next((t for t in texts if len(t) <= width), texts[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -33,6 +34,8 @@ class Target:
     range_url: str | None = None  # None on Google: looked up with the Cloud Functions API
     proxy_url: str | None = None
     local_token: str | None = None  # localcloud's bearer token; None means Google credentials
+    # What to do when an API gives no answer at all (errors.Unreachable).
+    unreachable_hint: str = "check the network, and that deploy.sh deployed to this project and region"
 
     def workflow_name(self, workflow: str) -> str:
         """A workflow id (in the target's project and region) or a full name -> the full name."""
@@ -56,19 +59,46 @@ class Target:
 
 
 def local(state: str | Path | None) -> Target:
-    path = Path(state or DEFAULT_STATE) / "endpoints.json"
+    """The local stack whose state folder is `state` (default DEFAULT_STATE), from its
+    endpoints.json; refused when that file is left from a stack that has stopped."""
+    folder = Path(state or DEFAULT_STATE)
+    path = folder / "endpoints.json"
     try:
         endpoints = json.loads(path.read_text())
-        return Target(project=endpoints["project"], location=endpoints["location"], prefix="",
-                      api_root=endpoints["api"], storage_root=endpoints.get("storage", ""),
-                      scheduler_root=endpoints.get("scheduler", ""), bucket=endpoints.get("bucket", ""),
-                      backfill_workflow=endpoints.get("backfillWorkflow", "backfill"),
-                      range_url=endpoints["range"], proxy_url=endpoints["proxy"],
-                      local_token=endpoints.get("token", "localcloud"))
+        start = endpoints.get("command") or up_command(folder)
+        target = Target(project=endpoints["project"], location=endpoints["location"], prefix="",
+                        api_root=endpoints["api"], storage_root=endpoints.get("storage", ""),
+                        scheduler_root=endpoints.get("scheduler", ""), bucket=endpoints.get("bucket", ""),
+                        backfill_workflow=endpoints.get("backfillWorkflow", "backfill"),
+                        range_url=endpoints["range"], proxy_url=endpoints["proxy"],
+                        local_token=endpoints.get("token", "localcloud"),
+                        unreachable_hint=f"the local stack in {folder} is not running; start it with: {start}")
     except FileNotFoundError:
-        raise WfrError(f"{path} not found: start the local stack with 'python -m localcloud up'") from None
+        raise WfrError(f"{path} not found: no local stack runs there; start one with: {up_command(folder)}") from None
     except (ValueError, KeyError, TypeError) as error:
         raise WfrError(f"{path} is not a local stack's endpoints file: {error!r}") from None
+    if not _alive(endpoints.get("pid")):
+        raise WfrError(f"the local stack in {folder} has stopped (its endpoints.json names process "
+                       f"{endpoints.get('pid')}, which is gone); start it with: {start}")
+    return target
+
+
+def up_command(folder: Path) -> str:
+    return shlex.join(["python", "-m", "localcloud", "up", "--workflows", "WORKFLOWS_DIR", "--state", str(folder)])
+
+
+def _alive(pid: object) -> bool:
+    """Whether the process that wrote endpoints.json still runs (True when it names none: a
+    file from an older localcloud, judged by the first call instead)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True   # another user's process of that number: alive
+    return True
 
 
 def google(project: str | None, region: str | None, prefix: str | None) -> Target:

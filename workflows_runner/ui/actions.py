@@ -5,53 +5,16 @@ from __future__ import annotations
 
 import re
 import shlex
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Mapping
 
-from .. import backfills, rerun as rerun_, status as status_
+from .. import backfills, rerun as rerun_, selection as selection_, status as status_
 from ..cloud import Cloud
-from ..commands import read_window
 from ..errors import ApiError, WfrError
+from ..selection import Selection
 
 MAX_TIMES = 10_000       # a larger window is refused: the page would be too heavy to be useful
 SHOWN = 20               # times or executions listed in a plan
-# A Scheduler job's target: the proxy's (or the Executions API's) executions path names the workflow.
-_JOB_TARGET = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/workflows/[^/]+)/executions", re.ASCII)
-
-
-@dataclass(frozen=True)
-class Selection:
-    """The page's choice of runs: the CLI's window flags, by the same names (read_window reads
-    them), so the page and `wfr status` select alike."""
-    workflow: str | None = None
-    start: str | None = None
-    stop: str | None = None
-    step: str | None = None
-    timezone: str | None = None
-    params: str | None = None
-    job: str | None = None
-
-    @classmethod
-    def from_form(cls, form: Mapping[str, str]) -> "Selection":
-        return cls(**{f.name: (form.get(f.name) or "").strip() or None for f in fields(cls)})
-
-    @property
-    def chosen(self) -> bool:
-        return bool((self.workflow or self.job) and self.start and self.stop)
-
-    def form(self) -> dict[str, str]:
-        return {key: value for key, value in asdict(self).items() if value}
-
-    def window_flags(self) -> list[str]:
-        flags = ["--start", self.start or "", "--stop", self.stop or ""]
-        if self.job:
-            return flags + ["--job", self.job]
-        flags += ["--step", self.step or ""]
-        if self.timezone:
-            flags += ["--timezone", self.timezone]
-        if self.params:
-            flags += ["--params", self.params]
-        return flags
 
 
 @dataclass(frozen=True)
@@ -66,28 +29,14 @@ class Plan:
     fields: dict[str, str]       # what the confirmation posts back
 
 
-def workflow_of(cloud: Cloud, selection: Selection) -> str:
-    """The workflow's full name: as given, else the one the Scheduler job starts."""
-    if selection.workflow:
-        return cloud.target.workflow_name(selection.workflow)
-    if not selection.job:
-        raise WfrError("pick a workflow or a Scheduler job")
-    uri = cloud.job(cloud.target.job_name(selection.job)).get("httpTarget", {}).get("uri", "")
-    match = _JOB_TARGET.search(uri)
-    if not match:
-        raise WfrError(f"job {selection.job} does not start a workflow (its target is {uri or 'not HTTP'})")
-    return match[1]
-
-
 def load(cloud: Cloud, selection: Selection) -> status_.Status:
-    """The status of the selected window: what `wfr status` reads for the same flags."""
-    workflow = workflow_of(cloud, selection)
-    window, params = read_window(cloud, selection)
-    status = status_.read(cloud, workflow, window, params)
-    if len(status.times) > MAX_TIMES:
-        raise WfrError(f"the window holds {len(status.times)} times, more than the page shows ({MAX_TIMES}): "
+    """The status of the selected window: what `wfr status` reads for the same flags, after the
+    same checks (selection.choose)."""
+    picked = selection_.choose(cloud, selection)
+    if picked.planned > MAX_TIMES:
+        raise WfrError(f"the window holds {picked.planned} times, more than the page shows ({MAX_TIMES}): "
                        "narrow it, or use wfr status")
-    return status
+    return status_.read(cloud, picked.workflow, picked.window, picked.params)
 
 
 def recent_backfills(cloud: Cloud, workflow: str, limit: int = 5) -> list[backfills.Backfill]:
@@ -127,7 +76,7 @@ def plan(cloud: Cloud, action: str, form: Mapping[str, str], target_flags: list[
                     f"{len(status.times)} times planned; {len(starting)} would start (reprocess none), "
                     f"{len(status.times) - len(starting)} would be skipped; {concurrency} at once.",
                     [t.schedule_time for t in starting[:SHOWN]], len(starting),
-                    _command(["backfill", _workflow_id(status.workflow), *selection.window_flags(),
+                    _command(["backfill", "start", _workflow_id(status.workflow), *selection.window_flags(),
                               "--concurrency", str(concurrency)], target_flags),
                     {**selection.form(), "concurrency": str(concurrency)})
     if action == "rerun":
@@ -159,8 +108,8 @@ def perform(cloud: Cloud, action: str, form: Mapping[str, str]) -> str:
     """Do what the plan showed; a one-line report for the page."""
     selection = Selection.from_form(form)
     if action == "backfill":
-        window, params = read_window(cloud, selection)
-        name = backfills.start(cloud, backfills.argument(workflow_of(cloud, selection), window, params,
+        picked = selection_.choose(cloud, selection)
+        name = backfills.start(cloud, backfills.argument(picked.workflow, picked.window, picked.params,
                                                          _concurrency(form)))
         return f"backfill {name.rsplit('/', 1)[-1]} started"
     if action == "rerun":

@@ -13,7 +13,8 @@ from urllib.parse import urlencode
 from .. import backfills as backfills_
 from ..render import SYMBOL, short_id
 from ..status import STATES, Status, TimeStatus
-from .actions import Plan, Selection
+from ..selection import Selection
+from .actions import Plan
 
 
 def url(path: str, token: str, query: dict[str, str] | None = None) -> str:
