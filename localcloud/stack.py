@@ -3,12 +3,14 @@
 The Executions API with every file of workflows/ deployed (backfill with RANGE_URL and PROXY_URL
 set, as deploy.sh sets them on Google), both functions served by functions-framework in their
 own processes, Cloud Storage with the run ledger's bucket, the proxy pointed at the local API and
-storage, and optionally the scheduler.
+storage, and optionally the scheduler and the audit function (run from its assembled source,
+exactly as deploy.sh uploads it: assemble_source).
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +37,7 @@ class Ports:
     proxy: int = 0
     scheduler: int = 0
     storage: int = 0
+    audit: int = 0
 
 
 def free_port() -> int:
@@ -54,10 +57,29 @@ def wait_for_port(port: int, process: subprocess.Popen | None = None, timeout: f
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
+def assemble_source(folder: str, destination: Path) -> Path:
+    """A function's deployable source in `destination`: its folder, plus the modules of
+    workflows_runner/ its SHARED file lists (one per line, # comments), copied into
+    workflows_runner/ beside main.py, as deploy.sh's assemble_source and the Pulumi component
+    build it (tests/test_audit_source.py holds the three to the same files)."""
+    source = ROOT / "functions" / folder
+    shutil.rmtree(destination, ignore_errors=True)
+    shutil.copytree(source, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".*"))
+    shared = source / "SHARED"
+    if shared.exists():
+        (destination / "workflows_runner").mkdir()
+        for line in shared.read_text().splitlines():
+            module = line.strip()
+            if module and not module.startswith("#"):
+                shutil.copy2(ROOT / "workflows_runner" / module, destination / "workflows_runner" / module)
+    return destination
+
+
 def start_function(folder: str, target: str, port: int, env: dict[str, str] | None = None,
-                   log: IO[bytes] | int = subprocess.DEVNULL) -> subprocess.Popen:
-    """Run functions/<folder>/main.py:<target> exactly as `functions-framework` runs it."""
-    source = ROOT / "functions" / folder / "main.py"
+                   log: IO[bytes] | int = subprocess.DEVNULL, source_dir: Path | None = None) -> subprocess.Popen:
+    """Run functions/<folder>/main.py:<target> (or source_dir/main.py) exactly as
+    `functions-framework` runs it."""
+    source = (source_dir or ROOT / "functions" / folder) / "main.py"
     command = [str(Path(sys.executable).parent / "functions-framework"), "--target", target,
                "--source", str(source), "--host", "127.0.0.1", "--port", str(port)]
     process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
@@ -107,6 +129,7 @@ class Stack:
     api: api.ApiServer
     range_url: str
     proxy_url: str
+    audit_url: str | None = None
     storage: storage.StorageServer | None = None
     scheduler: scheduler.SchedulerServer | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
@@ -132,9 +155,10 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
           jobs: list[dict[str, Any]] | None = None, log_dir: str | Path | None = None,
           proxy_env: dict[str, str] | None = None, api_log: LogSink = stdout_log,
           scheduler_log: LogSink = stdout_log, backfill_env: dict[str, str] | None = None,
-          ports: Ports | None = None, jobs_file: Path | None = None) -> Stack:
-    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}` (no
-    scheduler when None). `api_log` and `scheduler_log` receive the in-process servers' structured
+          ports: Ports | None = None, jobs_file: Path | None = None, audit: bool = False) -> Stack:
+    """Start everything; `jobs` are scheduler job configs whose `uri` may name `{proxy}` and
+    `{audit}` (no scheduler when None). `audit` starts the audit function, assembled into
+    STATE/functions/audit, auditing the scheduler's jobs (it needs one: jobs not None). `api_log` and `scheduler_log` receive the in-process servers' structured
     log entries. `backfill_env` overrides backfill's env (e.g. RANGE_URL through a fault-injecting
     relay). `ports` fixes the servers' ports; `jobs_file` keeps the scheduler's jobs across restarts."""
     ports = ports or Ports()
@@ -161,11 +185,21 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
             "proxy", "proxy", proxy_port, log=log_file("proxy"),
             env={"WORKFLOWS_API": server.url, "GOOGLE_CLOUD_PROJECT": PROJECT, "RUNS_BUCKET": RUNS_BUCKET,
                  "STORAGE_API": stack.storage.url, **(proxy_env or {})}))
+        audit_url = f"http://127.0.0.1:{ports.audit or free_port()}" if audit else None
         if jobs is not None:
-            configs = [{**job, "uri": job["uri"].format(proxy=proxy_url)} for job in jobs]
+            configs = [{**job, "uri": job["uri"].format(proxy=proxy_url, audit=audit_url)} for job in jobs]
             stack.scheduler = scheduler.start([scheduler.job_from_config(c) for c in configs],
                                               port=ports.scheduler, project=PROJECT, location=LOCATION,
                                               log=scheduler_log, jobs_file=jobs_file)
+        if audit:
+            assert stack.scheduler is not None, "the audit function audits the scheduler's jobs: give jobs"
+            source = assemble_source("audit", Path(state_dir) / "functions" / "audit")
+            stack.processes.append(start_function(
+                "audit", "audit_pass", int(audit_url.rsplit(":", 1)[1]), log=log_file("audit"), source_dir=source,
+                env={"GOOGLE_CLOUD_PROJECT": PROJECT, "LOCATION": LOCATION, "RUNS_BUCKET": RUNS_BUCKET,
+                     "RANGE_URL": range_url, "PROXY_URL": proxy_url, "WORKFLOWS_API": server.url,
+                     "STORAGE_API": stack.storage.url, "SCHEDULER_API": stack.scheduler.url}))
+            stack.audit_url = audit_url
     except BaseException:
         stack.stop()
         raise

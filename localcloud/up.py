@@ -3,8 +3,9 @@
     up --workflows DIR [--jobs FILE] [--state DIR] [--port N]
 
 Starts the Executions API (the folder's workflows, plus the project's backfill.yaml wired to the
-functions), both functions, and the scheduler (the jobs file, plus whatever `gcloud scheduler`
-created earlier). Everything lives in the state folder:
+functions), the range, proxy and audit functions, and the scheduler (the jobs file, plus whatever
+`gcloud scheduler` created earlier, plus the job `audit` running an audit pass every minute).
+Everything lives in the state folder:
 
     endpoints.json   every URL, for tools (`wfr --local`); the contract is in docs/localcloud.md
     ports.json       the ports, chosen once (or from --port) and reused at each start
@@ -32,7 +33,10 @@ from .context import LOCAL_TOKEN
 
 DEFAULT_STATE = ".localcloud/state"
 GCLOUD_CONFIGURATION = "localcloud"
-SERVERS = ("api", "range", "proxy", "scheduler", "storage")
+SERVERS = ("api", "range", "proxy", "scheduler", "storage", "audit")
+# Every minute locally (deploy.sh schedules it every 5 minutes on Google): a pass is cheap here.
+AUDIT_JOB = {"name": "audit", "schedule": "* * * * *", "uri": "{audit}", "oidc": True,
+             "description": "workflows-runner audit pass (docs/alerts.md)"}
 
 
 def add_parser(commands: Any) -> None:
@@ -40,18 +44,20 @@ def add_parser(commands: Any) -> None:
     up.add_argument("--workflows", required=True, help="folder of WORKFLOW.yaml files")
     up.add_argument("--jobs", help="Cloud Scheduler jobs file (YAML or JSON); `{proxy}` in a uri is the proxy's URL")
     up.add_argument("--state", default=DEFAULT_STATE, help=f"state folder (default: {DEFAULT_STATE})")
-    up.add_argument("--port", type=int, help="the API's port; the range function, proxy, scheduler and "
-                                             "storage take the next four (default: chosen once, kept in the state folder)")
+    up.add_argument("--port", type=int, help="the API's port; the range function, proxy, scheduler, "
+                                             "storage and audit function take the next five (default: chosen "
+                                             "once, kept in the state folder)")
 
 
 def stable_ports(state: Path, first: int | None) -> local_stack.Ports:
-    """--port N gives N..N+4; otherwise the ports saved last time; otherwise free ones, saved."""
+    """--port N gives N..N+5; otherwise the ports saved last time (a server added since gets a
+    free one); otherwise free ones, saved."""
     saved = state / "ports.json"
     if first is not None:
         ports = local_stack.Ports(*(first + offset for offset in range(len(SERVERS))))
     elif saved.exists():
-        ports = local_stack.Ports(**{name: int(port) for name, port in json.loads(saved.read_text()).items()
-                                     if name in SERVERS})
+        known = {name: int(port) for name, port in json.loads(saved.read_text()).items() if name in SERVERS}
+        ports = local_stack.Ports(**{name: known.get(name) or local_stack.free_port() for name in SERVERS})
     else:
         ports = local_stack.Ports(*(local_stack.free_port() for _ in SERVERS))
     saved.write_text(json.dumps(asdict(ports)) + "\n")
@@ -75,7 +81,7 @@ def endpoints(stack: local_stack.Stack, command: list[str] | None = None) -> dic
     start this stack again) let wfr tell a stopped stack from a running one."""
     urls = {"project": local_stack.PROJECT, "location": local_stack.LOCATION, "api": stack.api.url,
             "range": stack.range_url, "proxy": stack.proxy_url, "scheduler": stack.scheduler.url,
-            "storage": stack.storage.url, "bucket": local_stack.RUNS_BUCKET,
+            "storage": stack.storage.url, "audit": stack.audit_url, "bucket": local_stack.RUNS_BUCKET,
             "backfillWorkflow": "backfill", "token": LOCAL_TOKEN}
     if command:
         urls.update(pid=os.getpid(), command=shlex.join(command))
@@ -129,9 +135,9 @@ def main(args: argparse.Namespace) -> int:
     state = state.resolve()
     ports = stable_ports(state, args.port)
     try:
-        stack = local_stack.start(state, workflows, jobs=jobs, log_dir=state / "logs", ports=ports,
+        stack = local_stack.start(state, workflows, jobs=[*jobs, AUDIT_JOB], log_dir=state / "logs", ports=ports,
                                   api_log=file_log(state / "logs" / "api.log"),
-                                  jobs_file=state / "scheduler-jobs.json")
+                                  jobs_file=state / "scheduler-jobs.json", audit=True)
     except ValueError as error:       # a job the scheduler refuses
         print(f"--jobs {args.jobs}: {error}", file=sys.stderr)
         return 2
@@ -173,6 +179,7 @@ def say_hello(urls: dict[str, Any], state: Path, workflows: Path, stack: local_s
   Executions API   {urls['api']}   workflows from {workflows}/ and backfill
   range function   {urls['range']}
   proxy function   {urls['proxy']}   start a workflow: POST {urls['proxy']}/v1/{parent}/workflows/W/executions
+  audit function   {urls['audit']}   every minute (job audit); POST runs a pass; alerts: wfr alerts --local
   Cloud Scheduler  {urls['scheduler']}   jobs: {', '.join(jobs) or 'none yet'}
 Every URL is in {state / 'endpoints.json'}.
 

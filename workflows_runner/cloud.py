@@ -105,6 +105,28 @@ class Cloud:
         url = f"{self.target.storage_root}/storage/v1/b/{self.target.bucket}/o/{quote(name, safe='')}"
         return self._api("storage", "GET", url, params={"alt": "media"})
 
+    def insert_object(self, name: str, content: bytes, metadata: dict[str, str]) -> bool:
+        """Create object `name` (content and custom metadata in one multipart upload) only if no
+        object has that name (ifGenerationMatch=0): True when created, False when it existed
+        (412). https://cloud.google.com/storage/docs/request-preconditions"""
+        self._need_bucket()
+        boundary = "wfr-part-boundary-5c1e"
+        resource = json.dumps({"name": name, "contentType": "application/json", "metadata": metadata})
+        body = (f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{resource}\r\n"
+                f"--{boundary}\r\nContent-Type: application/json\r\n\r\n").encode() + content + \
+            f"\r\n--{boundary}--\r\n".encode()
+        url = f"{self.target.storage_root}/upload/storage/v1/b/{quote(self.target.bucket, safe='')}/o"
+        try:
+            self.http.call("storage", "POST", url, params={"uploadType": "multipart", "ifGenerationMatch": "0",
+                                                           "fields": "name"},
+                           headers={**self.auth.api_headers(), "Content-Type": f"multipart/related; boundary={boundary}"},
+                           data=body)
+        except ApiError as error:
+            if error.code == 412:
+                return False
+            raise
+        return True
+
     def patch_metadata(self, patches: Sequence[MetadataPatch]) -> list[bool]:
         """Per patch, whether it was written: False when somebody changed the object since the
         patch's metageneration (412), so their write wins (that somebody may be this very patch,
@@ -137,6 +159,19 @@ class Cloud:
         if not self.target.scheduler_root:
             raise WfrError("this target has no Cloud Scheduler endpoint")
         return self._api("scheduler", "GET", f"{self.target.scheduler_root}/v1/{name}")
+
+    def jobs(self) -> Iterator[dict[str, Any]]:
+        """Every Scheduler job of the target's project and location, page by page."""
+        if not self.target.scheduler_root:
+            raise WfrError("this target has no Cloud Scheduler endpoint")
+        url = f"{self.target.scheduler_root}/v1/projects/{self.target.project}/locations/{self.target.location}/jobs"
+        params: dict[str, Any] = {"pageSize": 500}
+        while True:
+            page = self._api("scheduler", "GET", url, params=params)
+            yield from page.get("jobs", [])
+            if not page.get("nextPageToken"):
+                return
+            params["pageToken"] = page["nextPageToken"]
 
     # --- the functions ----------------------------------------------------------------------
     def function_url(self, kind: str) -> str:

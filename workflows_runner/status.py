@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
 from . import ledger
@@ -26,6 +26,7 @@ from .identity import parse_instant, run_argument, run_digests
 STATES = ("succeeded", "failed", "cancelled", "running", "missing")
 _STATE_OF = {"SUCCEEDED": "succeeded", "FAILED": "failed", "UNAVAILABLE": "failed",
              "CANCELLED": "cancelled", "CLAIMED": "running", "ACTIVE": "running", "QUEUED": "running"}
+_ENDED_UNSUCCESSFULLY = frozenset({"FAILED", "CANCELLED", ledger.UNAVAILABLE})
 RANGE_PAGE = 10_000        # the range function's largest page
 BULK_THRESHOLD = 20        # above this many unsettled records, list executions instead of getting each
 WORKERS = 16               # concurrent executions.get
@@ -62,6 +63,7 @@ class TimeStatus:
     end_time: str | None = None     # ... and its endTime, once it ended
     recorded: str | None = None     # the newest attempt's state as the ledger has it (UNAVAILABLE
                                     # shows as failed, yet `reprocess: failed` never re-runs it)
+    late: bool = False              # not succeeded by its time + the job's deadline (is_late)
 
     @property
     def rerun_by_failed(self) -> bool:
@@ -138,34 +140,58 @@ def scheduled_times(cloud: Cloud, window: Window) -> list[str]:
         body["pageToken"] = page["nextPageToken"]
 
 
-def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any]) -> Status:
+def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any],
+         deadline: timedelta | None = None, now: datetime | None = None) -> Status:
     """The status of every scheduled time of `window` for runs of `workflow` (a full name) with
-    argument `params` (the run identity: the same params the Scheduler job or backfill sends)."""
+    argument `params` (the run identity: the same params the Scheduler job or backfill sends).
+    With a `deadline` (the job's setting), times not succeeded by their time + deadline (as of
+    `now`) are marked late."""
     texts = scheduled_times(cloud, window)
     if not texts:
         return Status(workflow, window, params, [])
     instants = [parse_instant(text) for text in texts]
-    digests = dict(zip(run_digests(workflow, instants, params), instants))
-    newest: dict[datetime, ledger.Record] = {}
-    count: dict[datetime, int] = {}
-    parts = min(ledger.PARTS, 1 + len(instants) // 1000)  # a part per page of times, or fewer
-    for record in ledger.window(cloud, workflow, instants[0], instants[-1], parts):
-        if digests.get(record.digest) != record.instant:
-            continue  # another run at the same time (other params)
-        count[record.instant] = count.get(record.instant, 0) + 1
-        if record.instant not in newest or record.attempt > newest[record.instant].attempt:
-            newest[record.instant] = record
+    runs = attempts_by_time(cloud, workflow, instants, params)
+    newest = {instant: attempts[-1] for instant, attempts in runs.items()}
     newest.update(settle(cloud, workflow, list(newest.values())))
+    now = now or datetime.now(timezone.utc)
     times = []
     for text, instant in zip(texts, instants):
         record = newest.get(instant)
         if record is None:
             times.append(TimeStatus(text, instant, "missing", 0, None))
         else:
-            times.append(TimeStatus(text, instant, _STATE_OF.get(record.state, "running"), count[instant],
+            times.append(TimeStatus(text, instant, _STATE_OF.get(record.state, "running"), len(runs[instant]),
                                     record.execution, record.error, record.name, record.create_time,
-                                    record.end_time, record.state))
+                                    record.end_time, record.state,
+                                    late=deadline is not None and is_late(record, instant + deadline, now)))
     return Status(workflow, window, params, times)
+
+
+def is_late(newest: ledger.Record, due: datetime, now: datetime) -> bool:
+    """A claimed time is late when its newest attempt has not succeeded by `due` and has not
+    failed: still claimed, queued or running after it, or succeeded after it (docs/alerts.md)."""
+    if newest.state == "SUCCEEDED":
+        try:
+            return parse_instant(newest.end_time or "") > due
+        except ValueError:
+            return False  # a record written by hand: no end time to judge
+    return newest.state not in _ENDED_UNSUCCESSFULLY and now >= due
+
+
+def attempts_by_time(cloud: Cloud, workflow: str, instants: list[datetime],
+                     params: dict[str, Any]) -> dict[datetime, list[ledger.Record]]:
+    """Every attempt (oldest first) of the runs of `workflow` with `params` at `instants` (sorted):
+    one ranged listing of the ledger, cut into a few that run at once for long windows."""
+    digests = dict(zip(run_digests(workflow, instants, params), instants))
+    found: dict[datetime, list[ledger.Record]] = {}
+    parts = min(ledger.PARTS, 1 + len(instants) // 1000)  # a part per page of times, or fewer
+    for record in ledger.window(cloud, workflow, instants[0], instants[-1], parts):
+        if digests.get(record.digest) != record.instant:
+            continue  # another run at the same time (other params)
+        found.setdefault(record.instant, []).append(record)
+    for attempts in found.values():
+        attempts.sort(key=lambda record: record.attempt)
+    return found
 
 
 def settle(cloud: Cloud, workflow: str, records: list[ledger.Record]) -> dict[datetime, ledger.Record]:

@@ -50,7 +50,10 @@ MAX_ARGUMENT_BYTES = 32 * 1024  # Workflows' limit on `argument`, counted in UTF
 MAX_DEPTH = 100
 DEFAULT_DEADLINE_SECONDS = 60.0
 REPROCESS_MODES = ("none", "failed", "completed")
-QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun")
+# The job settings the audit reads from a Scheduler job's URI (docs/alerts.md): accepted on every
+# delivery and otherwise ignored here; wfr's job_settings.py parses and checks them.
+AUDIT_SETTINGS = ("deadline", "since", "grace", "lookback")
+QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun", *AUDIT_SETTINGS)
 
 # Google's naming rules: project ids (optionally domain-scoped), region ids, workflow ids.
 _PATH = re.compile(
