@@ -16,7 +16,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
 
-$(STAMP): requirements-dev.txt functions/range/requirements.txt functions/proxy/requirements.txt pyproject.toml
+$(STAMP): requirements-dev.txt functions/range/requirements.txt functions/proxy/requirements.txt functions/audit/requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is required" if sys.version_info < (3, 11) else 0)'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt

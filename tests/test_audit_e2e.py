@@ -94,7 +94,7 @@ def world(tmp_path_factory):
     (folder / "target.yaml").write_text(TARGET)
     path = f"/v1/projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/target/executions"
     hourly = {"name": "hourly", "schedule": f"0 {','.join(str(t[k].hour) for k in range(1, 7))} * * *",
-              "uri": "{proxy}" + path + f"?timezone=Etc/UTC&deadline=P1D&since={z(t[5])}&grace=PT5M",
+              "uri": "{proxy}" + path + f"?timezone=Etc/UTC&deadline=P1D&since={z(t[5])}&grace=PT5M&lookback=P1D",
               "body": {"control": control.url, "job": "hourly"}, "oidc": True,
               "headers": {"Content-Type": "application/json"}}
     slow = {"name": "slow", "schedule": f"0 {t[1].hour} * * *",

@@ -24,7 +24,6 @@ from .identity import parse_instant
 
 PREFIX = "alerts/"
 KINDS = ("missing", "late", "failed", "paused")
-OPEN, RESOLVED = "open", "resolved"
 # Cloud Logging severities (LogEntry.severity): a time that never ran or failed is an ERROR, a
 # late one a WARNING; a resolution is INFO.
 SEVERITY = {"missing": "ERROR", "late": "WARNING", "failed": "ERROR", "paused": "ERROR"}

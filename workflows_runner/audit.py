@@ -15,11 +15,11 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Callable
 
 from . import alerts, job_settings, ledger, status
-from .cloud import Cloud, decode_job_body
+from .cloud import Cloud
 from .errors import WfrError
 from .identity import parse_instant, run_digests
 
@@ -101,7 +101,7 @@ def audit_job(cloud: Cloud, job: dict[str, Any], now: datetime, log: Log) -> tup
     texts = status.scheduled_times(cloud, window)
     if not texts:
         return 0, [], 0
-    workflow, params = settings.workflow, decode_job_body(job)
+    workflow, params = settings.workflow, status.job_params(job)
     instants = [parse_instant(text) for text in texts]
     runs = status.attempts_by_time(cloud, workflow, instants, params)
     newest = {instant: attempts[-1] for instant, attempts in runs.items()}

@@ -116,11 +116,15 @@ def window_from_job(cloud: Cloud, job_name: str, start: str, stop: str) -> tuple
     job = cloud.job(cloud.target.job_name(job_name))
     if not job.get("schedule"):
         raise WfrError(f"job {job_name} has no schedule")
+    return Window(start, stop, job["schedule"], job.get("timeZone") or "UTC"), job_params(job)
+
+
+def job_params(job: dict[str, Any]) -> dict[str, Any]:
+    """The runs' params of a Scheduler job: the argument the proxy makes of its body."""
     try:
-        params = run_argument(decode_job_body(job))
+        return run_argument(decode_job_body(job))
     except ValueError as error:
-        raise WfrError(f"job {job_name}: its body is an Execution whose argument the proxy refuses: {error}") from None
-    return Window(start, stop, job["schedule"], job.get("timeZone") or "UTC"), params
+        raise WfrError(f"job {job.get('name')}: its body is an Execution whose argument the proxy refuses: {error}") from None
 
 
 def scheduled_times(cloud: Cloud, window: Window) -> list[str]:
