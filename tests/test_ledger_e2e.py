@@ -25,7 +25,10 @@ AUTH = {"Authorization": "Bearer localcloud"}
 PARENT = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows"
 EXAMPLE = f"{PARENT}/example"
 TRIALS = 3
-LEASE_DEADLINE = 1  # UPSTREAM_DEADLINE_SECONDS of the short-lease proxy: its lease is 2 s
+LEASE_DEADLINE = 1  # UPSTREAM_DEADLINE_SECONDS of the short-lease proxy
+LEASE_MARGIN = 1    # its LEASE_MARGIN_SECONDS: its lease is 2 s
+# Waiting out a lease: it is judged on Cloud Storage's Date header, whole seconds behind its clock.
+LEASE_WAIT = LEASE_DEADLINE + LEASE_MARGIN + 1.2
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +166,7 @@ def test_concurrent_reruns_start_exactly_one_new_attempt(stack, mode, first_fail
 def short_lease_env(stack) -> dict:
     return {"WORKFLOWS_API": stack.api.url, "GOOGLE_CLOUD_PROJECT": local_stack.PROJECT,
             "RUNS_BUCKET": local_stack.RUNS_BUCKET, "STORAGE_API": stack.storage.url,
-            "UPSTREAM_DEADLINE_SECONDS": str(LEASE_DEADLINE)}
+            "UPSTREAM_DEADLINE_SECONDS": str(LEASE_DEADLINE), "LEASE_MARGIN_SECONDS": str(LEASE_MARGIN)}
 
 
 def test_a_proxy_killed_between_claim_and_create_is_recovered_without_a_second_execution(stack, short_lease_proxy):
@@ -196,7 +199,7 @@ def test_a_proxy_killed_between_claim_and_create_is_recovered_without_a_second_e
         early = requests.post(path, json=body, params={"reprocess": "none"}, timeout=30)
         if early.status_code != 200:  # within the lease: the claimant may still be starting it
             assert (early.status_code, early.json()["error"]["status"]) == (409, "ABORTED")
-        time.sleep(2 * LEASE_DEADLINE + 0.2)
+        time.sleep(LEASE_WAIT)
         answers = post_at_once(path, 5, body, params={"reprocess": "none"})
         assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
         runs = executions_at(stack, when)
@@ -222,7 +225,7 @@ def test_an_execution_created_but_never_recorded_is_recorded_not_started_again(s
         created = requests.post(f"{stack.api.url}/v1/{EXAMPLE}/executions", headers=AUTH, timeout=10, json={
             "argument": json.dumps({**body, "scheduleTime": when.replace("Z", "+00:00")}),
             "labels": {"schedule_time": label(when), "run_digest": digest, "trigger": "explicit", "attempt": "1"}}).json()
-        time.sleep(2 * LEASE_DEADLINE + 0.2)
+        time.sleep(LEASE_WAIT)
         answers = post_at_once(url + f"/v1/{EXAMPLE}/executions", 5, body, params={"reprocess": "none"})
         assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
         assert {(a.json()["started"], a.json()["name"]) for a in answers} == {(False, created["name"])}

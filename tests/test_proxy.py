@@ -256,7 +256,8 @@ def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, w
         "argument": create.body["argument"], "trigger": "scheduler", "job": "daily-report", "backfill": None,
         "attempt": 1}
     assert {k: v for k, v in attempt["metadata"].items() if k != "claim"} == {
-        "state": "ACTIVE", "execution": execution["name"], "createTime": execution["createTime"]}
+        "state": "ACTIVE", "execution": execution["name"], "createTime": execution["createTime"],
+        "lease": "62"}  # UPSTREAM_DEADLINE_SECONDS 2 + LEASE_MARGIN_SECONDS 60, in seconds
 
 
 def test_repeated_delivery_starts_exactly_one_execution(proxy, workflows):

@@ -169,9 +169,11 @@ def test_https_is_verified_against_the_trusted_roots(authority, monkeypatch):
     authority.issue_cert("localhost").configure_cert(server_context)
     with echo_server(server_context) as (server, url):
         origin = transport.Origin(url)
-        # The system's roots do not know this test authority: refused, as an OSError.
-        with pytest.raises(ssl.SSLCertVerificationError):
+        # The system's roots do not know this test authority: refused, as an OSError that says
+        # the request was never sent.
+        with pytest.raises(transport.NotSent) as refused:
             origin.request("GET", "/v1/x", None, {}, 5)
+        assert isinstance(refused.value.__cause__, ssl.SSLCertVerificationError)
         trusted = ssl.create_default_context()
         authority.configure_trust(trusted)
         monkeypatch.setattr(transport, "_tls_context", lambda: trusted)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 PREFIX = "runs"
 CLAIMED = "CLAIMED"
@@ -92,6 +92,19 @@ class Attempt:
     @property
     def claim_token(self) -> str | None:
         return self.metadata.get("claim") or None
+
+    @property
+    def request_id(self) -> str | None:
+        return self.metadata.get("requestId") or None
+
+    @property
+    def lease(self) -> timedelta | None:
+        """How long after timeCreated the claim may still see its create land (metadata `lease`,
+        seconds); None for claims written before leases were recorded."""
+        try:
+            return timedelta(seconds=float(self.metadata["lease"]))
+        except (KeyError, ValueError):
+            return None
 
 
 def recorded(execution: dict) -> dict[str, str]:

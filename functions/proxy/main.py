@@ -53,7 +53,12 @@ REPROCESS_MODES = ("none", "failed", "completed")
 # The job settings the audit reads from a Scheduler job's URI (docs/alerts.md): accepted on every
 # delivery and otherwise ignored here; wfr's job_settings.py parses and checks them.
 AUDIT_SETTINGS = ("deadline", "since", "grace", "lookback")
-QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun", *AUDIT_SETTINGS)
+QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun", "requestId", *AUDIT_SETTINGS)
+# AIP-155 (https://google.aip.dev/155): a request id is a UUID, the same one for every retry of
+# one user action.
+_REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
+# Time kept at the end of a request for releasing a claim whose creates were all refused.
+RELEASE_RESERVE_SECONDS = 2.0
 
 # Google's naming rules: project ids (optionally domain-scoped), region ids, workflow ids.
 _PATH = re.compile(
@@ -118,12 +123,17 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
     bucket = _runs_bucket()
     body = _read_json(request)
     job = request.headers.get("X-CloudScheduler-JobName")
-    deadline_seconds = _deadline_seconds()
+    deadline_seconds = _seconds("UPSTREAM_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS)
     settled = _Request(parent=parent, zone=query.zone, zone_name=query.zone_name, reprocess=reprocess,
-                       header_time=scheduled, arrival=datetime.now(timezone.utc),
+                       header_time=scheduled, arrival=datetime.now(timezone.utc), began=began,
                        job=scheduled_time.job_label(job) if job else "", backfill=query.backfill,
                        bucket=bucket, deadline=began + deadline_seconds,
-                       lease=timedelta(seconds=claims.LEASE_FACTOR * deadline_seconds))
+                       create_until=began + deadline_seconds - min(RELEASE_RESERVE_SECONDS, deadline_seconds / 5),
+                       lease=timedelta(seconds=deadline_seconds + _seconds(
+                           "LEASE_MARGIN_SECONDS", claims.DEFAULT_LEASE_MARGIN_SECONDS)),
+                       request_id=query.request_id)
+    if query.request_id:
+        log["requestId"] = query.request_id
     if query.dry_run:
         return _dry_run(settled, body, log)
     if isinstance(body, dict):
@@ -221,11 +231,14 @@ class _Request:
     reprocess: str
     header_time: datetime | None
     arrival: datetime
+    began: float
     job: str
     backfill: str
     bucket: str
     deadline: float
+    create_until: float
     lease: timedelta
+    request_id: str
 
     def element(self, body) -> _Element:
         """One body object's run: its argument, labels and ledger record."""
@@ -263,8 +276,9 @@ class _Request:
                                backfill=self.backfill or None, attempt=0)
         return _Element(rendered, claims.Run(
             bucket=self.bucket, parent=self.parent, instant=instant, digest=digest,
-            reprocess=self.reprocess, labels=labels, content=content, arrival=self.arrival,
-            deadline=self.deadline, lease=self.lease, fields=unwrapped.fields),
+            reprocess=self.reprocess, labels=labels, content=content, arrival=self.arrival, began=self.began,
+            deadline=self.deadline, create_until=self.create_until, lease=self.lease,
+            request_id=self.request_id, fields=unwrapped.fields),
             unwrapped.execution_shaped, tuple(dropped))
 
     def _scheduled(self, body: dict) -> tuple[datetime, str]:
@@ -334,6 +348,7 @@ class _Query(NamedTuple):
     reprocess: str | None
     backfill: str
     dry_run: bool
+    request_id: str
 
 
 def _query(request) -> _Query:
@@ -359,7 +374,11 @@ def _query(request) -> _Query:
     dry_run = args.get("dryRun", "false")
     if dry_run not in ("true", "false"):
         raise ApiError(400, "dryRun must be true or false")
-    return _Query(zone, zone_name, reprocess, backfill, dry_run == "true")
+    request_id = args.get("requestId", "")
+    if "requestId" in args and not _REQUEST_ID.fullmatch(request_id):
+        raise ApiError(400, "requestId must be a UUID such as 123e4567-e89b-12d3-a456-426614174000 "
+                            "(AIP-155), the same for every retry of one action")
+    return _Query(zone, zone_name, reprocess, backfill, dry_run == "true", request_id.lower())
 
 
 def _read_json(request):
@@ -422,12 +441,13 @@ def _render(instant: datetime, zone) -> str:
         raise ApiError(400, f"scheduleTime cannot be written in this timezone: {error}") from None
 
 
-def _deadline_seconds() -> float:
+def _seconds(name: str, default: float) -> float:
+    """A setting in seconds: a number in (0, 3600), else the default."""
     try:
-        seconds = float(os.environ.get("UPSTREAM_DEADLINE_SECONDS") or DEFAULT_DEADLINE_SECONDS)
+        seconds = float(os.environ.get(name) or default)
     except ValueError:
-        seconds = DEFAULT_DEADLINE_SECONDS
-    return seconds if 0 < seconds < 3600 else DEFAULT_DEADLINE_SECONDS
+        seconds = default
+    return seconds if 0 < seconds < 3600 else default
 
 
 def _summary(execution: dict) -> str:

@@ -30,10 +30,15 @@ if TYPE_CHECKING:
 IDLE_CONNECTIONS = 32
 
 
+class NotSent(OSError):
+    """No connection could be made: the request never left, so it cannot have taken effect."""
+
+
 @dataclass(frozen=True)
 class Answer:
     status: int
     data: bytes
+    date: str | None = None  # the Date header: the server's clock (one-second resolution)
 
     def json(self):
         """The decoded body; ValueError when it is not JSON."""
@@ -75,11 +80,17 @@ class Origin:
     def _exchange(self, method: str, target: str, body: bytes | None, headers: dict[str, str],
                   timeout: float) -> Answer:
         connection = self._connection(timeout)
+        if connection.sock is None:
+            try:
+                connection.connect()
+            except OSError as error:
+                connection.close()
+                raise NotSent(f"{type(error).__name__}: {error}") from error
         try:
             # http.client sets TCP_NODELAY: the body, written after the head, goes out at once.
             connection.request(method, target, body=body, headers=headers)
             response = connection.getresponse()
-            answer = Answer(response.status, response.read())
+            answer = Answer(response.status, response.read(), response.getheader("Date"))
         except BaseException:
             connection.close()
             raise

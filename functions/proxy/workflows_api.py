@@ -22,6 +22,11 @@ LOCAL_TOKEN = "localcloud"  # what the local stand-in accepts; never sent to Goo
 USER_AGENT = "workflows-runner-proxy"
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 RETRYABLE_CODES = {429, 500, 502, 503, 504}
+# Answers that say the call was refused before it acted: Workflows' own retry policy for
+# non-idempotent calls retries exactly these and connection failures
+# (https://cloud.google.com/workflows/docs/reference/stdlib/http/default_retry_non_idempotent).
+# 500, 502, 504 and a lost answer may come after the call took effect.
+REFUSED_CODES = {429, 503}
 FIRST_BACKOFF, MAX_BACKOFF = 0.2, 10.0  # seconds
 CALL_TIMEOUT = 30.0  # seconds, at most, for one HTTP call
 
@@ -48,7 +53,12 @@ class ApiError(Exception):
 
 
 class Transient(Exception):
-    """A fault worth retrying: 429, 5xx, or no answer."""
+    """A fault worth retrying: 429, 5xx, or no answer. `may_have_acted` is False when the call
+    certainly did nothing (no connection, or a REFUSED_CODES answer): a create may be sent again."""
+
+    def __init__(self, message: str, may_have_acted: bool = True):
+        super().__init__(message)
+        self.may_have_acted = may_have_acted
 
 
 def base_url() -> str:
@@ -112,17 +122,21 @@ def send(method: str, url: str, deadline: float, api: str, *, params: dict | Non
     """One HTTP call within the deadline; Transient for no answer or a 429/5xx answer."""
     remaining = deadline - time.monotonic()
     if remaining <= 0:
-        raise Transient("deadline reached")
+        raise Transient("deadline reached", may_have_acted=False)
     if params:
         url = f"{url}?{urlencode(params)}"
     to, target = origin(url)
     try:
         # No retries or redirects below this: with_retries decides, within the deadline.
         answer = to.request(method, target, body, headers or {}, min(remaining, CALL_TIMEOUT))
+    except transport.NotSent as error:
+        raise Transient(f"no connection to the {api} ({error})", may_have_acted=False) from None
     except _transient_errors as error:
-        raise Transient(f"{type(error).__name__} from the {api}") from None
+        # google-auth's errors come before the request is sent (a token could not be had).
+        raise Transient(f"{type(error).__name__} from the {api}",
+                        may_have_acted=isinstance(error, (OSError, http.client.HTTPException))) from None
     if answer.status in RETRYABLE_CODES:
-        raise Transient(f"HTTP {answer.status} from the {api}")
+        raise Transient(f"HTTP {answer.status} from the {api}", may_have_acted=answer.status not in REFUSED_CODES)
     return answer
 
 
