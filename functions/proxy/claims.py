@@ -270,7 +270,8 @@ def _create(run: Run, claim: Attempt, body: bytes, claimed_at: float) -> dict:
         if not unknown and looked:
             sent = True
             try:
-                return workflows_api.call("POST", _executions_path(run), run.deadline, json_body=body)
+                # Sent with the create phase's end as its deadline: a lookup still fits after it.
+                return workflows_api.call("POST", _executions_path(run), run.create_until, json_body=body)
             except Transient as error:
                 fault, unknown = str(error), error.may_have_acted
             except ApiError as error:
@@ -283,6 +284,12 @@ def _create(run: Run, claim: Attempt, body: bytes, claimed_at: float) -> dict:
         time.sleep(pause)
         delay = min(delay * 2, MAX_BACKOFF)
     if unknown:
+        try:  # a last look, in the time kept for the end
+            found = _lookup(run, claim)
+        except Transient:
+            found = None
+        if found is not None:
+            return found
         left = _lease(run, claim).total_seconds() - (time.monotonic() - claimed_at)
         raise Busy(f"attempt {claim.number}: the outcome of its create is unknown ({fault}) and no "
                    "execution was found by its labels; it is judged after the claim's lease",
