@@ -89,7 +89,7 @@ def test_a_migrated_jobs_backfill_finds_its_scheduled_runs_and_starts_none(stack
     status = wfr(state, "status", "example", *window, "--format", "json")
     assert status.returncode in (0, 3), status.stderr
     assert not [t for t in json.loads(status.stdout)["times"] if t["state"] == "missing"]
-    backfill = wfr(state, "backfill", "example", *window, "--reprocess", "none", "--no-follow", "--format", "json")
+    backfill = wfr(state, "backfill", "start", "example", *window, "--reprocess", "none", "--no-follow", "--format", "json")
     assert backfill.returncode == 0, backfill.stderr
     name = json.loads(backfill.stdout)["name"]
     started.api.executions.wait(name, timeout=60)
@@ -101,4 +101,4 @@ def test_a_migrated_jobs_backfill_finds_its_scheduled_runs_and_starts_none(stack
 
 
 def wfr(state, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*WFR, *args, "--local", str(state)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run([*WFR, *args, "--local-state", str(state)], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from .cloud import Cloud, decode_job_body
 from .errors import ApiError, WfrError
+from .identity import run_argument
 from .status import Window
 
 # A Scheduler job's target: the proxy's (or the Executions API's) executions path names the workflow.
@@ -120,8 +121,14 @@ def _from_job(cloud: Cloud, s: Selection) -> tuple[str, Window, dict[str, Any]]:
         raise WfrError(f"job {s.job} starts workflow {workflow.rsplit('/', 1)[-1]}, not {s.workflow}")
     if not job.get("schedule"):
         raise WfrError(f"job {s.job} has no schedule")
-    return workflow, Window(s.start or "", s.stop or "", job["schedule"], job.get("timeZone") or "UTC"), \
-        decode_job_body(job)
+    # The params are the argument the proxy makes of the job's body: a migrated job's
+    # Execution-shaped body gives its decoded argument, so its scheduled runs and a backfill of
+    # the job (which posts params plus scheduleTime) are the same runs.
+    try:
+        params = run_argument(decode_job_body(job))
+    except ValueError as error:
+        raise WfrError(f"job {s.job}: its body is an Execution whose argument the proxy refuses: {error}") from None
+    return workflow, Window(s.start or "", s.stop or "", job["schedule"], job.get("timeZone") or "UTC"), params
 
 
 def check_workflow(cloud: Cloud, workflow: str) -> None:
