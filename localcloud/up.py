@@ -83,8 +83,8 @@ def endpoints(stack: local_stack.Stack, command: list[str] | None = None) -> dic
             "range": stack.range_url, "proxy": stack.proxy_url, "scheduler": stack.scheduler.url,
             "storage": stack.storage.url, "audit": stack.audit_url, "bucket": local_stack.RUNS_BUCKET,
             "backfillWorkflow": "backfill", "token": LOCAL_TOKEN}
-    if command:
-        urls.update(pid=os.getpid(), command=shlex.join(command))
+    if command:   # localcloud runs from the checkout, so the command starts there
+        urls.update(pid=os.getpid(), command=f"cd {shlex.quote(os.getcwd())} && {shlex.join(command)}")
     return urls
 
 

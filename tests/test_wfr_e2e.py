@@ -191,7 +191,7 @@ def test_the_terminal_shows_a_line_per_time_a_grid_and_totals(up, mixed):
     process.wait(60)
     text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode()).replace("\r", "")
     lines = [line.rstrip() for line in text.splitlines() if line.strip()]
-    assert lines[0].split() == ["TIME", "STATE", "ATTEMPTS", "EXECUTION", "ERROR"]
+    assert lines[0].split() == ["TIME", "STATE", "#", "EXECUTION", "ERROR"]
     rows = [line for line in lines if line.startswith("2024-03-") and "T01:00:00+01:00" in line]
     assert [row.split()[0] for row in rows] == DAYS
     assert [row.split()[2] for row in rows] == ["succeeded", "succeeded", "succeeded", "failed", "succeeded",

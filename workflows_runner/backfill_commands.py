@@ -17,6 +17,8 @@ from .selection import Chosen
 
 FOLLOW_INTERVAL = 2.0   # seconds between two looks at a followed backfill
 CONCURRENCY = range(1, 51)
+COUNTED = ("planned", "started", "skipped", "failed")
+WIDE = 150   # narrower terminals get a block per backfill instead of a table
 # A backfill's exit status by outcome (docs/cli.md): failed, error and cancelled are 3, as a
 # failed time is for status; running (its runs still run, or not followed) 5.
 EXIT_OF = {"succeeded": exits.OK, "failed": exits.FAILED, "error": exits.FAILED, "cancelled": exits.FAILED,
@@ -140,20 +142,33 @@ def list_(args: argparse.Namespace, console: Console) -> int:
                            "endTime": b.end_time, "links": len(b.links), "argument": b.argument,
                            "result": b.result} for b in found], indent=2))
         return exits.OK
+    if console.width < WIDE:
+        for b in found:   # a block per backfill: ids whole, nothing squeezed into a column
+            c = backfills.counts(b)
+            console.print(Text(f"{b.id}  {b.workflow.rsplit('/', 1)[-1] or '-'}  ").append(
+                b.outcome, style=render.OUTCOME_STYLE[b.outcome]).append(_note(b)))
+            console.print("  " + ", ".join(f"{_number(c[k])} {k}" for k in COUNTED))
+            console.print(f"  {b.window}  created {b.create_time[:19].replace('T', ' ')}")
+        return exits.OK
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "WORKFLOW", "OUTCOME", "PLANNED", "STARTED", "SKIPPED", "FAILED", "WINDOW", "CREATED"):
-        table.add_column(column, no_wrap=True, justify="right" if column.isupper() and column in
-                         ("PLANNED", "STARTED", "SKIPPED", "FAILED") else "left")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("WORKFLOW", no_wrap=True)
+    table.add_column("OUTCOME")
+    for column in COUNTED:
+        table.add_column(column.upper(), no_wrap=True, justify="right")
+    table.add_column("WINDOW", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
     for b in found:
         c = backfills.counts(b)
-        outcome = Text(b.outcome, style=render.OUTCOME_STYLE[b.outcome])
-        if b.reason:
-            outcome.append(f" ({b.reason})")
-        table.add_row(b.id, b.workflow.rsplit("/", 1)[-1] or "-", outcome,
-                      *(_number(c[k]) for k in ("planned", "started", "skipped", "failed")),
-                      b.window, b.create_time)
+        outcome = Text(b.outcome, style=render.OUTCOME_STYLE[b.outcome]).append(_note(b))
+        table.add_row(b.id, b.workflow.rsplit("/", 1)[-1] or "-", outcome, *(_number(c[k]) for k in COUNTED),
+                      b.window, b.create_time[:19].replace("T", " "))
     console.print(table)
     return exits.OK
+
+
+def _note(b: backfills.Backfill) -> str:
+    return (" (dry run)" if b.argument.get("dryRun") else "") + (f": {b.reason}" if b.reason else "")
 
 
 def _number(value: int | None) -> str:
@@ -197,4 +212,4 @@ def _print(console: Console, b: backfills.Backfill, fmt: str) -> None:
         table.add_row(key, value)
     console.print(table)
     for failure in (b.progress.failures if b.progress else []):
-        console.print(Text(f"  failed {failure.schedule_time}: {failure.error}", style="red"))
+        console.print(Text(f"  failed {failure.schedule_time}: {failure.error}", style="red"), soft_wrap=True)

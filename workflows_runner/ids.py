@@ -23,7 +23,7 @@ def execution(cloud: Cloud, workflow: str, text: str, what: str = "execution") -
         if not _ID.fullmatch(execution_id):
             raise WfrError(f"expected {what} name {workflow}/executions/ID, got {text!r}")
         if head != workflow:
-            raise WfrError(f"{text} is not a {what} of {short} (it belongs to {head.rsplit('/', 1)[-1]})")
+            raise WfrError(f"{text} belongs to workflow {head.rsplit('/', 1)[-1]}, not {short}")
         return text
     if not _ID.fullmatch(text):
         raise WfrError(f"expected a {what} id (letters, digits, '-' and '_'), got {text!r}")

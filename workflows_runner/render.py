@@ -52,8 +52,13 @@ def short_id(name: str | None) -> str:
 
 def status_table(console: Console, times: list[TimeStatus]) -> None:
     table = Table(box=None, show_edge=False, pad_edge=False, header_style="bold")
-    for column in ("TIME", "STATE", "ATTEMPTS", "EXECUTION", "ERROR"):
-        table.add_column(column, no_wrap=column != "ERROR", overflow="fold")
+    # "#" is the attempts: with it, time, state and a whole id fit in 80 columns.
+    for column in ("TIME", "STATE", "#", "EXECUTION", "ERROR"):
+        # Ids whole whatever the width (they are typed back to wfr rerun); the error wraps.
+        table.add_column(column, no_wrap=column != "ERROR", overflow="fold",
+                         min_width={"TIME": max((len(t.schedule_time) for t in times), default=4),
+                                    "STATE": 11, "EXECUTION": max((len(short_id(t.execution)) for t in times),
+                                                                   default=9)}.get(column))
     for t in times:
         table.add_row(t.schedule_time, Text(f"{SYMBOL[t.state]} {t.state}", style=STYLE[t.state]),
                       str(t.attempts), short_id(t.execution), (t.error or "")[:120])
