@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNING = ["localcloud", "workflows_runner", "functions/range", "functions/proxy"]
+RUNNING = ["localcloud", "workflows_runner", *(f"functions/{p.name}" for p in sorted((ROOT / "functions").iterdir()) if p.is_dir())]
 TEST_TOOLS = {"pytest", "pulumi", "pulumi-gcp", "playwright", "hypothesis", "google-cloud-storage",
               "google-api-python-client", "trustme"}
 
