@@ -31,6 +31,9 @@ class Context:
     api_url: str | None = None                              # base URL of the local Executions API
     cancelled: threading.Event = field(default_factory=threading.Event)
     log: Callable[[str, Any], None] = _print_log            # sys.log sink: (severity, payload)
+    # Counts one step against the execution's limit: a connector's polling attempts are billed
+    # and counted as steps (https://cloud.google.com/workflows/pricing). The runtime sets it.
+    count_step: Callable[[], None] = lambda: None
 
     @property
     def workflow_name(self) -> str:

@@ -191,6 +191,7 @@ class Execution:
         self.workflow = workflow
         self.context = context
         self.budget = Budget()
+        context.count_step = self.budget.step
 
     # -- calls
 

@@ -9,7 +9,9 @@ workflow sees the API's own answers and errors. As Google documents for connecto
     the wait (TimeoutError); an execution that ends FAILED or CANCELLED raises OperationError
     with the final Execution in `operation`;
   - create returns the Execution; run returns the execution's result, JSON-decoded (null when
-    skip_polling).
+    skip_polling);
+  - each polling attempt is a step of the calling execution, billed and counted against its
+    step limit ("each polling attempt ... is billed as a step", https://cloud.google.com/workflows/pricing).
 Local polling starts at 0.05 s (Google's starts near 1 s) so tests stay fast; a polling_policy
 given in connector_params is honoured as written.
 """
@@ -109,6 +111,7 @@ def _wait(context: Context, execution: dict[str, Any], params: dict[str, Any]) -
         if context.cancelled.wait(min(delay, remaining)):
             raise Cancelled()
         delay = min(delay * float(polling["multiplier"]), float(polling["max_delay"]))
+        context.count_step()
         execution = _call(context, "GET", execution["name"])
     if execution["state"] != "SUCCEEDED":
         fail("OperationError", "Execution failed or cancelled.", operation=execution)

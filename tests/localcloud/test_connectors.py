@@ -242,3 +242,30 @@ def test_bad_argument_types_raise_type_error():
     with pytest.raises(WorkflowError) as caught:
         builtin(f"{PREFIX}.run").call(Context(api_url="http://127.0.0.1:9"), kwargs={"workflow_id": 7})
     assert caught.value.tags == ["TypeError"]
+
+
+# Workflows bills and counts "polling attempts made by connectors for long-running operations"
+# as steps (https://cloud.google.com/workflows/pricing, internal steps), so a create that waits
+# for a long child spends steps while it waits; with skip_polling it spends none.
+def test_a_create_that_polls_a_long_child_spends_steps_and_skip_polling_does_not(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALCLOUD_STEP_LIMIT", "6")
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    for name in ("child.yaml", "create_wait.yaml", "create_nowait.yaml"):
+        (folder / name).write_text(WORKFLOWS[name])
+    server = api.start(folder, tmp_path / "state", log=lambda entry: None)
+    headers = {"Authorization": "Bearer t"}
+    child = json.dumps({"child": {"n": 1, "fail": False, "nap": 12}})
+    try:
+        names = [requests.post(f"{server.url}/v1/{PARENT}/{workflow}/executions", json={"argument": child},
+                               headers=headers, timeout=10).json()["name"]
+                 for workflow in ("create_wait", "create_nowait")]
+        for name in names:
+            server.executions.wait(name, timeout=30)
+        waited, skipped = (requests.get(f"{server.url}/v1/{name}", headers=headers, timeout=10).json()
+                           for name in names)
+    finally:
+        server.stop()
+    # 3 steps of its own (where, start, done) and 4 polls pass 6 long before the child's 12 s end.
+    assert waited["state"] == "FAILED" and "Step limit exceeded" in waited["error"]["payload"]
+    assert skipped["state"] == "SUCCEEDED", skipped.get("error")
