@@ -222,21 +222,23 @@ class Executions:
                                          "tags": ["SystemError"]}),
                 "context": traceback.format_exc()}}
         try:
-            self._finish(name, outcome)
+            self._finish(name, outcome, steps=context.steps_used())
         except sqlite3.ProgrammingError:
             pass   # the server stopped and closed the store; stop() already recorded this run
         finally:
             with self._lock:   # only now: wait() returns once the ending is recorded
                 self._running.pop(name, None)
 
-    def _finish(self, name: str, outcome: dict[str, Any]) -> Execution | None:
-        """Record how an ACTIVE execution ended; the first ending wins (a cancel, a stop, the run)."""
+    def _finish(self, name: str, outcome: dict[str, Any], steps: int | None = None) -> Execution | None:
+        """Record how an ACTIVE execution ended; the first ending wins (a cancel, a stop, the run).
+        Its log line carries the steps it ran, when known (benchmarks read them)."""
         def change(execution: Execution) -> Execution | None:
             return ended(execution, outcome) if execution["state"] == "ACTIVE" else None
         final = self.store.update(name, change)
         if final is not None:
             self.log({"severity": "ERROR" if final["state"] == "FAILED" else "INFO",
-                      "message": f"execution {final['state']}: {name}", "execution": name})
+                      "message": f"execution {final['state']}: {name}", "execution": name,
+                      **({"steps": steps} if steps is not None else {})})
         return final
 
     def _interrupt_leftovers(self) -> None:

@@ -34,6 +34,7 @@ class Context:
     # Counts one step against the execution's limit: a connector's polling attempts are billed
     # and counted as steps (https://cloud.google.com/workflows/pricing). The runtime sets it.
     count_step: Callable[[], None] = lambda: None
+    steps_used: Callable[[], int] = lambda: 0                # steps run so far (the runtime sets it)
 
     @property
     def workflow_name(self) -> str:

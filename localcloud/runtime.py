@@ -192,6 +192,7 @@ class Execution:
         self.context = context
         self.budget = Budget()
         context.count_step = self.budget.step
+        context.steps_used = lambda: self.budget.steps
 
     # -- calls
 

@@ -172,6 +172,9 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
         # The run ledger's bucket is made through the API, as deploy.sh makes it on Google.
         stack.storage = storage.start(state_dir, port=ports.storage)
         storage.create_bucket(stack.storage.url, RUNS_BUCKET, PROJECT)
+        # The backfill hands a long chain's state from link to link in the runs bucket.
+        for key, value in (("STORAGE_API", stack.storage.url), ("RUNS_BUCKET", RUNS_BUCKET)):
+            server.executions.env["backfill"].setdefault(key, value)
 
         def log_file(name: str) -> IO[bytes] | int:
             if log_dir is None:

@@ -17,12 +17,17 @@ STEP_LIMIT = 1000
 
 
 def chain(stack, first: dict) -> list[dict]:
-    """The first link and its continuations (labelled backfill=<first id>), in link order."""
+    """The first link and its continuations, in link order, each once it has ended: a link names
+    its successor in its result (and labels it backfill=<first id>, backfill_link=N)."""
+    links = [first]
+    while links[-1]["state"] == "SUCCEEDED" and "continued" in json.loads(links[-1]["result"]):
+        links.append(ended(stack, json.loads(links[-1]["result"])["continued"], timeout=120))
     first_id = first["name"].rsplit("/", 1)[-1]
-    page = requests.get(f"{stack.api.url}/v1/{PARENT}/backfill/executions", headers=AUTH, timeout=10,
-                        params={"view": "FULL", "filter": f'labels.backfill="{first_id}"'}).json()
-    links = sorted(page.get("executions", []), key=lambda e: int(e["labels"]["backfill_link"]))
-    return [first] + [ended(stack, link["name"], timeout=120) for link in links]
+    labelled = requests.get(f"{stack.api.url}/v1/{PARENT}/backfill/executions", headers=AUTH, timeout=10,
+                            params={"view": "FULL", "filter": f'labels.backfill="{first_id}"'}).json()
+    assert sorted(int(e["labels"]["backfill_link"]) for e in labelled.get("executions", [])) == \
+        list(range(1, len(links))), "one execution per link number"
+    return links
 
 
 def window(minutes: int, case: str, **options) -> dict:
@@ -34,7 +39,7 @@ def window(minutes: int, case: str, **options) -> dict:
 @pytest.mark.timeout(300)
 def test_a_backfill_past_its_step_budget_continues_as_linked_executions(tmp_path, monkeypatch):
     monkeypatch.setenv("LOCALCLOUD_STEP_LIMIT", str(STEP_LIMIT))
-    stack = local_stack.start(tmp_path / "state", api_log=lambda entry: None, backfill_env={"STEP_BUDGET": "700"})
+    stack = local_stack.start(tmp_path / "state", api_log=lambda entry: None, backfill_env={"STEP_BUDGET": "500"})
     try:
         argument = window(300, "chain", pageSize=100, concurrency=3, wait=False)
         first = ended(stack, start_backfill(stack, argument), timeout=120)
@@ -48,6 +53,8 @@ def test_a_backfill_past_its_step_budget_continues_as_linked_executions(tmp_path
     assert len(links) >= 3
     results = [json.loads(link["result"]) for link in links]
     assert all(r["continued"] == nxt["name"] for r, nxt in zip(results, links[1:]))
+    # A link starts its successor without waiting for it (skip_polling): it ends first.
+    assert all(link["endTime"] < nxt["endTime"] for link, nxt in zip(links, links[1:]))
     assert "continued" not in results[-1]
     # Counters carried across links: the last result is the whole backfill's.
     final = results[-1]

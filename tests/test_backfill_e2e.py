@@ -102,7 +102,8 @@ def test_three_days_across_a_dst_change_start_three_runs_with_their_times(stack)
     assert all(json.loads(run["argument"]) == {"case": "dst", "scheduleTime": scheduled(run)} for run in runs)
     assert all(json.loads(run["result"]) == {"scheduleTime": scheduled(run)} for run in runs)
     assert {k: v for k, v in result.items() if k != "executions"} == {
-        "planned": 3, "started": 3, "skipped": 0, "failed": 0, "notStarted": 0, "firstFailures": [], "links": 1}
+        "planned": 3, "started": 3, "skipped": 0, "failed": 0, "notStarted": 0, "notStartedTimes": [],
+        "firstFailures": [], "links": 1}
     assert sorted(result["executions"]) == sorted(run["name"] for run in runs)
 
 

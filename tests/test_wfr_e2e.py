@@ -258,6 +258,18 @@ def test_a_backfill_starts_the_missing_times_and_is_listed(up):
     assert json.loads(up.wfr("status", "nightly", *window, "--format", "json").stdout)["totals"]["succeeded"] == 10
 
 
+def test_a_concurrency_the_backfill_refuses_is_refused_before_anything_starts(up):
+    """The bounds of workflows/backfill.yaml's read_argument: 50 runs in flight with wait, 20
+    starts at once without (issue 28: never silently capped)."""
+    before = json.loads(up.wfr("backfill", "list", "nightly", "--format", "json").stdout)
+    window = [*WINDOW, "--params", json.dumps({"case": "too-many"}), "--no-follow"]
+    for flags, limit in ((["--concurrency", "51"], 50), (["--concurrency", "21", "--no-wait"], 20),
+                         (["--concurrency", "0"], 50)):
+        refused = up.wfr("backfill", "start", "nightly", *window, *flags)
+        assert refused.returncode == 1 and f"--concurrency must be 1 to {limit}" in refused.stderr, refused.stderr
+    assert json.loads(up.wfr("backfill", "list", "nightly", "--format", "json").stdout) == before
+
+
 def test_cancel_then_resume(up):
     params = {"case": "cancel", "sleepSeconds": 1}
     window = [*WINDOW, "--params", json.dumps(params)]

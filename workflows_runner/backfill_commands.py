@@ -16,7 +16,9 @@ from .errors import WfrError
 from .selection import Chosen
 
 FOLLOW_INTERVAL = 2.0   # seconds between two looks at a followed backfill
-CONCURRENCY = range(1, 51)
+# workflows/backfill.yaml's bounds on `concurrency` (its read_argument says why): runs in flight
+# with --wait, starts at once with --no-wait.
+CONCURRENCY = {True: range(1, 51), False: range(1, 21)}
 COUNTED = ("planned", "started", "skipped", "failed")
 WIDE = 150   # narrower terminals get a block per backfill instead of a table
 # A backfill's exit status by outcome (docs/cli.md): failed, error and cancelled are 3, as a
@@ -27,8 +29,10 @@ EXIT_OF = {"succeeded": exits.OK, "failed": exits.FAILED, "error": exits.FAILED,
 
 # --- start ----------------------------------------------------------------------------------
 def start(args: argparse.Namespace, console: Console) -> int:
-    if args.concurrency not in CONCURRENCY:
-        raise WfrError(f"--concurrency must be 1 to 50, got {args.concurrency}")
+    allowed = CONCURRENCY[bool(args.wait)]
+    if args.concurrency not in allowed:
+        what = "runs in flight, with --wait" if args.wait else "starts at once, with --no-wait"
+        raise WfrError(f"--concurrency must be 1 to {allowed[-1]} ({what}), got {args.concurrency}")
     cloud = connect(args)
     picked = chosen(cloud, args, args.workflow)   # the dry run's checks, before anything starts
     if args.dry_run:

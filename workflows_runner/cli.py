@@ -109,7 +109,7 @@ def parser() -> argparse.ArgumentParser:
     start = _command(verbs, "start", "run every scheduled time of a window through the proxy", bf.start)
     start.add_argument("workflow", metavar="WORKFLOW", help="workflow id, or projects/P/locations/L/workflows/W")
     _window_flags(start)
-    start.add_argument("--concurrency", type=int, default=1, help="runs at once, 1 to 50 (default 1)")
+    start.add_argument("--concurrency", type=int, default=1, help="runs in flight with --wait, 1 to 50; starts at once with --no-wait, 1 to 20 (default 1)")
     start.add_argument("--reprocess", choices=REPROCESS, default="none",
                        help="none: only times never run (default); failed: also failed ones; completed: all")
     start.add_argument("--order", choices=("asc", "desc"), default="asc",
