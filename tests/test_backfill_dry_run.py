@@ -286,7 +286,7 @@ def backfill_dry_run(up: Up, params: dict, reprocess: str, order: str) -> dict:
 
 def wfr_dry_run(up: Up, params: dict, reprocess: str, order: str) -> dict:
     window = [item for key, value in WINDOW.items() for item in (f"--{key}", value)]
-    done = up.wfr("backfill", "target", *window, "--params", json.dumps(params), "--reprocess", reprocess,
+    done = up.wfr("backfill", "start", "target", *window, "--params", json.dumps(params), "--reprocess", reprocess,
                   "--order", order, "--dry-run", "--format", "json")
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
