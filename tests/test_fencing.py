@@ -8,7 +8,10 @@ leases are LEASE s: short enough to wait out.
 """
 from __future__ import annotations
 
+import http.server
 import json
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +22,12 @@ import pytest
 import requests
 
 from localcloud import stack as local_stack
+from localcloud import up as local_up
 from localcloud.buckets import Preconditions
 from tests.fault_relay import Relay, Rule, clock_skew_dir
-from workflows_runner.identity import from_label
+from workflows_runner import http as wfr_http
+from workflows_runner.errors import ApiError
+from workflows_runner.identity import from_label, parse_instant, run_digest
 
 AUTH = {"Authorization": "Bearer localcloud"}
 EXAMPLE = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/example"
@@ -46,7 +52,8 @@ class Proxy:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    started = local_stack.start(tmp_path_factory.mktemp("state"), api_log=lambda entry: None)
+    started = local_stack.start(tmp_path_factory.mktemp("state"), jobs=[], api_log=lambda entry: None,
+                                scheduler_log=lambda entry: None)
     yield started
     started.stop()
 
@@ -99,7 +106,7 @@ _minutes = iter(range(1, 10 ** 6))
 
 def fresh_time() -> str:
     """A scheduled time no other test uses, so each trial counts its own runs."""
-    return datetime.fromtimestamp(2_200_000_000 + next(_minutes) * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(2_199_999_960 + next(_minutes) * 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def label(when: str) -> str:
@@ -394,3 +401,103 @@ def test_a_run_recorded_terminal_costs_no_executions_get(stack, relay, proxy):
         again = proxy.post(body, reprocess="none").json()
         assert (again["name"], again["state"], again["started"]) == (first["name"], "SUCCEEDED", False)
     assert relay.count("get", execution_id) == 1
+
+
+# --- case 7: wfr retries only what it may send twice ----------------------------------------
+
+@pytest.fixture(scope="module")
+def wfr_state(stack, proxies, tmp_path_factory):
+    """A --local-state folder whose proxy is the one behind the relay."""
+    state = tmp_path_factory.mktemp("wfr")
+    (state / "endpoints.json").write_text(json.dumps({**local_up.endpoints(stack), "proxy": proxies["on time"].url}))
+    return state
+
+
+def wfr(state, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "workflows_runner.cli", *args, "--local-state", str(state)],
+                          cwd=local_stack.ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_wfr_rerun_retried_after_a_503_starts_each_run_once(stack, relay, proxy, wfr_state, trial):
+    """One run of the array fails (its claim cannot be written until the deadline), so the
+    proxy answers the array 503; wfr sends it again with the same request id, and the run that
+    had started gets its attempt back, not another one."""
+    times = [fresh_time(), fresh_time()]
+    firsts = [proxy.post({"case": "rerun-503", "scheduleTime": when}).json() for when in times]
+    for first in firsts:
+        stack.api.executions.wait(first["name"], timeout=10)
+    outage = relay.add(Rule("answer", "POST", "/upload/", body=instant(times[1]).encode() + b"/", code=503,
+                            until=time.monotonic() + DEADLINE + 0.2))
+    done = wfr(wfr_state, "rerun", "example", *(first["name"] for first in firsts), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    # The array was answered 503 and sent again; attempt 2 of the first run was created once.
+    assert outage.matched > 0 and relay.count("create", label(times[0])) == 2
+    for when in times:
+        assert per_attempt(stack, when) == {"1": 1, "2": 1}
+        assert len(records_at(stack, when)) == 2
+
+
+class _Busy(http.server.BaseHTTPRequestHandler):
+    """Answers every POST 503 and counts them."""
+    posts = 0
+
+    def do_POST(self):
+        type(self).posts += 1
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = b'{"error": {"code": 503, "status": "UNAVAILABLE", "message": "busy"}}'
+        self.send_response(503)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("params, sent", [
+    ({}, 1),                                                          # a start without an id: once
+    ({"requestId": "123e4567-e89b-12d3-a456-426614174000"}, 1 + wfr_http.RETRIES),
+    ({"ifGenerationMatch": "0"}, 1 + wfr_http.RETRIES),               # a conditional write
+])
+def test_wfr_sends_a_post_again_only_with_a_request_id_or_a_precondition(params, sent, monkeypatch):
+    monkeypatch.setattr(wfr_http, "_pause", lambda attempt: None)
+    _Busy.posts = 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Busy)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(ApiError) as refused:
+            wfr_http.Http().call("proxy", "POST", f"http://127.0.0.1:{server.server_address[1]}/v1/x",
+                                 headers={}, params=params, json=[])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert refused.value.code == 503 and _Busy.posts == sent
+
+
+# --- wfr status resolves claims past their lease --------------------------------------------
+
+def test_wfr_status_resolves_claims_past_their_lease(stack, relay, proxy, wfr_state):
+    """Three times: a claim whose execution was never recorded (recorded by the status), a claim
+    with no execution (released: missing), a claim within its lease (left: running)."""
+    times = [fresh_time() for _ in range(3)]
+    params = {"case": "status-claims"}
+    relay.add(Rule("answer", "PATCH", quote(instant(times[0]), safe=""), code=503,
+                   until=time.monotonic() + DEADLINE + 0.3))
+    unrecorded = proxy.post({**params, "scheduleTime": times[0]}).json()
+    assert (records_at(stack, times[0])[0]["metadata"]["state"], unrecorded["started"]) == ("CLAIMED", True)
+    for when, lease in ((times[1], "1"), (times[2], "600")):  # claims whose starters died before create
+        name = (f"runs/{local_stack.PROJECT}/{local_stack.LOCATION}/example/{instant(when)}/"
+                f"{run_digest(EXAMPLE, parse_instant(when), params)}/000001")
+        stack.storage.buckets.insert(local_stack.RUNS_BUCKET, name, b"{}", {"metadata": {
+            "state": "CLAIMED", "claim": "dead", "lease": lease}}, Preconditions(if_generation_match="0"))
+    time.sleep(LEASE + 1.2)
+    done = wfr(wfr_state, "status", "example", "--start", times[0], "--stop", times[2].replace(":00Z", ":01Z"),
+               "--step", "* * * * *", "--params", json.dumps(params), "--format", "json")
+    assert done.returncode in (0, 3, 4, 5), done.stderr
+    states = [t["state"] for t in json.loads(done.stdout)["times"]]
+    assert states == ["succeeded", "missing", "running"]
+    assert records_at(stack, times[0])[0]["metadata"]["execution"] == unrecorded["name"]
+    assert records_at(stack, times[1]) == []
+    assert records_at(stack, times[2])[0]["metadata"]["state"] == "CLAIMED"

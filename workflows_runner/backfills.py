@@ -8,16 +8,18 @@ adds it from `?backfill=`), so its progress is readable from the labels even aft
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import ids
+from . import http, ids
 from .cloud import Cloud
-from .errors import ApiError, WfrError
+from .errors import ApiError, Unreachable, WfrError
 from .status import Status, TimeStatus, Window
 
 ACTIVE = frozenset({"ACTIVE", "QUEUED"})
 BACKFILL_LABEL = "backfill"
+REQUEST_LABEL = "wfr_request"  # the id of the `wfr backfill start` (or wfr ui) action that started it
 # A backfill's outcome, one vocabulary for `wfr backfill list/show` and the page:
 #   running    a link of its chain is still active, or (wait: false) runs it started still run
 #   succeeded  it ended and every time succeeded or was skipped
@@ -138,8 +140,23 @@ def backfill_workflow(cloud: Cloud) -> str:
 
 
 def start(cloud: Cloud, argument: dict[str, Any]) -> str:
-    """Start the backfill workflow; its execution's name."""
-    return cloud.create_execution(backfill_workflow(cloud), argument, labels={})["name"]
+    """Start the backfill workflow; its execution's name. executions.create takes no request id,
+    so the user action's id is a label (REQUEST_LABEL): after a transient fault the create is
+    sent again only if no execution carries it. A create that lands later than that lookup may
+    still make a second, identical backfill, which starts no time twice (docs/backfill.md)."""
+    workflow = backfill_workflow(cloud)
+    request_id = str(uuid.uuid4())
+    for attempt in range(http.RETRIES + 1):
+        try:
+            return cloud.create_execution(workflow, argument, labels={REQUEST_LABEL: request_id})["name"]
+        except (ApiError, Unreachable) as error:
+            if attempt == http.RETRIES or (isinstance(error, ApiError) and error.code not in http.TRANSIENT):
+                raise
+        http.pause(attempt)
+        found = next(cloud.executions(workflow, f'labels.{REQUEST_LABEL}="{request_id}"'), None)
+        if found is not None:
+            return found["name"]
+    raise AssertionError("unreachable")
 
 
 def run_argument(execution: dict[str, Any]) -> dict[str, Any]:

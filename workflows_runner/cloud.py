@@ -78,7 +78,8 @@ class Cloud:
                          json={"argument": json.dumps(argument), "labels": labels}, retry=False)
 
     def cancel_execution(self, name: str) -> dict[str, Any]:
-        return self._api("executions", "POST", f"{self.target.api_root}/v1/{name}:cancel", json={})
+        # Retried: a second cancel changes nothing (it is refused 400 once the execution ended).
+        return self._api("executions", "POST", f"{self.target.api_root}/v1/{name}:cancel", json={}, retry=True)
 
     # --- Cloud Storage JSON API (the ledger) -----------------------------------------------
     def list_objects(self, prefix: str, start_offset: str | None = None, end_offset: str | None = None,
@@ -150,6 +151,38 @@ class Cloud:
                                 self.target.storage_root + call.path.split("?")[0])
         return [answer.code < 400 for answer in answers]
 
+    def object_dated(self, name: str) -> tuple[dict[str, Any] | None, str | None]:
+        """An object's resource (generation, metageneration, timeCreated, metadata), None when it
+        does not exist; and Cloud Storage's clock when it answered (the Date header)."""
+        self._need_bucket()
+        url = f"{self.target.storage_root}/storage/v1/b/{quote(self.target.bucket, safe='')}/o/{quote(name, safe='')}"
+        try:
+            return self.http.call_dated("storage", "GET", url, headers=self.auth.api_headers(), params={
+                "fields": "name,generation,metageneration,timeCreated,metadata"})
+        except ApiError as error:
+            if error.code == 404:
+                return None, None
+            raise
+
+    def write_if_unchanged(self, name: str, generation: str, metageneration: str,
+                           metadata: dict[str, str] | None) -> bool:
+        """Merge `metadata` into the object's (None: delete the object), only if it is still that
+        generation and metageneration: False when it changed or is gone (412, 404)."""
+        self._need_bucket()
+        url = f"{self.target.storage_root}/storage/v1/b/{quote(self.target.bucket, safe='')}/o/{quote(name, safe='')}"
+        params = {"ifGenerationMatch": generation, "ifMetagenerationMatch": metageneration}
+        try:
+            if metadata is None:
+                self._api("storage", "DELETE", url, params=params)
+            else:
+                self._api("storage", "PATCH", url, params={**params, "fields": "metageneration"},
+                          json={"metadata": metadata})
+        except ApiError as error:
+            if error.code in (404, 412):
+                return False
+            raise
+        return True
+
     def _need_bucket(self) -> None:
         if not self.target.storage_root or not self.target.bucket:
             raise WfrError("this target has no runs bucket (the local stack was started without storage)")
@@ -190,12 +223,13 @@ class Cloud:
             self._function_urls[kind] = url
         return self._function_urls[kind]
 
-    def call_function(self, kind: str, path: str, body: Any, params: dict[str, str] | None = None,
-                      retry: bool = True) -> Any:
+    def call_function(self, kind: str, path: str, body: Any, params: dict[str, str] | None = None) -> Any:
+        """POST to a function. The range function's answers are pure reads: always retried. The
+        proxy's POSTs start runs: retried only with a requestId (http.may_retry)."""
         root = self.function_url(kind)
         try:
             return self.http.call(kind, "POST", root + path, headers=self.auth.function_headers(root),
-                                  params=params, json=body, retry=retry)
+                                  params=params, json=body, retry=True if kind == "range" else None)
         except Unreachable as error:
             raise error.with_hint(self.target.unreachable_hint) from None
 

@@ -39,12 +39,18 @@ class Http:
 
     def call(self, service: str, method: str, url: str, *, headers: dict[str, str],
              params: dict[str, Any] | None = None, json: Any = None, data: bytes | None = None,
-             retry: bool = True) -> Any:
-        """The decoded JSON answer (None when empty). `retry=False` for calls that are not
-        idempotent and have no precondition."""
+             retry: bool | None = None) -> Any:
+        """The decoded JSON answer (None when empty). Transient faults are retried when the call
+        may be sent twice: `retry`, else may_retry(method, params)."""
         response = self._send(service, method, url, headers=headers, params=params, json=json, data=data,
-                              retry=retry)
+                              retry=may_retry(method, params) if retry is None else retry)
         return response.json() if response.content else None
+
+    def call_dated(self, service: str, method: str, url: str, *, headers: dict[str, str],
+                   params: dict[str, Any] | None = None) -> tuple[Any, str | None]:
+        """An idempotent call's decoded answer and its Date header (the server's clock)."""
+        response = self._send(service, method, url, headers=headers, params=params, retry=True)
+        return (response.json() if response.content else None), response.headers.get("Date")
 
     def batch(self, service: str, root: str, calls: Sequence[batch_.Call], *,
               headers: dict[str, str]) -> list[batch_.Answer]:
@@ -103,6 +109,21 @@ class Http:
                                     response.url.split("?")[0])
             _pause(attempt)
         raise AssertionError("unreachable")
+
+
+def may_retry(method: str, params: dict[str, Any] | None) -> bool:
+    """Whether a call may be sent again after a transient fault, whose answer may have been lost
+    after it took effect: any method but POST (reads, and writes whose repetition changes
+    nothing); a POST only with a `requestId` (the proxy answers a repeated id with the attempts
+    its first try made, AIP-155) or a precondition (ifGenerationMatch...: a repeat is refused)."""
+    if method != "POST":
+        return True
+    return any(key == "requestId" or key.startswith(("ifGeneration", "ifMetageneration")) for key in params or {})
+
+
+def pause(attempt: int) -> None:
+    """The wait before retry number `attempt` + 1: truncated exponential backoff with jitter."""
+    _pause(attempt)
 
 
 def _pause(attempt: int) -> None:

@@ -8,6 +8,7 @@ newest attempt and claims the next one.
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,10 @@ def newest_record(cloud: Cloud, execution_name: str) -> str:
 
 
 def rerun_records(cloud: Cloud, records: list[str], reprocess: str) -> list[Rerun]:
+    """Re-run the runs of `records`: one user action, so one request id (AIP-155) for all its
+    POSTs to the proxy. A POST retried after a lost answer or a 503 (one element failed) is
+    answered the attempts its first try made, never new ones (docs/proxy.md, request ids)."""
+    request_id = str(uuid.uuid4())
     originals = [_original(cloud, name) for name in records]
     reruns = []
     groups: dict[tuple[str, str], list[_Original]] = {}
@@ -68,14 +73,15 @@ def rerun_records(cloud: Cloud, records: list[str], reprocess: str) -> list[Reru
     for (workflow, zone), group in groups.items():
         for i in range(0, len(group), PROXY_ARRAY_MAX):
             chunk = group[i:i + PROXY_ARRAY_MAX]
-            reruns += _post(cloud, workflow, zone, reprocess, chunk)
+            reruns += _post(cloud, workflow, zone, reprocess, chunk, request_id)
     return reruns
 
 
-def _post(cloud: Cloud, workflow: str, zone: str, reprocess: str, chunk: list[_Original]) -> list[Rerun]:
+def _post(cloud: Cloud, workflow: str, zone: str, reprocess: str, chunk: list[_Original],
+          request_id: str) -> list[Rerun]:
     try:
         answer = cloud.call_function("proxy", f"/v1/{workflow}/executions", [o.body for o in chunk],
-                                     params={"timezone": zone, "reprocess": reprocess})
+                                     params={"timezone": zone, "reprocess": reprocess, "requestId": request_id})
     except ApiError as error:
         # The array form answers every element even when one failed (status = worst element).
         answer = error.body

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from . import ledger
+from . import claims, ledger
 from .cloud import Cloud, MetadataPatch, decode_job_body
 from .errors import ApiError, WfrError
 from .identity import parse_instant, run_argument, run_digests
@@ -154,7 +154,7 @@ def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any],
     if not texts:
         return Status(workflow, window, params, [])
     instants = [parse_instant(text) for text in texts]
-    runs = attempts_by_time(cloud, workflow, instants, params)
+    runs = _claims_resolved(cloud, workflow, attempts_by_time(cloud, workflow, instants, params))
     newest = {instant: attempts[-1] for instant, attempts in runs.items()}
     newest.update(settle(cloud, workflow, list(newest.values())))
     now = now or datetime.now(timezone.utc)
@@ -169,6 +169,23 @@ def read(cloud: Cloud, workflow: str, window: Window, params: dict[str, Any],
                                     record.end_time, record.state,
                                     late=deadline is not None and is_late(record, instant + deadline, now)))
     return Status(workflow, window, params, times)
+
+
+def _claims_resolved(cloud: Cloud, workflow: str,
+                     runs: dict[datetime, list[ledger.Record]]) -> dict[datetime, list[ledger.Record]]:
+    """`runs` with their CLAIMED newest attempts past the lease resolved (claims.resolve):
+    recorded with the execution their labels find, or released (gone from the list)."""
+    claimed = {attempts[-1].name for attempts in runs.values() if attempts[-1].state == "CLAIMED"}
+    if not claimed:
+        return runs
+    after = {record.name: record for record in claims.resolve(
+        cloud, workflow, [attempts[-1] for attempts in runs.values() if attempts[-1].name in claimed])}
+    resolved = {}
+    for instant, attempts in runs.items():
+        kept = [after.get(r.name) if r.name in claimed else r for r in attempts]
+        if any(kept):
+            resolved[instant] = [r for r in kept if r is not None]
+    return resolved
 
 
 def is_late(newest: ledger.Record, due: datetime, now: datetime) -> bool:
