@@ -27,8 +27,8 @@ STORAGE_PREFIXES = ("/storage/", "/upload/", "/batch/")
 @dataclass
 class Rule:
     """Applies to requests whose method is `method` (any when None), whose path and query contain
-    `path` and whose body contains `body`, at most `times` times (None: always) and only while
-    time.monotonic() < `until`."""
+    `path` and whose body contains `body`, at most `times` times (None: always), only while
+    time.monotonic() < `until`, and for at most `lasts` seconds after it first matched."""
     action: str                 # delay | late_answer | drop_answer | drop | answer | hold
     method: str | None = None
     path: str = ""
@@ -37,13 +37,17 @@ class Rule:
     code: int = 503             # answer: the status answered, in Google's error shape
     times: int | None = None
     until: float = float("inf")
+    lasts: float = float("inf")
+    first: float | None = None  # time.monotonic() of the first match
     release: threading.Event = field(default_factory=threading.Event)  # hold: forwarded once set
     arrived: threading.Event = field(default_factory=threading.Event)  # set when first matched
     matched: int = 0
 
     def matches(self, method: str, path: str, body: bytes) -> bool:
+        now = time.monotonic()
         return ((self.method is None or self.method == method) and self.path in path and self.body in body
-                and (self.times is None or self.matched < self.times) and time.monotonic() < self.until)
+                and (self.times is None or self.matched < self.times) and now < self.until
+                and (self.first is None or now < self.first + self.lasts))
 
 
 def kind(method: str, path: str) -> str:
@@ -116,6 +120,8 @@ class Relay:
             for rule in self.rules:
                 if rule.matches(method, path, body):
                     rule.matched += 1
+                    if rule.first is None:
+                        rule.first = time.monotonic()
                     rule.arrived.set()
                     return rule
         return None

@@ -428,7 +428,7 @@ def test_wfr_rerun_retried_after_a_503_starts_each_run_once(stack, relay, proxy,
     for first in firsts:
         stack.api.executions.wait(first["name"], timeout=10)
     outage = relay.add(Rule("answer", "POST", "/upload/", body=instant(times[1]).encode() + b"/", code=503,
-                            until=time.monotonic() + DEADLINE + 0.2))
+                            lasts=DEADLINE + 0.2))
     done = wfr(wfr_state, "rerun", "example", *(first["name"] for first in firsts), "--format", "json")
     assert done.returncode == 0, done.stderr
     # The array was answered 503 and sent again; attempt 2 of the first run was created once.
