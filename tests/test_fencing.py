@@ -501,3 +501,32 @@ def test_wfr_status_resolves_claims_past_their_lease(stack, relay, proxy, wfr_st
     assert records_at(stack, times[0])[0]["metadata"]["execution"] == unrecorded["name"]
     assert records_at(stack, times[1]) == []
     assert records_at(stack, times[2])[0]["metadata"]["state"] == "CLAIMED"
+
+
+# --- case 3 end to end: a backfill that meets a dead claim ------------------------------------
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_a_backfill_that_meets_a_dead_claim_retries_it_after_the_lease_and_starts_it(stack, trial):
+    """The backfill workflow through the stack's own proxy: a time whose claim's starter died
+    (claimed, nothing created) is answered 409 with RetryInfo, asked again after it, taken over
+    and started; neither skipped nor lost."""
+    times = [fresh_time(), fresh_time()]
+    params = {"case": f"backfill-dead-claim-{trial}"}
+    dead = (f"runs/{local_stack.PROJECT}/{local_stack.LOCATION}/example/{instant(times[1])}/"
+            f"{run_digest(EXAMPLE, parse_instant(times[1]), params)}/000001")
+    stack.storage.buckets.insert(local_stack.RUNS_BUCKET, dead, b"{}", {"metadata": {
+        "state": "CLAIMED", "claim": "dead", "lease": "3"}}, Preconditions(if_generation_match="0"))
+    argument = {"workflow": "example", "start": times[0], "stop": times[1].replace(":00Z", ":01Z"),
+                "step": "* * * * *", "params": params, "reprocess": "none", "wait": False}
+    name = requests.post(f"{stack.api.url}/v1/projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}"
+                         f"/workflows/backfill/executions", headers=AUTH, timeout=10,
+                         json={"argument": json.dumps(argument)}).json()["name"]
+    stack.api.executions.wait(name, timeout=60)
+    ended = requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=10).json()
+    assert ended["state"] == "SUCCEEDED", ended.get("error")
+    result = json.loads(ended["result"])
+    assert (result["planned"], result["started"], result["skipped"]) == (2, 2, 0), result
+    for when in times:
+        assert per_attempt(stack, when) == {"1": 1}
+        (record,) = records_at(stack, when)
+        assert record["metadata"]["state"] != "CLAIMED"
