@@ -108,17 +108,6 @@ class Status:
         return [(day, list(group)) for day, group in itertools.groupby(self.times, key=lambda t: t.day)]
 
 
-def window_from_job(cloud: Cloud, job_name: str, start: str, stop: str) -> tuple[Window, dict[str, Any]]:
-    """A Scheduler job's schedule, time zone and body: the window's step and zone and the runs'
-    params, so nothing is typed twice. The params are the argument the proxy makes of the job's
-    body: a migrated job's Execution-shaped body gives its decoded argument, so its scheduled runs
-    and a backfill of the job are the same runs (the backfill posts params plus scheduleTime)."""
-    job = cloud.job(cloud.target.job_name(job_name))
-    if not job.get("schedule"):
-        raise WfrError(f"job {job_name} has no schedule")
-    return Window(start, stop, job["schedule"], job.get("timeZone") or "UTC"), job_params(job)
-
-
 def job_params(job: dict[str, Any]) -> dict[str, Any]:
     """The runs' params of a Scheduler job: the argument the proxy makes of its body."""
     try:
