@@ -530,3 +530,28 @@ def test_a_backfill_that_meets_a_dead_claim_retries_it_after_the_lease_and_start
         assert per_attempt(stack, when) == {"1": 1}
         (record,) = records_at(stack, when)
         assert record["metadata"]["state"] != "CLAIMED"
+
+
+# --- request ids (AIP-155) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("trial", range(TRIALS))
+def test_the_same_request_id_twice_gives_the_first_attempt_never_a_new_one(stack, proxy, trial):
+    when = fresh_time()
+    body = {"case": "request-id", "scheduleTime": when}
+    first_id, second_id = f"00000000-0000-4000-8000-{trial:012d}", f"11111111-1111-4111-8111-{trial:012d}"
+    first = proxy.post(body, requestId=first_id).json()
+    stack.api.executions.wait(first["name"], timeout=10)
+    for _ in range(2):  # retried after it ended: reprocess=completed would start a new attempt
+        again = proxy.post(body, requestId=first_id.upper()).json()
+        assert (again["name"], again["started"]) == (first["name"], True)
+    assert per_attempt(stack, when) == {"1": 1}
+    other = proxy.post(body, requestId=second_id).json()  # another action: judged by reprocess
+    assert other["started"] is True and other["labels"]["attempt"] == "2"
+    assert proxy.post(body, requestId=first_id).json()["name"] == first["name"]  # still the first's
+    assert per_attempt(stack, when) == {"1": 1, "2": 1} and len(records_at(stack, when)) == 2
+
+
+@pytest.mark.parametrize("request_id", ["nope", "123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400"])
+def test_a_request_id_that_is_not_a_uuid_is_400(proxy, request_id):
+    answer = proxy.post({"case": "bad-id"}, requestId=request_id)
+    assert answer.status_code == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"
