@@ -296,6 +296,13 @@ def test_range_and_proxy_faults_are_retried_without_losing_or_repeating_a_time(t
     *[({"workflow": "example", "step": "@daily", "lookback": lookback, "scheduleTime": "2024-01-08T03:17:00Z"},
        "lookback must be an ISO 8601 duration") for lookback in ("P1M", "P", "PT", "P1DT", "7D", "P1.5D")],
     ({"workflow": "example", "step": "@daily", "lookback": "P7D"}, "lookback needs the scheduleTime the proxy adds"),
+    # Issue 28: what a backfill would silently ignore, or must not take from a user, is refused.
+    ({"workflow": "example", "start": "2024-01-01T00:00:00Z", "stop": "2024-01-02T00:00:00Z", "step": "@daily",
+      "scheduleTime": "2024-01-08T03:17:00Z"}, "scheduleTime is read only with lookback"),
+    ({"workflow": "example", "start": "2024-01-01T00:00:00Z", "stop": "2024-01-02T00:00:00Z", "step": "@daily",
+      "continuation": {"backfill": "x", "link": 1, "key": "k"}}, '"continuation" is written by the backfill itself'),
+    ({"continuation": {"backfill": "made-up", "link": 1, "key": "guessed", "started": 5}},
+     "was not handed over by that backfill"),
     ({"workflow": "example", "step": "@daily", "lookback": "P7D", "start": "2024-01-01T00:00:00Z",
       "scheduleTime": "2024-01-08T03:17:00Z"}, "lookback takes the place of start and stop"),
     ({"workflow": "example", "step": "@daily", "lookback": "P7D", "reprocess": "failed",
