@@ -25,21 +25,18 @@ from urllib.parse import urlencode
 
 import yaml
 
-from . import api, filters, scheduler, storage, up
+from . import api, env_vars, filters, scheduler, storage, up
 from .google_http import ApiError
 from .context import LOCAL_TOKEN, LOCATION, PROJECT
 from .store import StateLocked, Store
-
-RESERVED_ENV_PREFIXES = ("GOOGLE_", "WORKFLOWS_")
-
 
 def env_pair(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected K=V, got {text!r}")
-    if key.startswith(RESERVED_ENV_PREFIXES):
-        # `gcloud workflows deploy --set-env-vars` refuses these prefixes too.
-        raise argparse.ArgumentTypeError(f"{key}: user env vars may not start with GOOGLE_ or WORKFLOWS_")
+    problem = env_vars.key_error(key)   # `gcloud workflows deploy --set-env-vars` refuses these too
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return key, value
 
 

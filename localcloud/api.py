@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 from urllib.parse import unquote
 
-from . import filters
+from . import env_vars, filters
 from .context import LOCATION, PROJECT, Context
 from .errors import Cancelled, LoadError, WorkflowError
 from .google_http import (ApiError, GoogleJSONHandler, LogSink, compact_json, invalid, loads_json,
@@ -464,7 +464,10 @@ def start(workflows_dir: str | Path, state_dir: str | Path, host: str = "127.0.0
           files: Mapping[str, str | Path] | None = None) -> ApiServer:
     """Serve the Executions API in a background thread; returns the server (`.url`, `.stop()`).
     `files` maps workflow ids to files that take precedence over the folder's.
-    Raises store.StateLocked while another API serves `state_dir`."""
+    Raises store.StateLocked while another API serves `state_dir`, ValueError for env vars
+    Workflows would refuse to deploy (env_vars.check)."""
+    for workflow, values in (env or {}).items():
+        env_vars.check(workflow, values)
     state_lock = lock_state(state_dir)
     try:
         server = ApiServer((host, port), ExecutionsHandler)

@@ -489,3 +489,21 @@ def doc(state, labels=None, duration="1s"):
 def test_filter_language(text, document, expected):
     from localcloud.filters import parse_filter
     assert parse_filter(text)(document) is expected
+
+
+# The workflows.v1 discovery document, Workflow.userEnvVars: "This map has a maximum length of 20.
+# Each string can take up to 4KiB. Keys cannot be empty strings and cannot start with "GOOGLE" or
+# "WORKFLOWS"." localcloud refuses to serve what Google would refuse to deploy.
+@pytest.mark.parametrize(("env", "message"), [
+    ({f"V{n}": "x" for n in range(21)}, "at most 20"),
+    ({"GOOGLEISH": "x"}, "may not start with GOOGLE or WORKFLOWS"),
+    ({"WORKFLOWSX": "x"}, "may not start with GOOGLE or WORKFLOWS"),
+    ({"": "x"}, "needs a name"),
+    ({"BIG": "é" * 2049}, "4 KiB"),
+])
+def test_user_env_vars_follow_the_discovery_documents_rules(tmp_path, env, message):
+    with pytest.raises(ValueError, match=message):
+        api.start(tmp_path, tmp_path / "state", env={"w": env}, log=lambda entry: None)
+    # Refused before the state folder was locked: a valid API can start there now.
+    api.start(tmp_path, tmp_path / "state", env={"w": {f"V{n}": "x" * 4096 for n in range(20)}},
+              log=lambda entry: None).stop()
