@@ -302,8 +302,13 @@ def test_backfill_missing_then_cancel_it_from_the_page(stack_ui, browser):
     page.wait_for_selector('.cell[data-state="running"]', timeout=30_000)
     # expect polls from outside the page (a polled wait_for_function is an eval, which the page's CSP refuses).
     from playwright.sync_api import expect
-    expect(row.locator(".counts")).to_contain_text(re.compile(r"started [2-8], .* running [1-8]"), timeout=30_000)
-    expect(row.locator("progress")).to_have_attribute("max", "8")
+    expect(row.locator(".counts")).to_have_attribute("data-counts", re.compile(r"started [2-8], .* running [1-8]"),
+                                                     timeout=30_000)
+    expect(row.locator(".bar")).to_have_attribute("data-planned", "8")
+    expect(row.locator(".seg.running")).to_have_count(1)
+    # Another backfill of this very window would duplicate it: disabled, with the reason.
+    expect(page.locator('button[data-action="backfill"]')).to_be_disabled()
+    expect(page.locator('[data-reason="backfill"]')).to_have_text(f"backfill {backfill_id[:8]} of this window is running")
     page.screenshot(path=str(ARTIFACTS / "wfr-ui-backfill.png"), full_page=True)
 
     page.check(f'tr[data-backfill="{backfill_id}"] input[name="runs"]')

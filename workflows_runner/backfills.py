@@ -284,6 +284,23 @@ def _run_failures(cloud: Cloud, target: str, backfill_id: str) -> list[Failure]:
     return sorted(failures, key=lambda f: f.schedule_time)
 
 
+def runs(cloud: Cloud, b: Backfill, limit: int = 100) -> list[dict[str, Any]]:
+    """The runs the backfill started (its label), newest first, at most `limit`."""
+    found: list[dict[str, Any]] = []
+    if not b.workflow:
+        return found
+    try:
+        for run in cloud.executions(b.workflow, f'labels.{BACKFILL_LABEL}="{b.id}"', view="FULL",
+                                    order_by="createTime desc"):
+            found.append(run)
+            if len(found) >= limit:
+                break
+    except ApiError as error:
+        if error.code != 404:   # the workflow is gone: no runs to show
+            raise
+    return found
+
+
 def planned(cloud: Cloud, argument: dict[str, Any]) -> int:
     """The times in a backfill's window (one countOnly call to the range function)."""
     body = {key: argument[key] for key in ("start", "stop", "step") if key in argument}

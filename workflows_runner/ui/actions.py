@@ -11,6 +11,7 @@ from typing import Mapping
 from .. import backfills, rerun as rerun_, selection as selection_, status as status_
 from ..cloud import Cloud
 from ..errors import ApiError, WfrError
+from ..render import short_id
 from ..selection import Selection
 
 MAX_TIMES = 10_000       # a larger window is refused: the page would be too heavy to be useful
@@ -49,6 +50,32 @@ def recent_backfills(cloud: Cloud, workflow: str, limit: int = 5) -> list[backfi
             return []
         raise
     return [backfills.show(cloud, b.id) for b in found]
+
+
+def duplicate(status: status_.Status, found: list[backfills.Backfill]) -> backfills.Backfill | None:
+    """A running backfill of this very window and params, which a new one would duplicate."""
+    w = status.window
+    for b in found:
+        a = b.argument
+        if b.active and b.workflow == status.workflow and not a.get("dryRun") and \
+                (a.get("start"), a.get("stop"), a.get("step"), a.get("timezone", "UTC"), a.get("params") or {}) == \
+                (w.start, w.stop, w.step, w.timezone, status.params):
+            return b
+    return None
+
+
+def _one_time(cloud: Cloud, form: Mapping[str, str]) -> tuple[status_.Status, status_.TimeStatus]:
+    """The selected window's time `form["time"]`, which must have run and not be running."""
+    status = load(cloud, Selection.from_form(form))
+    wanted = form.get("time") or ""
+    t = next((t for t in status.times if t.schedule_time == wanted), None)
+    if t is None:
+        raise WfrError(f"{wanted or 'no time'} is not a scheduled time of this window")
+    if t.state == "missing" or not t.record:
+        raise WfrError(f"{wanted} never ran: start it with Backfill missing")
+    if t.state == "running":
+        raise WfrError(f"{wanted} is still running (attempt {t.attempts})")
+    return status, t
 
 
 def _command(words: list[str], target_flags: list[str]) -> str:
@@ -90,6 +117,14 @@ def plan(cloud: Cloud, action: str, form: Mapping[str, str], target_flags: list[
                     _command(["rerun", _workflow_id(status.workflow), "--failed", *selection.window_flags()],
                              target_flags),
                     selection.form())
+    if action == "rerun-time":
+        status, t = _one_time(cloud, form)
+        return Plan("rerun-time", f"Re-run {t.schedule_time}",
+                    f"Its attempt {t.attempts} ended {t.state}; attempt {t.attempts + 1} starts with the run's "
+                    "original argument (the same run, a new attempt). Nothing else of the window is touched.",
+                    [f"{t.schedule_time}  {t.state}, attempt {t.attempts}, {short_id(t.execution)}"], 1,
+                    _command(["rerun", _workflow_id(status.workflow), short_id(t.execution)], target_flags),
+                    {**selection.form(), "time": t.schedule_time})
     if action == "cancel":
         backfill_id, runs = _backfill_id(form), form.get("runs") == "1"
         shown = backfills.show(cloud, backfill_id)
@@ -109,6 +144,10 @@ def perform(cloud: Cloud, action: str, form: Mapping[str, str]) -> str:
     selection = Selection.from_form(form)
     if action == "backfill":
         picked = selection_.choose(cloud, selection)
+        status = status_.read(cloud, picked.workflow, picked.window, picked.params)
+        running = duplicate(status, recent_backfills(cloud, picked.workflow))
+        if running is not None:   # started meanwhile, from another page or a terminal
+            raise WfrError(f"backfill {running.id} of this window is running; follow it rather than start another")
         name = backfills.start(cloud, backfills.argument(picked.workflow, picked.window, picked.params,
                                                          _concurrency(form)))
         return f"backfill {name.rsplit('/', 1)[-1]} started"
@@ -117,6 +156,12 @@ def perform(cloud: Cloud, action: str, form: Mapping[str, str]) -> str:
         reruns = rerun_.rerun_records(cloud, rerun_.failed_records(status.times), "failed")
         errors = [f"{r.schedule_time}: {r.error}" for r in reruns if r.error]
         return f"{sum(r.started for r in reruns)} of {len(reruns)} re-run" + (f"; errors: {'; '.join(errors[:3])}" if errors else "")
+    if action == "rerun-time":
+        _, t = _one_time(cloud, form)
+        [r] = rerun_.rerun_records(cloud, [t.record or ""], "completed")
+        if r.error or not r.started:
+            raise WfrError(f"{t.schedule_time} was not re-run: {r.error or 'it is running'}")
+        return f"{t.schedule_time} re-run: attempt {t.attempts + 1}, {short_id(r.execution)}"
     if action == "cancel":
         links, runs = backfills.cancel(cloud, _backfill_id(form), form.get("runs") == "1")
         return f"cancelled {len(links)} backfill execution(s) and {len(runs)} run(s)"

@@ -29,7 +29,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ..cloud import Cloud
 from ..errors import ApiError, WfrError
-from . import actions, page
+from .. import backfills
+from ..selection import Selection
+from . import actions, bars, overview, page
 
 TOKEN_HEADER = "X-Wfr-Token"
 MAX_BODY = 64 * 1024          # the largest form the page posts is a few hundred bytes
@@ -92,6 +94,7 @@ class Handler(BaseHTTPRequestHandler):
     def _route(self, post: bool) -> None:
         split = urlsplit(self.path)
         self._query = dict(parse_qsl(split.query, keep_blank_values=True))
+        self._fields = self._query   # what was asked: an error page keeps it filled in
         refusal = self._refusal(post)
         if refusal:
             self._send(refusal[0], f"wfr ui: {refusal[1]}\n", "text/plain; charset=utf-8")
@@ -101,12 +104,13 @@ class Handler(BaseHTTPRequestHandler):
                 form = self._form()
                 if form is None:
                     return
+                self._fields = form
                 self._post(split.path, form)
             else:
                 self._get(split.path)
         except WfrError as error:
             code = HTTPStatus.BAD_GATEWAY if isinstance(error, ApiError) and error.code >= 500 else HTTPStatus.BAD_REQUEST
-            self._page(code, "error", page.notice(error.message, "error") + self._back())
+            self._error(code, error.message)
         except Exception:  # noqa: BLE001 (the page must answer; the terminal gets the trace)
             traceback.print_exc(file=sys.stderr)
             self._page(HTTPStatus.INTERNAL_SERVER_ERROR, "error",
@@ -144,46 +148,72 @@ class Handler(BaseHTTPRequestHandler):
             body = resources.files(__package__).joinpath("static", name).read_bytes()
             self._send(HTTPStatus.OK, body, STATIC[name])
             return
-        if path not in ("/", "/fragment"):
-            self._send(HTTPStatus.NOT_FOUND, "wfr ui: no such page\n", "text/plain; charset=utf-8")
-            return
-        selection = actions.Selection.from_form(self._query)
         now = datetime.now(timezone.utc)
-        live = ""
-        if selection.chosen:
-            status = actions.load(app.cloud, selection)
-            live = page.live(status, actions.recent_backfills(app.cloud, status.workflow), selection,
-                             app.token, now)
-        if path == "/fragment":
-            self._send(HTTPStatus.OK, live, "text/html; charset=utf-8")
-            return
+        selection = Selection.from_form(self._query)
+        if path == "/fragment" and selection.chosen:
+            self._send(HTTPStatus.OK, self._live(selection, now), "text/html; charset=utf-8")
+        elif path == "/" and selection.chosen:
+            body = (self._pick(selection, now, open_=False) + page.notice(self._query.get("notice"))
+                    + self._live(selection, now) + page.detail(selection, app.token))
+            self._page(HTTPStatus.OK, selection.workflow or selection.job or "runs", body, "grid")
+        elif path == "/":
+            # Each part on its own: one that cannot be read says why, the rest still shows.
+            rows = overview.contained(lambda: overview.jobs(app.cloud, now))
+            found = overview.contained(lambda: overview.recent_backfills(app.cloud))
+            body = (page.notice(self._query.get("notice")) + overview.html(rows, found, app.token, now)
+                    + self._pick(selection, now, open_=False))
+            self._page(HTTPStatus.OK, "overview", body, "overview")
+        elif path == "/backfill":
+            shown = backfills.show(app.cloud, self._query.get("id") or "")
+            cancel = "" if not shown.active else page.action_form(
+                "cancel", "Cancel…", {"backfill": shown.id}, app.token, True,
+                '<label><input type="checkbox" name="runs" value="1"> and its running runs</label>')
+            body = page.notice(self._query.get("notice")) + bars.page(
+                shown, backfills.runs(app.cloud, shown), app.token, cancel)
+            self._page(HTTPStatus.OK, f"backfill {shown.id[:8]}", body, "backfill")
+        else:
+            self._send(HTTPStatus.NOT_FOUND, "wfr ui: no such page\n", "text/plain; charset=utf-8")
+
+    def _live(self, selection: Selection, now: datetime) -> str:
+        app = self.server.app
+        status = actions.load(app.cloud, selection)
+        return page.live(status, actions.recent_backfills(app.cloud, status.workflow), selection, app.token, now)
+
+    def _pick(self, selection: Selection, now: datetime, open_: bool) -> str:
         start = (now - timedelta(days=DEFAULT_DAYS - 1)).strftime("%Y-%m-%dT00:00:00Z")
-        body = (page.selection_form(selection, app.token, start, now.strftime("%Y-%m-%dT%H:%M:00Z"))
-                + page.notice(self._query.get("notice")) + live + (page.DETAIL if live else ""))
-        self._page(HTTPStatus.OK, selection.workflow or selection.job or "pick runs", body)
+        return page.selection_form(selection, self.server.app.token, start, now.strftime("%Y-%m-%dT%H:%M:00Z"), open_)
 
     def _post(self, path: str, form: dict[str, str]) -> None:
         app = self.server.app
         action = form.get("action", "")
-        back = page.url("/", app.token, actions.Selection.from_form(form).form())
+        selection = Selection.from_form(form)
+        back = page.url("/", app.token, selection.form()) if selection.chosen else \
+            page.url("/backfill", app.token, {"id": form.get("backfill", "")})
         if path == "/preview":
             plan = actions.plan(app.cloud, action, form, app.target_flags)
-            self._page(HTTPStatus.OK, plan.title, page.plan_page(plan, app.token, back))
+            self._page(HTTPStatus.OK, plan.title, page.plan_page(plan, app.token, back), "plan")
         elif path == "/act":
             report = actions.perform(app.cloud, action, form)
-            # 303: the browser shows the grid with a GET, so reloading it does not act twice.
-            query = {**actions.Selection.from_form(form).form(), "notice": report}
-            self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": page.url("/", app.token, query)})
+            # 303: the browser shows the page with a GET, so reloading it does not act twice.
+            target = back.split("?", 1)[0]
+            query = {**(selection.form() if selection.chosen else {"id": form.get("backfill", "")}), "notice": report}
+            self._send(HTTPStatus.SEE_OTHER, "", "text/plain", {"Location": page.url(target, app.token, query)})
         else:
             self._send(HTTPStatus.NOT_FOUND, "wfr ui: no such action\n", "text/plain; charset=utf-8")
 
-    def _back(self) -> str:
-        return f'<p><a href="{escape(page.url("/", self.server.app.token))}">Start again</a></p>'
+    def _error(self, code: HTTPStatus, message: str) -> None:
+        """The error above the selection form, filled in with what was asked (nothing retyped)."""
+        now = datetime.now(timezone.utc)
+        selection = Selection.from_form(self._fields)
+        back = f'<p><a href="{escape(page.url("/", self.server.app.token))}">Overview</a></p>'
+        self._page(code, "error", page.notice(message, "error") + self._pick(selection, now, open_=True) + back,
+                   "error")
 
     # --- answers --------------------------------------------------------------------------
-    def _page(self, code: HTTPStatus, title: str, body: str) -> None:
-        self._send(code, page.document(f"{title} · {self.server.app.where}", body, self.server.app.token),
-                   "text/html; charset=utf-8")
+    def _page(self, code: HTTPStatus, title: str, body: str, kind: str = "") -> None:
+        html = page.document(f"{title} · {self.server.app.where}", body, self.server.app.token)
+        html = html.replace("<body>", f'<body data-page="{kind}">', 1)
+        self._send(code, html, "text/html; charset=utf-8")
 
     def _send(self, code: HTTPStatus, body: str | bytes, content_type: str,
               headers: dict[str, str] | None = None) -> None:

@@ -25,11 +25,25 @@
       return [dt, dd];
     }));
     document.querySelector("#detail .hint")?.remove();
+    // The re-run of this one time: offered once it ran and is not running (the server checks again).
+    const form = document.querySelector("#detail form.rerun-one");
+    if (!form) return;
+    const state = cell.dataset.state;
+    const why = state === "missing" ? "Never ran: use Backfill missing."
+      : state === "running" ? "Still running." : "";
+    form.elements.time.value = cell.dataset.time;
+    const button = form.querySelector("button");
+    button.dataset.rerunTime = cell.dataset.time;
+    button.disabled = why !== "";
+    button.textContent = "Re-run " + cell.dataset.time + "…";
+    form.querySelector(".reason").textContent = why;
+    // On a phone the panel sits below the grid: bring it into view.
+    if (window.matchMedia("(max-width: 820px)").matches) form.closest("#detail").scrollIntoView({block: "nearest"});
   }
 
   document.addEventListener("click", (event) => {
     const cell = event.target.closest(".cell");
-    if (cell) show(cell);
+    if (cell && document.querySelector("#detail")) show(cell);
   });
 
   async function refresh() {
