@@ -159,6 +159,21 @@ def test_a_bad_window_is_a_clear_400_not_a_trace(offline_ui):
     assert "Traceback" not in answer.text
 
 
+def test_a_stopped_stack_is_one_line_with_the_command_to_start_it_on_every_page(offline_ui):
+    window = {"workflow": "example", "start": "2024-01-01T00:00:00Z", "stop": "2024-01-02T00:00:00Z",
+              "step": "0 * * * *"}
+    grid = requests.get(with_path(offline_ui, "/", **window), timeout=60)
+    overview = requests.get(offline_ui, timeout=60)
+    backfill = requests.get(with_path(offline_ui, "/backfill", id="a8a5aa60"), timeout=60)
+    assert (grid.status_code, overview.status_code, backfill.status_code) == (502, 200, 502)
+    for answer in (grid, overview, backfill):
+        assert re.search(r"cannot reach http://127\.0\.0\.1:[0-9]+ \(connection refused\): the local stack in \S+ "
+                         r"is not running; start it with: python -m localcloud up", answer.text), answer.text
+        assert "HTTPConnectionPool" not in answer.text and "Max retries" not in answer.text
+    # The grid's error keeps what was asked in the form.
+    assert 'name="step" size="12" value="0 * * * *"' in grid.text
+
+
 # --- the page in Chromium, on the local stack ------------------------------------------------------
 SLEEP = 20           # seconds each run of the window sleeps: long enough to see one running, even on a busy machine
 WINDOW = {"start": "2024-03-01T00:00:00Z", "stop": "2024-03-03T00:00:00Z", "step": "0 */6 * * *"}

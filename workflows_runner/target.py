@@ -1,5 +1,5 @@
 """Where wfr points: a deployment on Google (deploy.sh's names, from --project/--region/--prefix)
-or the local stack (`--local STATE`, from STATE/endpoints.json that `python -m localcloud up`
+or the local stack (`--local` or `--local-state DIR`, from DIR/endpoints.json that `python -m localcloud up`
 writes; the contract is in docs/cli.md)."""
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
 from ..cloud import Cloud
-from ..errors import ApiError, WfrError
+from ..errors import ApiError, Unreachable, WfrError
 from .. import backfills
 from ..selection import Selection
 from . import actions, bars, overview, page
@@ -109,7 +109,8 @@ class Handler(BaseHTTPRequestHandler):
             else:
                 self._get(split.path)
         except WfrError as error:
-            code = HTTPStatus.BAD_GATEWAY if isinstance(error, ApiError) and error.code >= 500 else HTTPStatus.BAD_REQUEST
+            upstream = isinstance(error, Unreachable) or isinstance(error, ApiError) and error.code >= 500
+            code = HTTPStatus.BAD_GATEWAY if upstream else HTTPStatus.BAD_REQUEST
             self._error(code, error.message)
         except Exception:  # noqa: BLE001 (the page must answer; the terminal gets the trace)
             traceback.print_exc(file=sys.stderr)
