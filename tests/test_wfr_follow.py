@@ -82,16 +82,17 @@ class Terminal:
     sees a terminal, and \\x03 typed on it reaches the command as SIGINT through the line
     discipline, like Ctrl-C."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], columns: int = 150):
         self.main, child = os.openpty()
-        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 150, 0, 0))   # rows, columns
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))   # rows, columns
 
         def own_terminal() -> None:   # in the child, after setsid (start_new_session)
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen(argv, stdin=child, stdout=child, stderr=child, cwd=ROOT,
                                         start_new_session=True, preexec_fn=own_terminal,
-                                        env={**os.environ, "COLUMNS": "150", "LINES": "40", "TERM": "xterm-256color"})
+                                        env={**os.environ, "COLUMNS": str(columns), "LINES": "40",
+                                             "TERM": "xterm-256color"})
         os.close(child)
         self.raw = b""
 
@@ -148,8 +149,8 @@ def terminal(up):
     """wfr ARGS... --local STATE on a terminal of its own."""
     opened = []
 
-    def run(*args: str) -> Terminal:
-        opened.append(Terminal([str(WFR), *args, "--local-state", str(up.state)]))
+    def run(*args: str, columns: int = 150) -> Terminal:
+        opened.append(Terminal([str(WFR), *args, "--local-state", str(up.state)], columns))
         return opened[-1]
     yield run
     for term in opened:
@@ -334,3 +335,20 @@ def test_follow_on_a_pipe_ends_with_the_documented_exit_status(up, fail, status)
     failed = on_a_pipe(up, "status", "held", *window(3), "--params", json.dumps(params), "--only", "failed")
     assert failed.returncode == status and "Traceback" not in failed.stderr, failed.stderr
     assert all(f"failed on purpose [/for] {day}" in failed.stdout for day in fail)
+
+
+# At 80 columns the bar goes first; the counts and the ETA stay (render.progress_line).
+NARROW = re.compile(r"(?P<done>[0-9]+)/(?P<planned>[0-9]+) · started (?P<started>[0-9]+), skipped [0-9]+, "
+                    r"failed (?P<failed>[0-9]+), running (?P<running>[0-9]+) · ETA (?P<eta>-:--:--|[0-9]+:[0-9]{2}:[0-9]{2})")
+
+
+def test_follow_at_80_columns_keeps_the_counts_and_the_eta(up, terminal):
+    params = {"case": "narrow", "hold": "never", "failFor": [DAYS[1]]}
+    term = terminal("backfill", "start", "held", *window(3), "--params", json.dumps(params), "--concurrency", "3",
+                    columns=80)
+    assert term.finish() == 3
+    drawn = [line for line in term.lines if NARROW.search(line)]
+    assert drawn and all(len(line) <= 80 for line in drawn)
+    last = NARROW.search(drawn[-1])
+    assert (last["done"], last["planned"], last["started"], last["failed"], last["running"]) == ("3", "3", "3", "1", "0")
+    assert not any(PROGRESS.search(line) for line in term.lines)   # the wide line never drawn cut
