@@ -19,6 +19,7 @@ from .context import Context
 from .errors import Cancelled, WorkflowError, fail
 from .expressions import get_item
 from .values import is_int, is_number, type_name
+from .checks import MAX_PARALLEL_DEPTH
 from .limits import CALL_DEPTH_LIMIT, DEFAULT_CONCURRENCY, MAX_BRANCH_ERRORS, Budget, size_of
 
 UNHANDLED_BRANCH_MESSAGE = ("UnhandledBranchError: One or more branches or iterations "
@@ -85,10 +86,13 @@ class Scope:
     """Variables of one subworkflow call, `for` iteration or parallel branch."""
 
     def __init__(self, execution: "Execution", routine: str, depth: int,
-                 parent: "Scope | None" = None, shared: frozenset[str] | None = None):
+                 parent: "Scope | None" = None, shared: frozenset[str] | None = None,
+                 parallel_depth: int | None = None):
         self.execution = execution
         self.routine = routine
         self.depth = depth
+        # Parallel steps this scope runs inside, across subworkflow calls too.
+        self.parallel_depth = parent.parallel_depth if parallel_depth is None and parent else (parallel_depth or 0)
         self.parent = parent
         self.shared = shared          # set for a parallel branch: the parent variables it may write
         self.vars: dict[str, Any] = {}
@@ -196,10 +200,11 @@ class Execution:
 
     # -- calls
 
-    def run_subworkflow(self, routine: model.Subworkflow, args: dict[str, Any], depth: int) -> Any:
+    def run_subworkflow(self, routine: model.Subworkflow, args: dict[str, Any], depth: int,
+                        parallel_depth: int = 0) -> Any:
         if depth > CALL_DEPTH_LIMIT:
             fail("RecursionError", f"maximum call stack depth ({CALL_DEPTH_LIMIT}) exceeded calling '{routine.name}'")
-        scope = Scope(self, routine.name, depth)
+        scope = Scope(self, routine.name, depth, parallel_depth=parallel_depth)
         try:
             for param in routine.params:
                 if param.name in args:
@@ -220,7 +225,7 @@ class Execution:
             if len(args) > len(routine.params):
                 fail("TypeError", f"subworkflow '{name}' takes {len(routine.params)} arguments, got {len(args)}")
             bound = {param.name: arg for param, arg in zip(routine.params, args)}
-            return self.run_subworkflow(routine, bound, scope.depth + 1)
+            return self.run_subworkflow(routine, bound, scope.depth + 1, scope.parallel_depth)
         return self.call_builtin(name, args=args)
 
     def call_builtin(self, name: str, args: list[Any] | None = None, kwargs: dict[str, Any] | None = None) -> Any:
@@ -280,7 +285,8 @@ class Execution:
     def step_call(self, step: model.Call, scope: Scope) -> Signal:
         args = {name: node.eval(scope) for name, node in step.args.items()}
         if step.subworkflow:
-            result = self.run_subworkflow(self.workflow.subworkflows[step.function], args, scope.depth + 1)
+            result = self.run_subworkflow(self.workflow.subworkflows[step.function], args, scope.depth + 1,
+                                          scope.parallel_depth)
         else:
             result = self.call_builtin(step.function, kwargs=args)
         if step.result:
@@ -337,6 +343,12 @@ class Execution:
         return enumerate(_inclusive_range(bounds[0], bounds[1]))
 
     def step_parallel(self, step: model.Parallel, scope: Scope) -> Signal:
+        # The loader checks nesting within one subworkflow; a branch that calls a subworkflow
+        # holding a parallel step nests too, found only when it runs. "ParallelNestingError:
+        # maximum depth that parallel steps can be nested is exceeded" (syntax/error-types).
+        if scope.parallel_depth + 1 > MAX_PARALLEL_DEPTH:
+            fail("ParallelNestingError", f"parallel steps nest at most {MAX_PARALLEL_DEPTH} deep, "
+                                         f"counting those of the subworkflows that call this one")
         limit = DEFAULT_CONCURRENCY
         if step.concurrency_limit is not None:
             limit = step.concurrency_limit.eval(scope)
@@ -378,7 +390,8 @@ class Execution:
         return None
 
     def run_branch(self, body: model.Steps, parent: Scope, shared: frozenset[str], bindings: dict[str, Any]) -> None:
-        branch = Scope(self, parent.routine, parent.depth, parent=parent, shared=shared)
+        branch = Scope(self, parent.routine, parent.depth, parent=parent, shared=shared,
+                       parallel_depth=parent.parallel_depth + 1)
         try:
             for name, value in bindings.items():
                 branch.store(name, value)

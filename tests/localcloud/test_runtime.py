@@ -1108,3 +1108,63 @@ def test_cancel_stops_parallel_branches(meter):
     with pytest.raises(Cancelled):
         runtime.run(workflow, None, context)
     assert len([e for e in meter.order if e[0] == "enter"]) < 10
+
+
+# Parallel steps nest at most 2 deep (https://cloud.google.com/workflows/quotas#resource_limits),
+# and nesting through a subworkflow call counts: "ParallelNestingError: maximum depth that parallel
+# steps can be nested is exceeded" (https://cloud.google.com/workflows/docs/reference/syntax/error-types).
+# Each subworkflow alone passes the loader's check; only running finds the depth.
+NESTED_THROUGH_CALLS = """
+main:
+  params: [levels]
+  steps:
+    - outer:
+        parallel:
+          branches:
+            - only:
+                steps:
+                  - down:
+                      call: middle
+                      args:
+                        levels: ${levels}
+    - done:
+        return: reached
+middle:
+  params: [levels]
+  steps:
+    - deeper:
+        switch:
+          - condition: ${levels > 1}
+            steps:
+              - inner:
+                  parallel:
+                    branches:
+                      - only:
+                          steps:
+                            - again:
+                                call: leaf
+                                args:
+                                  levels: ${levels}
+leaf:
+  params: [levels]
+  steps:
+    - third:
+        switch:
+          - condition: ${levels > 2}
+            steps:
+              - innermost:
+                  parallel:
+                    branches:
+                      - only:
+                          steps:
+                            - x:
+                                assign:
+                                  - y: 1
+"""
+
+
+def test_parallel_nesting_is_counted_through_subworkflow_calls():
+    assert run(NESTED_THROUGH_CALLS, 2) == "reached"
+    error = failure(NESTED_THROUGH_CALLS, 3)
+    branch_errors = json.dumps(error.payload)
+    assert "ParallelNestingError" in branch_errors and "nest at most 2" in branch_errors
