@@ -18,9 +18,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import sqlite3
 import threading
+import time
 import traceback
 import uuid
 from collections import deque
@@ -61,6 +63,14 @@ EXECUTION_FIELDS = EXECUTION_INPUT_FIELDS | EXECUTION_OUTPUT_FIELDS
 DEPTH_MESSAGE = ("Resource limit exceeded: a value nests deeper than localcloud can process "
                  "(Google's Workflows sets no documented nesting limit)")
 INTERRUPTED_MESSAGE = "localcloud stopped while this execution was ACTIVE; it was not resumed"
+# Per project and region: "Concurrent executions ... 10,000" and "Backlogged executions ...
+# 100,000" (https://cloud.google.com/workflows/quotas). Past the first, a create waits QUEUED and
+# starts, oldest first, when an execution ends (https://cloud.google.com/workflows/docs/backlog-executions);
+# past both, or with disableConcurrencyQuotaOverflowBuffering, it is refused with 429.
+# LOCALCLOUD_CONCURRENT_EXECUTIONS and LOCALCLOUD_BACKLOG lower them (read when the API starts).
+CONCURRENT_EXECUTIONS, BACKLOG = 10_000, 100_000
+QUOTA_MESSAGE = ("Resource has been exhausted (e.g. check quota): the concurrent executions quota "
+                 "({limit}) is reached{why}")
 
 ROUTE = re.compile(r"^/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)"
                    r"/workflows/(?P<workflow>[^/]+)/executions(?:/(?P<execution>[^/:]+))?"
@@ -89,6 +99,9 @@ class Executions:
         # instead of scanning and sorting the workflow's whole history again for each page.
         self._listings: dict[tuple[str, int], list[int]] = {}
         self._stopping = False
+        self.concurrency_limit = int(os.environ.get("LOCALCLOUD_CONCURRENT_EXECUTIONS") or CONCURRENT_EXECUTIONS)
+        self.backlog_limit = int(os.environ.get("LOCALCLOUD_BACKLOG") or BACKLOG)
+        self._backlog: deque[tuple[str, threading.Thread]] = deque()   # QUEUED, oldest first
         self._interrupt_leftovers()
 
     # --- workflows -------------------------------------------------------------------------
@@ -144,12 +157,45 @@ class Executions:
         with self._lock:
             if self._stopping:
                 raise ApiError(503, "localcloud is stopping", "UNAVAILABLE")
+            queued = self._admit(execution, body)
             self.store.insert(execution)
             self._running[execution["name"]] = (thread, context)
+            if queued:
+                self._backlog.append((execution["name"], thread))
         self.log({"severity": "INFO", "message": f"execution created: {execution['name']}",
-                  "execution": execution["name"]})
-        thread.start()
+                  "execution": execution["name"], **({"state": "QUEUED"} if queued else {})})
+        if not queued:
+            thread.start()
         return execution
+
+    def _admit(self, execution: Execution, body: dict[str, Any]) -> bool:
+        """Under self._lock: whether the execution waits QUEUED (it is then so marked), or
+        ApiError 429 when neither the concurrency quota nor the backlog has room."""
+        active = len(self._running) - len(self._backlog)
+        if active < self.concurrency_limit:
+            return False
+        if body.get("disableConcurrencyQuotaOverflowBuffering"):
+            raise ApiError(429, QUOTA_MESSAGE.format(limit=self.concurrency_limit,
+                                                     why=" and this execution asked not to be backlogged"),
+                           "RESOURCE_EXHAUSTED")
+        if len(self._backlog) >= self.backlog_limit:
+            raise ApiError(429, QUOTA_MESSAGE.format(limit=self.concurrency_limit,
+                                                     why=f" and so is the backlog ({self.backlog_limit})"),
+                           "RESOURCE_EXHAUSTED")
+        execution["state"] = "QUEUED"
+        execution.pop("startTime")
+        return True
+
+    def _start_queued(self) -> None:
+        """Under self._lock: start backlogged executions, oldest first, while slots are free."""
+        while self._backlog and len(self._running) - len(self._backlog) < self.concurrency_limit:
+            name, thread = self._backlog.popleft()
+            started = self.store.update(name, lambda e: {**e, "state": "ACTIVE", "startTime": now_rfc3339()}
+                                        if e["state"] == "QUEUED" else None)
+            if started is None:        # cancelled while it waited
+                self._running.pop(name, None)
+                continue
+            thread.start()
 
     def _check_execution_body(self, body: Any) -> Any:
         """Refuse what Google would refuse; returns the decoded argument (None if none is given)."""
@@ -228,12 +274,14 @@ class Executions:
         finally:
             with self._lock:   # only now: wait() returns once the ending is recorded
                 self._running.pop(name, None)
+                if not self._stopping:
+                    self._start_queued()
 
     def _finish(self, name: str, outcome: dict[str, Any], steps: int | None = None) -> Execution | None:
         """Record how an ACTIVE execution ended; the first ending wins (a cancel, a stop, the run).
         Its log line carries the steps it ran, when known (benchmarks read them)."""
         def change(execution: Execution) -> Execution | None:
-            return ended(execution, outcome) if execution["state"] == "ACTIVE" else None
+            return ended(execution, outcome) if execution["state"] in ("ACTIVE", "QUEUED") else None
         final = self.store.update(name, change)
         if final is not None:
             self.log({"severity": "ERROR" if final["state"] == "FAILED" else "INFO",
@@ -250,19 +298,27 @@ class Executions:
     def stop(self, timeout: float = 5.0) -> None:
         with self._lock:
             self._stopping = True
-            running = list(self._running.values())
+            running = [entry for entry in self._running.values() if entry[0].ident is not None]
         for _, context in running:
             context.cancelled.set()
         for thread, _ in running:
             thread.join(timeout)
-        self._interrupt_leftovers()
+        self._interrupt_leftovers()     # QUEUED ones too: they never start
 
     def wait(self, name: str, timeout: float | None = None) -> None:
         """Block until execution `name` ends (tests and the CLI's run)."""
-        with self._lock:
-            entry = self._running.get(name)
-        if entry:
-            entry[0].join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._lock:
+                entry = self._running.get(name)
+            if entry is None:
+                return
+            if entry[0].ident is not None:        # started (a QUEUED one waits for a slot first)
+                entry[0].join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+            time.sleep(0.02)
 
     # --- get, list, cancel -----------------------------------------------------------------
     def find(self, project: str, location: str, workflow_id: str, execution_id: str) -> Execution:
@@ -318,7 +374,11 @@ class Executions:
                            "FAILED_PRECONDITION")
         with self._lock:
             entry = self._running.get(name)
-        if entry:
+            waiting = [queued for queued in self._backlog if queued[0] == name]
+            for queued in waiting:     # never started: it leaves the backlog, not a thread
+                self._backlog.remove(queued)
+                self._running.pop(name, None)
+        if entry and not waiting:
             entry[1].cancelled.set()
         return cancelled
 
@@ -330,7 +390,8 @@ def snake_case(field: str) -> str:
 
 def ended(execution: Execution, outcome: dict[str, Any]) -> Execution:
     now = datetime.now(timezone.utc)
-    seconds = (now - datetime.fromisoformat(execution["startTime"])).total_seconds()
+    # A backlogged execution cancelled before it started has no startTime.
+    seconds = (now - datetime.fromisoformat(execution.get("startTime") or execution["createTime"])).total_seconds()
     return {**execution, **outcome, "endTime": rfc3339(now), "duration": f"{seconds:.6f}s"}
 
 

@@ -165,4 +165,4 @@ class Store:
             return self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM executions").fetchone()[0]
 
     def active(self) -> list[Execution]:
-        return [doc for _, doc in self.scan() if doc.get("state") == "ACTIVE"]
+        return [doc for _, doc in self.scan() if doc.get("state") in ("ACTIVE", "QUEUED")]

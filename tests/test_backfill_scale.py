@@ -219,3 +219,33 @@ def test_a_page_of_1000_failing_runs_with_long_names_and_6_kb_params_fits_in_mem
     assert count == 1000
     assert (result["planned"], result["started"], result["failed"], result["links"]) == (1000, 1000, 1000, 1)
     assert len(result["firstFailures"]) == 20 and len(result["executions"]) == 20
+
+
+@pytest.mark.timeout(300)
+def test_past_the_concurrency_quota_and_backlog_runs_still_start_once_each(tmp_path, monkeypatch):
+    """Workflows backlogs executions past the concurrency quota (QUEUED) and answers 429 past the
+    backlog (https://cloud.google.com/workflows/quotas). Lowered here to 3 running (the backfill is
+    one of them) and 2 backlogged: the proxy and the backfill treat the 429 as transient."""
+    monkeypatch.setenv("LOCALCLOUD_CONCURRENT_EXECUTIONS", "3")
+    monkeypatch.setenv("LOCALCLOUD_BACKLOG", "2")
+    made = Stack(tmp_path, monkeypatch)
+    refusals = []
+    real_create = made.stack.api.executions.create
+
+    def counting(project, location, workflow_id, body):
+        try:
+            return real_create(project, location, workflow_id, body)
+        except ApiError as error:
+            refusals.append(error.code)
+            raise
+    made.stack.api.executions.create = counting
+    try:
+        times = minutes(12)
+        links = made.chain(window(12, concurrency=8, wait=False, params={"case": "quota", "sleepSeconds": 0.5}))
+        runs = [ended(made.stack, run["name"], 60) for run in once_each(made.stack, "quota", times)]
+    finally:
+        made.stack.stop()
+    assert 429 in refusals                                    # the quota was met, and 429 answered
+    assert all(run["state"] == "SUCCEEDED" for run in runs)
+    result = final(links)
+    assert (result["planned"], result["started"], result["failed"], result["notStarted"]) == (12, 12, 0, 0)

@@ -8,7 +8,9 @@ Google's error JSON {"error": {"code", "message", "status"}}.
 """
 from __future__ import annotations
 
+import itertools
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -507,3 +509,84 @@ def test_user_env_vars_follow_the_discovery_documents_rules(tmp_path, env, messa
     # Refused before the state folder was locked: a valid API can start there now.
     api.start(tmp_path, tmp_path / "state", env={"w": {f"V{n}": "x" * 4096 for n in range(20)}},
               log=lambda entry: None).stop()
+
+
+# --- the concurrency quota and the backlog ------------------------------------------------------
+# Per project and region, 10,000 concurrent executions, then up to 100,000 backlogged (QUEUED),
+# started as executions end; past both, or with disableConcurrencyQuotaOverflowBuffering, 429
+# (https://cloud.google.com/workflows/quotas, https://cloud.google.com/workflows/docs/backlog-executions,
+# Execution.disableConcurrencyQuotaOverflowBuffering in the workflowexecutions.v1 discovery document).
+# LOCALCLOUD_CONCURRENT_EXECUTIONS and LOCALCLOUD_BACKLOG lower both for the test.
+NAP = """
+main:
+  params: [args]
+  steps:
+    - nap:
+        call: sys.sleep
+        args:
+          seconds: ${args.seconds}
+    - done:
+        return: ${args.n}
+"""
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_past_the_concurrency_quota_executions_wait_queued_and_past_the_backlog_get_429(
+        tmp_path, monkeypatch, attempt):
+    monkeypatch.setenv("LOCALCLOUD_CONCURRENT_EXECUTIONS", "2")
+    monkeypatch.setenv("LOCALCLOUD_BACKLOG", "2")
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "nap.yaml").write_text(NAP)
+    server = api.start(folder, tmp_path / "state", log=quiet)
+    url, headers = f"{server.url}/v1/{PARENT}/nap/executions", {"Authorization": "Bearer t"}
+    answers: list = [None] * 5
+
+    def create(n):
+        answers[n] = requests.post(url, headers=headers, timeout=10,
+                                   json={"argument": json.dumps({"n": n, "seconds": 0.6})})
+    try:
+        threads = [threading.Thread(target=create, args=(n,)) for n in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        refused = requests.post(url, headers=headers, timeout=10, json={
+            "argument": json.dumps({"n": 9, "seconds": 0}), "disableConcurrencyQuotaOverflowBuffering": True})
+        codes = sorted(answer.status_code for answer in answers)
+        created = [answer.json() for answer in answers if answer.status_code == 200]
+        for execution in created:
+            server.executions.wait(execution["name"], timeout=20)
+        final = [requests.get(f"{server.url}/v1/{e['name']}", headers=headers, timeout=10).json() for e in created]
+    finally:
+        server.stop()
+    assert codes == [200, 200, 200, 200, 429]
+    assert refused.status_code == 429 and refused.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert sorted(e["state"] for e in created) == ["ACTIVE", "ACTIVE", "QUEUED", "QUEUED"]
+    assert all(e["state"] == "SUCCEEDED" for e in final)
+    # Never more than 2 running at once; the QUEUED ones started, oldest first, as slots freed.
+    events = sorted([(e["startTime"], 1) for e in final] + [(e["endTime"], -1) for e in final])
+    assert max(itertools.accumulate(change for _, change in events)) == 2
+    queued = sorted((e["createTime"], e["startTime"]) for e, c in zip(final, created) if c["state"] == "QUEUED")
+    assert queued[0][1] <= queued[1][1]
+    first_end = min(e["endTime"] for e, c in zip(final, created) if c["state"] == "ACTIVE")
+    assert all(start >= first_end for _, start in queued)
+
+
+def test_a_queued_execution_cancelled_never_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOCALCLOUD_CONCURRENT_EXECUTIONS", "1")
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    (folder / "nap.yaml").write_text(NAP)
+    server = api.start(folder, tmp_path / "state", log=quiet)
+    url, headers = f"{server.url}/v1/{PARENT}/nap/executions", {"Authorization": "Bearer t"}
+    try:
+        busy = requests.post(url, headers=headers, json={"argument": json.dumps({"n": 1, "seconds": 0.5})}).json()
+        waiting = requests.post(url, headers=headers, json={"argument": json.dumps({"n": 2, "seconds": 0})}).json()
+        cancelled = requests.post(f"{server.url}/v1/{waiting['name']}:cancel", headers=headers, json={}).json()
+        server.executions.wait(busy["name"], timeout=10)
+        after = requests.get(f"{server.url}/v1/{waiting['name']}", headers=headers).json()
+    finally:
+        server.stop()
+    assert waiting["state"] == "QUEUED" and "startTime" not in waiting
+    assert cancelled["state"] == after["state"] == "CANCELLED" and "result" not in after and "startTime" not in after
