@@ -50,7 +50,8 @@ def bar(b: backfills_.Backfill) -> str:
             rects.append(f'<rect class="seg {key}" x="{x}" width="{counts[key]}" height="1">'
                          f'<title>{counts[key]} {words}</title></rect>')
             x += counts[key]
-    legend = ", ".join(f'<span class="k {key}"></span>{counts[key]} {words}' for key, words in PARTS if counts[key])
+    legend = " ".join(f'<span class="item"><span class="k {key}"></span>{counts[key]} {words}</span>'
+                      for key, words in PARTS if counts[key])
     p = b.progress
     text = "" if p is None else (f'started {p.started}, skipped {p.skipped}, failed {p.failed}, '
                                  f'running {p.running}')
