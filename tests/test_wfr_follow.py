@@ -146,7 +146,7 @@ class Terminal:
 
 @pytest.fixture
 def terminal(up):
-    """wfr ARGS... --local STATE on a terminal of its own."""
+    """wfr ARGS... --local-state STATE on a terminal of its own."""
     opened = []
 
     def run(*args: str, columns: int = 150) -> Terminal:

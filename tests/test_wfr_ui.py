@@ -31,7 +31,7 @@ PARENT = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workf
 
 
 def start_ui(state: Path) -> tuple[subprocess.Popen, str]:
-    """`wfr ui --local STATE --no-browser`; the URL it prints first."""
+    """`wfr ui --local-state STATE --no-browser`; the URL it prints first."""
     process = subprocess.Popen([*WFR, "ui", "--local-state", str(state), "--no-browser"], cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url = process.stdout.readline().strip()
