@@ -3,8 +3,8 @@
 The proxy's WORKFLOWS_API and STORAGE_API point at the relay, which forwards each request to
 localcloud's Executions API or Cloud Storage by its path, unless a rule matches it first. A rule
 can delay the request before forwarding it (a create that lands late), forward it and answer late
-or never (a lost answer), answer for the upstream without forwarding, or hold the request until
-the test lets it go. Every request is counted by (method, kind), kind being `create`, `lookup`,
+or never (a lost answer) or with an error, answer for the upstream without forwarding, or hold
+the request until the test lets it go. Every request is counted by (method, kind), kind being `create`, `lookup`,
 `get`, `cancel` or the storage call.
 
 A sitecustomize.py (clock_skew_dir) skews the wall clock of a process started with it on
@@ -29,7 +29,7 @@ class Rule:
     """Applies to requests whose method is `method` (any when None), whose path and query contain
     `path` and whose body contains `body`, at most `times` times (None: always), only while
     time.monotonic() < `until`, and for at most `lasts` seconds after it first matched."""
-    action: str                 # delay | late_answer | drop_answer | drop | answer | hold
+    action: str                 # delay | late_answer | drop_answer | drop | answer | answer_after | hold
     method: str | None = None
     path: str = ""
     body: bytes = b""
@@ -133,9 +133,7 @@ class Relay:
         if action == "drop":
             return self._hang_up(handler)
         if action == "answer":
-            data = (f'{{"error": {{"code": {rule.code}, "status": "UNAVAILABLE", '
-                    f'"message": "injected by the relay"}}}}').encode()
-            return self._answer(handler, rule.code, {"Content-Type": "application/json"}, data)
+            return self._answer(handler, rule.code, {"Content-Type": "application/json"}, self._error(rule.code))
         if action == "delay":
             time.sleep(rule.seconds)
         if action == "hold":
@@ -143,6 +141,8 @@ class Relay:
         status, headers, data = self._forward(method, path, body, handler.headers)
         if action == "drop_answer":
             return self._hang_up(handler)
+        if action == "answer_after":  # it took effect, and the caller hears a failure
+            status, headers, data = rule.code, {"Content-Type": "application/json"}, self._error(rule.code)
         if action == "late_answer":
             time.sleep(rule.seconds)
         try:
@@ -163,6 +163,10 @@ class Relay:
             return response.status, kept, data
         finally:
             connection.close()
+
+    @staticmethod
+    def _error(code: int) -> bytes:
+        return f'{{"error": {{"code": {code}, "status": "UNAVAILABLE", "message": "injected by the relay"}}}}'.encode()
 
     @staticmethod
     def _answer(handler, status: int, headers: dict, data: bytes) -> None:
