@@ -7,6 +7,7 @@ by createTime), not the ledger wfr reads."""
 from __future__ import annotations
 
 import csv
+import http.server
 import io
 import json
 import os
@@ -14,6 +15,7 @@ import pty
 import re
 import shutil
 import subprocess
+import threading
 import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -321,3 +323,69 @@ def test_a_run_gone_from_workflows_history_is_recorded_unavailable(up):
     assert item["metadata"]["state"] == "UNAVAILABLE" and "history" in item["metadata"]["error"]
     again = up.wfr("status", "nightly", *window, "--format", "json")
     assert json.loads(again.stdout)["times"][0]["state"] == "failed"
+
+
+class _ReadOnlyStorage(http.server.BaseHTTPRequestHandler):
+    """Cloud Storage as a principal with only roles/storage.objectViewer sees it: reads pass to the
+    stack's storage, every write is 403 (in a batch request, each part: Google authorizes parts
+    one by one, https://cloud.google.com/storage/docs/batch)."""
+    upstream = ""
+    refused: list = []
+
+    def do_GET(self):
+        answer = requests.get(self.upstream + self.path, headers={"Authorization": self.headers.get("Authorization", "")},
+                              timeout=30)
+        self._send(answer.status_code, answer.headers.get("Content-Type", "application/json"), answer.content)
+
+    def _refuse(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        denied = json.dumps({"error": {"code": 403, "message": "does not have storage.objects.update access"}})
+        if self.path.startswith("/batch/"):
+            ids = re.findall(rb"Content-ID: <([0-9]+)>", body)
+            self.refused.extend(ids)
+            parts = "".join(f"--end\r\nContent-Type: application/http\r\nContent-ID: <response-{int(i)}>\r\n\r\n"
+                            f"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\r\n{denied}\r\n"
+                            for i in ids)
+            self._send(200, "multipart/mixed; boundary=end", (parts + "--end--\r\n").encode())
+        else:
+            self.refused.append(self.path)
+            self._send(403, "application/json", denied.encode())
+
+    do_POST = do_PATCH = do_PUT = do_DELETE = _refuse
+
+    def _send(self, code, content_type, data):
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_status_answers_for_a_principal_that_may_only_read_the_ledger(up, tmp_path):
+    params = {"case": "read-only"}
+    for day in DAYS[:3]:
+        assert up.post_run("nightly", {**params, "scheduleTime": day}, timezone="Europe/Stockholm").status_code == 200
+    up.settle("nightly")
+    handler = type("Handler", (_ReadOnlyStorage,), {"upstream": up.endpoints["storage"], "refused": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "endpoints.json").write_text(json.dumps(
+            {**up.endpoints, "storage": f"http://127.0.0.1:{server.server_address[1]}"}))
+        done = subprocess.run([str(WFR), "status", "nightly", *WINDOW, "--params", json.dumps(params),
+                               "--format", "json", "--local", str(tmp_path)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+    finally:
+        server.shutdown()
+        server.server_close()
+    report = json.loads(done.stdout)
+    assert [t["state"] for t in report["times"][:3]] == ["succeeded"] * 3     # learned from Workflows
+    assert all(t["error"] is None for t in report["times"])
+    assert len(handler.refused) == 3                                          # each write-back refused
+    assert "not written back" in done.stderr and "403" in done.stderr
+    assert done.returncode == 4                                               # days 4-10 missing
+    kept = {m.get("execution"): m.get("state") for m in (item.get("metadata") or {} for item in ledger_items(up))}
+    assert [kept[t["execution"]] for t in report["times"][:3]] == ["ACTIVE"] * 3   # the ledger is unchanged

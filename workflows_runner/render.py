@@ -33,7 +33,7 @@ def status_json(status: Status, times: list[TimeStatus]) -> dict[str, Any]:
     return {"workflow": status.workflow,
             "window": {"start": w.start, "stop": w.stop, "step": w.step, "timezone": w.timezone},
             "times": [{"scheduleTime": t.schedule_time, "state": t.state, "attempts": t.attempts,
-                       "execution": t.execution} for t in times],
+                       "execution": t.execution, "error": t.error} for t in times],
             "totals": dict(status.totals)}
 
 

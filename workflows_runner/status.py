@@ -12,6 +12,7 @@ the same window costs listings only.
 from __future__ import annotations
 
 import itertools
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -225,7 +226,15 @@ def settle(cloud: Cloud, workflow: str, records: list[ledger.Record]) -> dict[da
                                                 "error": metadata.get("error")})
                for record, metadata in learned}
     oldest = sorted(learned, key=lambda pair: (pair[0].create_time or "", pair[0].name))[:WRITE_BACK]
-    cloud.patch_metadata([MetadataPatch(record.name, metadata, record.metageneration) for record, metadata in oldest])
+    try:
+        cloud.patch_metadata([MetadataPatch(record.name, metadata, record.metageneration) for record, metadata in oldest])
+    except ApiError as error:
+        if error.code != 403:
+            raise
+        # A principal that may only read the ledger still gets its answer: the states are learned,
+        # just not kept (docs/deploy.md, "Operators").
+        print(f"wfr: note: {len(oldest)} state(s) learned from Workflows were not written back to the run "
+              "ledger: this principal may not write it (403)", file=sys.stderr)
     return changes
 
 
