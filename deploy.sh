@@ -40,11 +40,13 @@ Options:
                            lowercase letters, digits and hyphens, at most 20 characters)
   --allowed-workflows LIST workflows the proxy may start: comma-separated
                            project/location/workflow, '*' per segment (default: P/R/*)
-  --operators LIST         principals who may read the run ledger (wfr status), e.g.
-                           user:ana@example.com,group:ops@example.com
+  --operators LIST         principals who run wfr (status, backfills, re-runs, wfr ui): they get
+                           what every wfr command needs (docs/deploy.md, "Least privilege"),
+                           e.g. user:ana@example.com,group:ops@example.com
   --build-service-account EMAIL
                            the service account Cloud Build uses to build the functions
-                           (default: PREFIX-build, created with roles/cloudbuild.builds.builder)
+                           (default: PREFIX-build, created with the three roles Google documents
+                           for it: logging.logWriter, artifactregistry.writer, storage.objectViewer)
   --job NAME               name of the job, unique per region (default: the workflow id)
   --schedule CRON          unix-cron schedule of the job, e.g. '0 1 * * *'
   --time-zone TZ           IANA time zone of the schedule and of the scheduled times
@@ -73,6 +75,13 @@ readonly PROJECT_ID_RE='([a-z][a-z0-9-]*(\.[a-z0-9-]+)+:)?[a-z][a-z0-9-]{4,28}[a
 readonly LOCATION_RE='[a-z][a-z0-9-]{0,61}[a-z0-9]'
 readonly WORKFLOW_RE='[A-Za-z]([A-Za-z0-9_-]{0,62}[A-Za-z0-9])?'
 # The same rule as backfill.yaml's `lookback`: no years or months, whose length varies.
+readonly LEDGER_CONDITION_TITLE="run ledger only"
+# Google's minimum for a function's build account (https://cloud.google.com/functions/docs/securing/build-custom-sa).
+readonly BUILD_ROLES="roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectViewer"
+# What every wfr command and wfr ui call, besides the functions and the bucket (docs/deploy.md):
+# executions (start, follow, list and cancel backfills: the custom executionUser role), the
+# functions' URLs (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
+readonly OPERATOR_VIEWER_ROLES="roles/cloudfunctions.viewer roles/cloudscheduler.viewer"
 readonly DURATION_RE='P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?'
 
 COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" OPERATORS="" BUILD_SA=""
@@ -252,6 +261,13 @@ set_names() {
   BUCKET=$PROJECT-$PREFIX-runs
   # Custom role ids allow letters, digits, '_' and '.', not '-'.
   READER_ROLE_ID=${PREFIX//-/_}_executionReader
+  EXECUTIONS_ROLE_ID=${PREFIX//-/_}_executionUser
+  BACKFILL_ROLE_ID=${PREFIX//-/_}_backfill
+  # Writes to the bucket only under the ledger's prefix runs/ (docs/ledger.md): an IAM condition on
+  # the object's resource name, projects/_/buckets/BUCKET/objects/NAME
+  # (https://cloud.google.com/iam/docs/conditions-resource-attributes). A listing names the bucket,
+  # not an object, so reads and listings come from an unconditioned objectViewer beside it.
+  LEDGER_CONDITION="expression=resource.name.startsWith(\"projects/_/buckets/$BUCKET/objects/runs/\"),title=$LEDGER_CONDITION_TITLE"
 }
 
 email() { printf '%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT"; }
@@ -278,55 +294,75 @@ ensure_service_account() {
   fi
 }
 
-# policy_has ROLE MEMBER GET-IAM-POLICY-COMMAND...: an exact match on the flattened bindings.
-# A --filter with '=' is a pattern match that gcloud says will turn into word matching, under
-# which deleted:serviceAccount:x?uid=1 would count as serviceAccount:x.
+# policy_has ROLE MEMBER CONDITION-TITLE GET-IAM-POLICY-COMMAND...: an exact match on the
+# flattened bindings, one role<TAB>member<TAB>condition title line per member (no title: a binding
+# without a condition). A --filter with '=' is a pattern match that gcloud says will turn into word
+# matching, under which deleted:serviceAccount:x?uid=1 would count as serviceAccount:x.
 policy_has() {
-  local role=$1 who=$2 rows tab=$'\t' nl=$'\n'
-  shift 2
+  local role=$1 who=$2 title=$3 rows line tab=$'\t'
+  shift 3
   if ((OFFLINE)); then ((ASSUME_PRESENT)); return; fi
-  rows=$(lookup "$@" --flatten='bindings[].members' --format='value(bindings.role,bindings.members)') || return 1
-  [[ $nl$rows$nl == *"$nl$role$tab$who$nl"* ]]
+  rows=$(lookup "$@" --flatten='bindings[].members' --format='value(bindings.role,bindings.members,bindings.condition.title)') || return 1
+  while IFS= read -r line; do
+    line=${line%"$tab"} # an empty last column may come with its separator
+    [[ $line == "$role$tab$who${title:+$tab$title}" ]] && return 0
+  done <<<"$rows"
+  return 1
 }
 
 grant_project_role() { # SA ROLE [PROJECT]
+  grant_project_member "$(member "$1")" "$2" "${3:-$PROJECT}"
+}
+
+grant_project_member() { # MEMBER ROLE [PROJECT]
   local project=${3:-$PROJECT}
-  if policy_has "$2" "$(member "$1")" projects get-iam-policy "$project"; then
+  if policy_has "$2" "$1" "" projects get-iam-policy "$project"; then
     say "= $1 has $2 on $project"
   else
-    retry run projects add-iam-policy-binding "$project" --member="$(member "$1")" --role="$2" \
+    retry run projects add-iam-policy-binding "$project" --member="$1" --role="$2" \
       --condition=None --format=none
   fi
 }
 
 revoke_project_role() { # SA ROLE [PROJECT]; silent when not granted
   local project=${3:-$PROJECT}
-  if policy_has "$2" "$(member "$1")" projects get-iam-policy "$project"; then
+  if policy_has "$2" "$(member "$1")" "" projects get-iam-policy "$project"; then
     run projects remove-iam-policy-binding "$project" --member="$(member "$1")" --role="$2" \
       --condition=None --format=none
   fi
 }
 
-grant_bucket_role() { # MEMBER ROLE
-  if policy_has "$2" "$1" storage buckets get-iam-policy "gs://$BUCKET"; then
-    say "= $1 has $2 on gs://$BUCKET"
+# grant_bucket_role MEMBER ROLE [ledger]: on the runs bucket; `ledger` limits it to runs/.
+grant_bucket_role() {
+  local title="" condition=None
+  if [[ ${3:-} == ledger ]]; then title=$LEDGER_CONDITION_TITLE condition=$LEDGER_CONDITION; fi
+  if policy_has "$2" "$1" "$title" storage buckets get-iam-policy "gs://$BUCKET"; then
+    say "= $1 has $2 on gs://$BUCKET${title:+ ($title)}"
   else
-    retry run storage buckets add-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" --format=none
+    retry run storage buckets add-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" \
+      --condition="$condition" --format=none
   fi
 }
 
-revoke_bucket_role() { # MEMBER ROLE
-  if policy_has "$2" "$1" storage buckets get-iam-policy "gs://$BUCKET"; then
-    run storage buckets remove-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" --format=none
+revoke_bucket_role() { # MEMBER ROLE [ledger]
+  local title="" condition=None
+  if [[ ${3:-} == ledger ]]; then title=$LEDGER_CONDITION_TITLE condition=$LEDGER_CONDITION; fi
+  if policy_has "$2" "$1" "$title" storage buckets get-iam-policy "gs://$BUCKET"; then
+    run storage buckets remove-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" \
+      --condition="$condition" --format=none
   fi
 }
 
-grant_invoker() {
-  if policy_has roles/run.invoker "$(member "$2")" run services get-iam-policy "$1" --region="$REGION" --project="$PROJECT"; then
+grant_invoker() { # FUNCTION SA
+  grant_invoker_member "$1" "$(member "$2")"
+}
+
+grant_invoker_member() { # FUNCTION MEMBER
+  if policy_has roles/run.invoker "$2" "" run services get-iam-policy "$1" --region="$REGION" --project="$PROJECT"; then
     say "= $2 may invoke $1"
   else
     retry run functions add-invoker-policy-binding "$1" --region="$REGION" --project="$PROJECT" \
-      --member="$(member "$2")"
+      --member="$2"
   fi
 }
 
@@ -363,13 +399,30 @@ allowed() {
   return 1
 }
 
-ensure_reader_role() { # PROJECT
-  if exists iam roles describe "$READER_ROLE_ID" --project="$1" --format='value(name)'; then
-    say "= role projects/$1/roles/$READER_ROLE_ID exists"
+# The custom roles, where a predefined role is broader than the calls: roles/workflows.invoker
+# also sends callbacks and reads step entries, and Workflows roles can only be granted on a
+# project (https://cloud.google.com/iam/docs/roles-permissions/workflows).
+ensure_role() { # PROJECT executions|backfill|reader
+  local id title description permissions
+  case $2 in
+    executions)
+      id=$EXECUTIONS_ROLE_ID title="workflows-runner executions"
+      description="Start, read, list and cancel executions: the proxy's runs and operators' backfills"
+      permissions=workflows.executions.cancel,workflows.executions.create,workflows.executions.get,workflows.executions.list ;;
+    backfill)
+      id=$BACKFILL_ROLE_ID title="workflows-runner backfill"
+      description="Start the backfill's next link and wait on runs, nothing else"
+      permissions=workflows.executions.create,workflows.executions.get ;;
+    reader)
+      id=$READER_ROLE_ID title="workflows-runner execution reader"
+      description="Read one execution's state, nothing else: the backfill waits on runs with it"
+      permissions=workflows.executions.get ;;
+  esac
+  if exists iam roles describe "$id" --project="$1" --format='value(name)'; then
+    say "= role projects/$1/roles/$id exists"
   else
-    run iam roles create "$READER_ROLE_ID" --project="$1" --title="workflows-runner execution reader" \
-      --description="Read one execution's state, nothing else: the backfill waits on runs with it" \
-      --permissions=workflows.executions.get --stage=GA --format=none
+    run iam roles create "$id" --project="$1" --title="$title" --description="$description" \
+      --permissions="$permissions" --stage=GA --format=none
   fi
 }
 
@@ -403,26 +456,43 @@ cmd_deploy() {
   ensure_service_account "$SA_SCHEDULER" "workflows-runner Cloud Scheduler jobs"
   ensure_service_account "$SA_BACKFILL" "workflows-runner backfill workflow"
   [[ -n $BUILD_SA ]] || ensure_service_account "$SA_BUILD" "workflows-runner function builds"
-  # Workflows roles can only be granted on the project.
-  grant_project_role "$SA_PROXY" roles/workflows.invoker
-  # The backfill starts its own continuation (a long backfill chains executions), and waits on
-  # runs (executions.get): roles/workflows.invoker in the project where the backfill lives holds both.
-  grant_project_role "$SA_BACKFILL" roles/workflows.invoker
+  local operators operator role
+  IFS=, read -r -a operators <<<"$OPERATORS"
+  # Workflows roles can only be granted on the project: custom roles hold only the calls made.
+  ensure_role "$PROJECT" executions
+  ensure_role "$PROJECT" backfill
+  grant_project_role "$SA_PROXY" "projects/$PROJECT/roles/$EXECUTIONS_ROLE_ID"
+  # The backfill starts its own next link (a long backfill chains executions) and waits on runs.
+  grant_project_role "$SA_BACKFILL" "projects/$PROJECT/roles/$BACKFILL_ROLE_ID"
   grant_project_role "$SA_BACKFILL" roles/logging.logWriter
-  revoke_project_role "$SA_BACKFILL" roles/workflows.viewer # granted by earlier versions
-  [[ -n $BUILD_SA ]] || grant_project_role "$SA_BUILD" roles/cloudbuild.builds.builder
+  if [[ -z $BUILD_SA ]]; then
+    for role in $BUILD_ROLES; do grant_project_role "$SA_BUILD" "$role"; done
+  fi
+  for operator in ${operators[@]+"${operators[@]}"}; do
+    grant_project_member "$operator" "projects/$PROJECT/roles/$EXECUTIONS_ROLE_ID"
+    for role in $OPERATOR_VIEWER_ROLES; do grant_project_member "$operator" "$role"; done
+  done
+  # Broader than the calls, granted by earlier versions: taken back.
+  revoke_project_role "$SA_PROXY" roles/workflows.invoker
+  revoke_project_role "$SA_BACKFILL" roles/workflows.invoker
+  revoke_project_role "$SA_BACKFILL" roles/workflows.viewer
+  revoke_project_role "$SA_BUILD" roles/cloudbuild.builds.builder
   grant_other_projects
 
   ensure_bucket
-  # objectUser: create (claims), get/list (lookups), update (state patches) and delete, which
-  # overwriting a stale claim needs. On this bucket only, never the project.
-  grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
-  grant_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
-  local operators operator
-  IFS=, read -r -a operators <<<"$OPERATORS"
+  # The proxy reads and lists the ledger, and under runs/ only creates claims, records states
+  # (update) and overwrites a stale claim (delete). On this bucket only, never the project.
+  grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectViewer
+  grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser ledger
+  # Operators: wfr reads the ledger and writes learned states back (under runs/ only).
   for operator in ${operators[@]+"${operators[@]}"}; do
     grant_bucket_role "$operator" roles/storage.objectViewer
+    grant_bucket_role "$operator" roles/storage.objectUser ledger
   done
+  # Earlier versions: the proxy's objectUser on the whole bucket; the backfill's viewer (it makes
+  # no storage call).
+  revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
+  revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
 
   deploy_function "$FN_RANGE" functions/range expand_range "$SA_RANGE" --clear-env-vars
   # ^;^ makes ';' the list separator: ALLOWED_WORKFLOWS itself contains commas. The timeout
@@ -436,6 +506,11 @@ cmd_deploy() {
   grant_invoker "$FN_RANGE" "$SA_BACKFILL"
   grant_invoker "$FN_PROXY" "$SA_BACKFILL"
   grant_invoker "$FN_PROXY" "$SA_SCHEDULER"
+  # wfr status calls the range function; wfr rerun and wfr ui's re-runs call the proxy.
+  for operator in ${operators[@]+"${operators[@]}"}; do
+    grant_invoker_member "$FN_RANGE" "$operator"
+    grant_invoker_member "$FN_PROXY" "$operator"
+  done
 
   run workflows deploy "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" \
     --source=workflows/backfill.yaml --service-account="$(email "$SA_BACKFILL")" \
@@ -468,12 +543,14 @@ EOF
 grant_other_projects() {
   local project
   for project in $(other_projects); do
-    ensure_reader_role "$project"
-    grant_project_role "$SA_PROXY" roles/workflows.invoker "$project"
+    ensure_role "$project" executions
+    ensure_role "$project" reader
+    grant_project_role "$SA_PROXY" "projects/$project/roles/$EXECUTIONS_ROLE_ID" "$project"
     grant_project_role "$SA_BACKFILL" "projects/$project/roles/$READER_ROLE_ID" "$project"
+    revoke_project_role "$SA_PROXY" roles/workflows.invoker "$project" # earlier versions
   done
   case ,$ALLOWED in *,\*/*)
-    warn "--allowed-workflows names '*' projects: grant $(email "$SA_PROXY") roles/workflows.invoker and $(email "$SA_BACKFILL") a role with workflows.executions.get in each yourself" ;;
+    warn "--allowed-workflows names '*' projects: grant $(email "$SA_PROXY") workflows.executions.cancel, create, get and list and $(email "$SA_BACKFILL") workflows.executions.get in each yourself" ;;
   esac
 }
 
@@ -612,18 +689,23 @@ cmd_destroy() {
     if ((DELETE_RUNS)); then
       run storage rm --recursive "gs://$BUCKET"
     else
+      revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectViewer
+      revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser ledger
       revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
       revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
-      say "= kept gs://$BUCKET, the run ledger (--delete-runs removes it)"
+      say "= kept gs://$BUCKET, the run ledger (--delete-runs removes it; operators' grants stay)"
     fi
   fi
   # Bindings before their service accounts, so none lingers as a deleted:serviceAccount member.
+  revoke_project_role "$SA_PROXY" "projects/$PROJECT/roles/$EXECUTIONS_ROLE_ID"
   revoke_project_role "$SA_PROXY" roles/workflows.invoker
+  revoke_project_role "$SA_BACKFILL" "projects/$PROJECT/roles/$BACKFILL_ROLE_ID"
   revoke_project_role "$SA_BACKFILL" roles/workflows.invoker
   revoke_project_role "$SA_BACKFILL" roles/logging.logWriter
   revoke_project_role "$SA_BACKFILL" roles/workflows.viewer
-  revoke_project_role "$SA_BUILD" roles/cloudbuild.builds.builder
+  for role in $BUILD_ROLES roles/cloudbuild.builds.builder; do revoke_project_role "$SA_BUILD" "$role"; done
   for project in $(other_projects); do
+    revoke_project_role "$SA_PROXY" "projects/$project/roles/$EXECUTIONS_ROLE_ID" "$project"
     revoke_project_role "$SA_PROXY" roles/workflows.invoker "$project"
     revoke_project_role "$SA_BACKFILL" "projects/$project/roles/$READER_ROLE_ID" "$project"
   done
@@ -632,9 +714,10 @@ cmd_destroy() {
       run iam service-accounts delete "$(email "$sa")" --project="$PROJECT" --quiet
     fi
   done
-  if ((DRY_RUN)); then say "Dry run: nothing was changed."; else say "workflows-runner is removed from $PROJECT ($REGION)."; fi
   # A deleted custom role id stays reserved for weeks, so a later deploy could not create it again.
-  [[ -z $(other_projects) ]] || say "Kept the custom role $READER_ROLE_ID (no members left) in: $(other_projects | tr '\n' ' ')"
+  say "Kept the custom roles $EXECUTIONS_ROLE_ID and $BACKFILL_ROLE_ID in $PROJECT (operators may still hold the first)"
+  [[ -z $(other_projects) ]] || say "Kept the custom roles $EXECUTIONS_ROLE_ID and $READER_ROLE_ID (no service account left on them) in: $(other_projects | tr '\n' ' ')"
+  if ((DRY_RUN)); then say "Dry run: nothing was changed."; else say "workflows-runner is removed from $PROJECT ($REGION)."; fi
 }
 
 # Delete the jobs deploy.sh made (PREFIX-*, targeting the proxy); warn about other jobs that

@@ -78,7 +78,7 @@ class Plan:
     apis: set = field(default_factory=set)
     accounts: dict = field(default_factory=dict)  # id -> display name
     roles: dict = field(default_factory=dict)  # projects/P/roles/ID -> Role
-    grants: set = field(default_factory=set)  # (kind, resource, role, account id or member)
+    grants: set = field(default_factory=set)  # (kind, resource, role, account id or member, condition)
     functions: dict = field(default_factory=dict)
     workflows: dict = field(default_factory=dict)
     buckets: dict = field(default_factory=dict)
@@ -198,7 +198,7 @@ def _project_binding(plan, flags, _):
     [project] = flags.words  # the deployment's project, or another one of the allowlist
     flags.need("condition", "None")
     flags.need("format", "none")
-    plan.grants.add(("project", project, flags.need("role"), principal(flags.need("member"))))
+    plan.grants.add(("project", project, flags.need("role"), principal(flags.need("member")), ""))
 
 
 def _function_deploy(plan, flags, _):
@@ -222,7 +222,7 @@ def _invoker(plan, flags, _):
     project = _project(plan, flags)
     [name] = flags.words
     flags.need("region")
-    plan.grants.add(("function", name, "roles/run.invoker", account_of(flags.need("member"), project)))
+    plan.grants.add(("function", name, "roles/run.invoker", principal(flags.need("member")), ""))
 
 
 def _workflow_deploy(plan, flags, placeholder):
@@ -267,7 +267,17 @@ def _bucket_create(plan, flags, _):
 def _bucket_binding(plan, flags, _):
     name = _bucket_name(flags)
     flags.need("format", "none")
-    plan.grants.add(("bucket", name, flags.need("role"), principal(flags.need("member"))))
+    plan.grants.add(("bucket", name, flags.need("role"), principal(flags.need("member")),
+                     condition(flags.need("condition"))))
+
+
+def condition(flag):
+    """gcloud's --condition: None, or expression=...,title=... (no comma in either here)."""
+    if flag == "None":
+        return ""
+    fields = dict(item.split("=", 1) for item in flag.split(","))
+    assert set(fields) == {"expression", "title"}, f"--condition with expression and title, found {flag!r}"
+    return f"{fields['expression']} [{fields['title']}]"
 
 
 def _role_create(plan, flags, _):
@@ -303,7 +313,8 @@ KNOWN_INPUTS = {
     "gcp:projects/iAMMember:IAMMember": {"project", "role", "member"},
     "gcp:projects/iAMCustomRole:IAMCustomRole": {"project", "roleId", "title", "description", "permissions", "stage"},
     "gcp:cloudrunv2/serviceIamMember:ServiceIamMember": {"project", "location", "name", "role", "member"},
-    "gcp:storage/bucketIAMMember:BucketIAMMember": {"bucket", "role", "member"},
+    "gcp:storage/bucketIAMMember:BucketIAMMember": {"bucket", "role", "member", "condition.expression",
+                                                    "condition.title"},
     "gcp:cloudfunctionsv2/function:Function": {
         "project", "location", "name", "buildConfig.runtime", "buildConfig.entryPoint", "buildConfig.serviceAccount",
         "buildConfig.source.storageSource.bucket", "buildConfig.source.storageSource.object",
@@ -366,15 +377,17 @@ def plan_of_pulumi(program, url_pattern):
         elif kind == "gcp:serviceaccount/account:Account":
             plan.accounts[inputs["accountId"]] = inputs["displayName"]
         elif kind == "gcp:projects/iAMMember:IAMMember":
-            plan.grants.add(("project", project, inputs["role"], principal(inputs["member"])))
+            plan.grants.add(("project", project, inputs["role"], principal(inputs["member"]), ""))
         elif kind == "gcp:projects/iAMCustomRole:IAMCustomRole":
             plan.roles[f"projects/{project}/roles/{inputs['roleId']}"] = Role(
                 title=inputs["title"], description=inputs["description"],
                 permissions=tuple(sorted(inputs["permissions"])), stage=inputs["stage"])
         elif kind == "gcp:cloudrunv2/serviceIamMember:ServiceIamMember":
-            plan.grants.add(("function", inputs["name"].rsplit("/", 1)[-1], inputs["role"], account_of(inputs["member"], project)))
+            plan.grants.add(("function", inputs["name"].rsplit("/", 1)[-1], inputs["role"], principal(inputs["member"]), ""))
         elif kind == "gcp:storage/bucketIAMMember:BucketIAMMember":
-            plan.grants.add(("bucket", inputs["bucket"], inputs["role"], principal(inputs["member"])))
+            ledger = inputs.get("condition")
+            plan.grants.add(("bucket", inputs["bucket"], inputs["role"], principal(inputs["member"]),
+                             f"{ledger['expression']} [{ledger['title']}]" if ledger else ""))
         elif kind == "gcp:cloudfunctionsv2/function:Function":
             build, service = inputs["buildConfig"], inputs["serviceConfig"]
             archive = archives[build["source"]["storageSource"]["object"]]

@@ -1,4 +1,5 @@
-"""cloudbuild.yaml: valid for Cloud Build, tests first, then deploy.sh as Cloud Build would run it."""
+"""cloudbuild.yaml (the deploy, as a named deployer account) and cloudbuild.test.yaml (the tests, a
+build of their own): valid for Cloud Build, and deploy.sh run as Cloud Build would run it."""
 import re
 import subprocess
 
@@ -7,10 +8,11 @@ import yaml
 from tests.fake_gcloud.harness import ROOT, TOOLS, FakeCloud
 
 CONFIG = ROOT / "cloudbuild.yaml"
+TEST_CONFIG = ROOT / "cloudbuild.test.yaml"
 
 
-def load():
-    return yaml.safe_load(CONFIG.read_text())
+def load(config=CONFIG):
+    return yaml.safe_load(config.read_text())
 
 
 def substitute(word, substitutions):
@@ -19,17 +21,28 @@ def substitute(word, substitutions):
 
 
 def test_valid_against_cloud_builds_schema():
-    result = subprocess.run([str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.cloudbuild", str(CONFIG)],
-                            capture_output=True, text=True)
+    result = subprocess.run([str(TOOLS / "check-jsonschema"), "--builtin-schema", "vendor.cloudbuild",
+                             str(CONFIG), str(TEST_CONFIG)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_tests_run_before_the_deploy_and_the_deploy_calls_deploy_sh():
-    test, deploy = load()["steps"]
-    assert [test.get("entrypoint"), *test["args"]] == ["make", "test"]
-    assert "waitFor" not in deploy  # Cloud Build runs steps in order: no deploy after failed tests
+def test_the_deploy_runs_as_the_named_deployer_and_the_tests_in_a_build_of_their_own():
+    """Google: a build that names no service account may run as one "unnecessarily broad"
+    (https://cloud.google.com/build/docs/securing-builds/configure-user-specified-service-accounts);
+    one that names it must log to Cloud Logging or a bucket of its own."""
+    deploy_build, test_build = load(), load(TEST_CONFIG)
+    [deploy] = deploy_build["steps"]
     assert deploy["name"].startswith("gcr.io/google.com/cloudsdktool/cloud-sdk")
     assert deploy["entrypoint"] == "bash" and deploy["args"][0] == "./deploy.sh"
+    assert deploy_build["serviceAccount"] == "projects/$PROJECT_ID/serviceAccounts/${_DEPLOYER}@$PROJECT_ID.iam.gserviceaccount.com"
+    assert deploy_build["substitutions"]["_DEPLOYER"] == "workflows-runner-deployer"
+    assert deploy_build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    [test] = test_build["steps"]
+    assert [test.get("entrypoint"), *test["args"]] == ["make", "test"]
+    assert test_build["serviceAccount"] == "projects/$PROJECT_ID/serviceAccounts/${_TESTER}@$PROJECT_ID.iam.gserviceaccount.com"
+    assert test_build["substitutions"] == {"_TESTER": "workflows-runner-tests"}
+    assert test_build["options"]["logging"] == "CLOUD_LOGGING_ONLY"
+    assert "deploy.sh" not in TEST_CONFIG.read_text().split("steps:")[1]
 
 
 def test_every_user_substitution_has_a_default():
@@ -42,7 +55,7 @@ def test_every_user_substitution_has_a_default():
 def test_the_deploy_step_deploys_with_the_substitutions(tmp_path):
     config = load()
     values = {"PROJECT_ID": "build-proj", **config["substitutions"], "_REGION": "europe-north1", "_PREFIX": "wr-ci"}
-    args = [substitute(arg, values) for arg in config["steps"][1]["args"]]
+    args = [substitute(arg, values) for arg in config["steps"][0]["args"]]
     cloud = FakeCloud(tmp_path, project="build-proj", account="123@cloudbuild.gserviceaccount.com")
     result = cloud.run(*args[1:], cwd=cloud.checkout)
     assert result.returncode == 0, result.stderr

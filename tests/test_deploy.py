@@ -19,7 +19,12 @@ APIS = [
 ACCOUNTS = {"range": "range function", "proxy": "proxy function",
             "scheduler": "Cloud Scheduler jobs", "backfill": "backfill workflow", "build": "function builds"}
 BUCKET = f"gs://{P}-{PRE}-runs"
-POLICY_FLAGS = ["--flatten=bindings[].members", "--format=value(bindings.role,bindings.members)"]
+POLICY_FLAGS = ["--flatten=bindings[].members", "--format=value(bindings.role,bindings.members,bindings.condition.title)"]
+EXECUTIONS_ROLE = f"projects/{P}/roles/workflows_runner_executionUser"
+BACKFILL_ROLE = f"projects/{P}/roles/workflows_runner_backfill"
+BUILD_ROLES = ["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"]
+# Writes under runs/ only: an IAM condition on the object's resource name.
+LEDGER = f'expression=resource.name.startsWith("projects/_/buckets/{P}-{PRE}-runs/objects/runs/"),title=run ledger only'
 
 
 def sa(name, project=P, prefix=PRE):
@@ -67,11 +72,30 @@ def project_check_and_grant(name, role, project=P):
     ]
 
 
-def bucket_check_and_grant(who, role):
+def bucket_check_and_grant(who, role, condition="None"):
     return [
         ["storage", "buckets", "get-iam-policy", BUCKET, *POLICY_FLAGS],
-        ["storage", "buckets", "add-iam-policy-binding", BUCKET, f"--member={who}", f"--role={role}", "--format=none"],
+        ["storage", "buckets", "add-iam-policy-binding", BUCKET, f"--member={who}", f"--role={role}",
+         f"--condition={condition}", "--format=none"],
     ]
+
+
+def role_check_and_create(role_id, title, description, permissions, project=P):
+    return [
+        ["iam", "roles", "describe", role_id, f"--project={project}", "--format=value(name)"],
+        ["iam", "roles", "create", role_id, f"--project={project}", f"--title={title}",
+         f"--description={description}", f"--permissions={permissions}", "--stage=GA", "--format=none"],
+    ]
+
+
+EXECUTIONS_ROLE_CALLS = role_check_and_create(
+    "workflows_runner_executionUser", "workflows-runner executions",
+    "Start, read, list and cancel executions: the proxy's runs and operators' backfills",
+    "workflows.executions.cancel,workflows.executions.create,workflows.executions.get,workflows.executions.list")
+BACKFILL_ROLE_CALLS = role_check_and_create(
+    "workflows_runner_backfill", "workflows-runner backfill",
+    "Start the backfill's next link and wait on runs, nothing else",
+    "workflows.executions.create,workflows.executions.get")
 
 
 # Written out by hand from the issues: the exact calls, in order, for a fresh project.
@@ -84,16 +108,21 @@ FRESH_PROJECT_CALLS = [
         ["iam", "service-accounts", "create", f"{PRE}-{name}", f"--project={P}",
          f"--display-name=workflows-runner {what}"],
     )],
-    *project_check_and_grant("proxy", "roles/workflows.invoker"),
-    *project_check_and_grant("backfill", "roles/workflows.invoker"),
+    *EXECUTIONS_ROLE_CALLS,
+    *BACKFILL_ROLE_CALLS,
+    *project_check_and_grant("proxy", EXECUTIONS_ROLE),
+    *project_check_and_grant("backfill", BACKFILL_ROLE),
     *project_check_and_grant("backfill", "roles/logging.logWriter"),
-    ["projects", "get-iam-policy", P, *POLICY_FLAGS],  # an earlier version's roles/workflows.viewer?
-    *project_check_and_grant("build", "roles/cloudbuild.builds.builder"),
+    *[call for role in BUILD_ROLES for call in project_check_and_grant("build", role)],
+    # Earlier versions' broader roles (proxy and backfill invoker, backfill viewer, builds.builder)?
+    *[["projects", "get-iam-policy", P, *POLICY_FLAGS]] * 4,
     ["storage", "buckets", "describe", BUCKET, "--format=value(name)"],
     ["storage", "buckets", "create", BUCKET, f"--project={P}", f"--location={R}",
      "--uniform-bucket-level-access", "--public-access-prevention"],
-    *bucket_check_and_grant(member("proxy"), "roles/storage.objectUser"),
-    *bucket_check_and_grant(member("backfill"), "roles/storage.objectViewer"),
+    *bucket_check_and_grant(member("proxy"), "roles/storage.objectViewer"),
+    *bucket_check_and_grant(member("proxy"), "roles/storage.objectUser", LEDGER),
+    # Earlier versions' proxy objectUser on the whole bucket, backfill objectViewer?
+    *[["storage", "buckets", "get-iam-policy", BUCKET, *POLICY_FLAGS]] * 2,
     RANGE_DEPLOY,
     PROXY_DEPLOY,
     ["functions", "describe", f"{PRE}-range", f"--region={R}", f"--project={P}", "--format=value(serviceConfig.uri)"],
@@ -118,13 +147,17 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
                           "uri": proxy_url, "env": {"ALLOWED_WORKFLOWS": f"{P}/{R}/*"}}},
         "workflows": {f"projects/{P}/locations/{R}/workflows/{PRE}-backfill": {}},
         "buckets": {BUCKET: {"location": R.upper(), "objects": 3}},
+        "roles": {EXECUTIONS_ROLE: {"includedPermissions": [], "stage": "GA"},
+                  BACKFILL_ROLE: {"includedPermissions": [], "stage": "GA"}},
         "policies": {
             f"projects/{P}": {"roles/owner": ["user:dev@example.com"],
-                              "roles/workflows.invoker": [member("proxy"), member("backfill")],
-                              "roles/logging.logWriter": [member("backfill")],
-                              "roles/cloudbuild.builds.builder": [member("build")]},
-            BUCKET: {"roles/storage.objectUser": [member("proxy")],
-                     "roles/storage.objectViewer": [member("backfill")]},
+                              EXECUTIONS_ROLE: [member("proxy")],
+                              BACKFILL_ROLE: [member("backfill")],
+                              "roles/logging.logWriter": [member("backfill"), member("build")],
+                              "roles/artifactregistry.writer": [member("build")],
+                              "roles/storage.objectViewer": [member("build")]},
+            BUCKET: {"roles/storage.objectViewer": [member("proxy")],
+                     "roles/storage.objectUser if run ledger only": [member("proxy")]},
             run_service + "range": {"roles/run.invoker": [member("backfill")]},
             run_service + "proxy": {"roles/run.invoker": [member("scheduler"), member("backfill")]},
         },
@@ -166,7 +199,7 @@ def test_only_missing_apis_and_bindings_are_added(tmp_path):
     state = everything_exists()
     state["services"].remove("workflows.googleapis.com")
     state["services"].remove("cloudscheduler.googleapis.com")
-    del state["policies"][f"projects/{P}"]["roles/logging.logWriter"]
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"].remove(member("backfill"))
     state["policies"][f"projects/{P}/locations/{R}/services/{PRE}-proxy"]["roles/run.invoker"].pop()
     cloud = FakeCloud(tmp_path, **state)
     assert cloud.run("--region", R).returncode == 0
@@ -224,7 +257,7 @@ def test_a_new_service_account_is_retried_until_iam_sees_it(tmp_path):
     result = cloud.run("--region", R)
     assert result.returncode == 0, result.stderr
     bindings = [argv for argv in cloud.calls() if argv[:2] == ["projects", "add-iam-policy-binding"]]
-    assert len(bindings) == 4 + 2
+    assert len(bindings) == 6 + 2  # proxy 1, backfill 2, build 3, and the first one's two retries
     assert bindings[0] == bindings[1] == bindings[2]
     assert result.stdout.count("retrying in 0s") == 2
 
@@ -446,12 +479,18 @@ def test_a_deleted_member_with_the_same_email_does_not_count_as_granted(tmp_path
     # A '=' filter would match it once gcloud turns '=' into word matching; the exact line does not.
     state = everything_exists()
     state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [f"deleted:{member('backfill')}?uid=123"]
-    state["policies"][BUCKET]["roles/storage.objectUser"] = [f"{member('proxy')}x"]
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"].append(member("build"))
+    state["policies"][BUCKET]["roles/storage.objectUser if run ledger only"] = [f"{member('proxy')}x"]
+    # The same role and member without the condition is not the conditional grant either.
+    state["policies"][BUCKET]["roles/storage.objectUser"] = [member("proxy")]
     cloud = FakeCloud(tmp_path, **state)
     assert cloud.run("--region", R).returncode == 0
     grants = [argv for argv in cloud.changes() if "add-iam-policy-binding" in argv]
     assert grants == [project_check_and_grant("backfill", "roles/logging.logWriter")[1],
-                      bucket_check_and_grant(member("proxy"), "roles/storage.objectUser")[1]]
+                      bucket_check_and_grant(member("proxy"), "roles/storage.objectUser", LEDGER)[1]]
+    # ... and the unconditioned one, an earlier version's grant on the whole bucket, is taken back.
+    assert ["storage", "buckets", "remove-iam-policy-binding", BUCKET, f"--member={member('proxy')}",
+            "--role=roles/storage.objectUser", "--condition=None", "--format=none"] in cloud.changes()
     assert not any(argv[:2] == ["projects", "get-iam-policy"] and any(f.startswith("--filter") for f in argv)
                    for argv in cloud.calls())
 
@@ -461,22 +500,40 @@ def test_workflows_in_another_project_get_a_reader_role_with_only_executions_get
     assert result.returncode == 0, result.stderr
     state = cloud.state
     role = "projects/data-proj/roles/workflows_runner_executionReader"
+    executions = "projects/data-proj/roles/workflows_runner_executionUser"
     assert state["roles"][role]["includedPermissions"] == ["workflows.executions.get"]
+    assert state["roles"][executions]["includedPermissions"] == [
+        "workflows.executions.cancel", "workflows.executions.create", "workflows.executions.get",
+        "workflows.executions.list"]
     assert project_roles(state, member("backfill"), "data-proj") == [role]
-    assert project_roles(state, member("proxy"), "data-proj") == ["roles/workflows.invoker"]
-    # At home: invoker (it starts its own continuation and reads runs), never the broad viewer role.
-    assert project_roles(state, member("backfill")) == ["roles/logging.logWriter", "roles/workflows.invoker"]
+    assert project_roles(state, member("proxy"), "data-proj") == [executions]
+    # At home: start its own next link and read runs, never the broad viewer or invoker roles.
+    assert project_roles(state, member("backfill")) == [BACKFILL_ROLE, "roles/logging.logWriter"]
+    assert state["roles"][BACKFILL_ROLE]["includedPermissions"] == [
+        "workflows.executions.create", "workflows.executions.get"]
     assert "roles/workflows.viewer" not in str(state["policies"])
+    assert "roles/workflows.invoker" not in str(state["policies"])
 
 
-def test_an_earlier_versions_viewer_role_is_taken_back(tmp_path):
+def test_an_earlier_versions_broader_roles_are_taken_back(tmp_path):
     state = everything_exists()
-    state["policies"][f"projects/{P}"]["roles/workflows.viewer"] = [member("backfill")]
+    earlier = state["policies"][f"projects/{P}"]
+    earlier["roles/workflows.viewer"] = [member("backfill")]
+    earlier["roles/workflows.invoker"] = [member("proxy"), member("backfill")]
+    earlier["roles/cloudbuild.builds.builder"] = [member("build")]
+    state["policies"][BUCKET]["roles/storage.objectViewer"].append(member("backfill"))
     cloud = FakeCloud(tmp_path, **state)
     assert cloud.run("--region", R).returncode == 0
-    assert ["projects", "remove-iam-policy-binding", P, f"--member={member('backfill')}",
-            "--role=roles/workflows.viewer", "--condition=None", "--format=none"] in cloud.changes()
-    assert project_roles(cloud.state, member("backfill")) == ["roles/logging.logWriter", "roles/workflows.invoker"]
+    removed = [tuple(f for f in argv if f.startswith(("--member=", "--role="))) for argv in cloud.changes()
+               if "remove-iam-policy-binding" in argv[:3]]
+    assert sorted(removed) == sorted([
+        (f"--member={member('proxy')}", "--role=roles/workflows.invoker"),
+        (f"--member={member('backfill')}", "--role=roles/workflows.invoker"),
+        (f"--member={member('backfill')}", "--role=roles/workflows.viewer"),
+        (f"--member={member('build')}", "--role=roles/cloudbuild.builds.builder"),
+        (f"--member={member('backfill')}", "--role=roles/storage.objectViewer")])
+    assert project_roles(cloud.state, member("backfill")) == [BACKFILL_ROLE, "roles/logging.logWriter"]
+    assert project_roles(cloud.state, member("build")) == sorted(BUILD_ROLES)
 
 
 def test_functions_build_with_their_own_build_account_or_the_one_given(tmp_path):
@@ -484,7 +541,8 @@ def test_functions_build_with_their_own_build_account_or_the_one_given(tmp_path)
     # with an account lacking roles/cloudbuild.builds.builder, and --quiet hides gcloud's prompt.
     default = FakeCloud(tmp_path / "default", project=P)
     assert default.run("--region", R).returncode == 0
-    assert project_roles(default.state, member("build")) == ["roles/cloudbuild.builds.builder"]
+    # The three roles Google documents for a build account, nothing broader.
+    assert project_roles(default.state, member("build")) == sorted(BUILD_ROLES)
     given = FakeCloud(tmp_path / "given", project=P)
     given.state = {**given.state, "serviceAccounts": [f"ci@{P}.iam.gserviceaccount.com"]}
     assert given.run("--region", R, "--build-service-account", f"ci@{P}.iam.gserviceaccount.com").returncode == 0
@@ -492,18 +550,30 @@ def test_functions_build_with_their_own_build_account_or_the_one_given(tmp_path)
     assert all(f"--build-service-account=projects/{P}/serviceAccounts/ci@{P}.iam.gserviceaccount.com" in argv
                for argv in deploys) and len(deploys) == 2
     assert sa("build") not in given.state["serviceAccounts"]
+    assert f"ci@{P}" not in str(given.state["policies"])  # yours: granted nothing
     assert "roles/cloudbuild.builds.builder" not in str(given.state["policies"])
 
 
-def test_the_runs_bucket_is_private_and_only_the_proxy_writes_it(cloud):
-    result = cloud.run("--project", P, "--region", R, "--operators", "user:ana@example.com,group:ops@example.com")
+def test_the_runs_bucket_is_private_and_only_the_proxy_and_operators_write_its_ledger(cloud):
+    operators = ["user:ana@example.com", "group:ops@example.com"]
+    result = cloud.run("--project", P, "--region", R, "--operators", ",".join(operators))
     assert result.returncode == 0, result.stderr
     state = cloud.state
     assert state["buckets"][BUCKET]["location"] == R.upper()
+    # Reads everywhere in the bucket; writes under runs/ only; the backfill makes no storage call.
     assert state["policies"][BUCKET] == {
-        "roles/storage.objectUser": [member("proxy")],
-        "roles/storage.objectViewer": [member("backfill"), "user:ana@example.com", "group:ops@example.com"]}
-    assert not any(role.startswith("roles/storage") for role in state["policies"][f"projects/{P}"])
+        "roles/storage.objectViewer": [member("proxy"), *operators],
+        "roles/storage.objectUser if run ledger only": [member("proxy"), *operators]}
+    assert '--condition=' + LEDGER in str(cloud.changes())
+    # On the project, storage only for the build account (Google's documented build roles).
+    assert [(role, who) for role, members in state["policies"][f"projects/{P}"].items() for who in members
+            if role.startswith("roles/storage")] == [("roles/storage.objectViewer", member("build"))]
+    # What every wfr command needs besides the bucket (docs/deploy.md, "Least privilege").
+    for operator in operators:
+        assert project_roles(state, operator) == sorted(
+            [EXECUTIONS_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer"])
+        for function in ("range", "proxy"):
+            assert operator in state["policies"][f"projects/{P}/locations/{R}/services/{PRE}-{function}"]["roles/run.invoker"]
     proxy = state["functions"][f"projects/{P}/locations/{R}/functions/{PRE}-proxy"]["env"]
     assert proxy["RUNS_BUCKET"] == f"{P}-{PRE}-runs" and "STORAGE_API" not in proxy
 
@@ -554,7 +624,7 @@ def test_dry_run_without_login_or_project_says_what_stands_for_the_project(tmp_p
 
 def test_dry_run_with_a_login_plans_only_what_is_missing(tmp_path):
     state = everything_exists()
-    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = []
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [member("build")]
     cloud = FakeCloud(tmp_path, **state)
     result = cloud.run("--region", R, "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -721,7 +791,7 @@ def test_destroy_removes_everything_bindings_before_their_accounts_and_keeps_the
     # No binding was left to linger as deleted:serviceAccount:...?uid=.
     assert "deleted:" not in json.dumps(state["policies"])
     assert BUCKET in state["buckets"] and state["policies"][BUCKET] == {
-        "roles/storage.objectUser": [], "roles/storage.objectViewer": []}
+        "roles/storage.objectUser if run ledger only": [], "roles/storage.objectViewer": []}
     changes = cloud.changes()
     first_account_deletion = next(i for i, argv in enumerate(changes) if argv[:3] == ["iam", "service-accounts", "delete"])
     assert all("remove-iam-policy-binding" not in argv for argv in changes[first_account_deletion:])

@@ -183,42 +183,62 @@ def test_a_workflow_given_by_full_name_and_a_plus_in_the_zone_are_sent_as_such(p
 
 
 def iam_grants(program):
-    """(resource type, resource, role, member) of every IAM grant declared."""
+    """(resource type, resource, role, member, condition title) of every IAM grant declared."""
     grants = set()
     for resource in program.resources:
         if "iam" not in resource.type.lower() or resource.type.endswith("CustomRole"):
             continue
         inputs = resource.inputs
         target = inputs.get("project") if resource.type.startswith("gcp:projects/") else inputs.get("bucket", inputs.get("name"))
-        grants.add((resource.type, target, inputs["role"], inputs["member"]))
+        grants.add((resource.type, target, inputs["role"], inputs["member"], inputs.get("condition", {}).get("title")))
     return grants
 
 
 def test_roles_are_granted_per_resource_and_nowhere_else(program):
     service = f"projects/{P}/locations/{R}/services/{PRE}"
     runs = f"{P}-{PRE}-runs"
+    project, bucket, run = ("gcp:projects/iAMMember:IAMMember", "gcp:storage/bucketIAMMember:BucketIAMMember",
+                            "gcp:cloudrunv2/serviceIamMember:ServiceIamMember")
+    executions = f"projects/{P}/roles/wfr_test_executionUser"
+    ledger = "run ledger only"
     assert iam_grants(program) == {
-        ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.invoker", member("proxy")),
-        ("gcp:projects/iAMMember:IAMMember", P, "roles/workflows.invoker", member("backfill")),
-        ("gcp:projects/iAMMember:IAMMember", P, "roles/logging.logWriter", member("backfill")),
-        ("gcp:projects/iAMMember:IAMMember", P, "roles/cloudbuild.builds.builder", member("build")),
+        (project, P, executions, member("proxy"), None),
+        (project, P, f"projects/{P}/roles/wfr_test_backfill", member("backfill"), None),
+        (project, P, "roles/logging.logWriter", member("backfill"), None),
+        *[(project, P, role, member("build"), None)
+          for role in ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer")],
         # other-proj is in the allowlist: the proxy starts runs there, the backfill reads them.
-        ("gcp:projects/iAMMember:IAMMember", "other-proj", "roles/workflows.invoker", member("proxy")),
-        ("gcp:projects/iAMMember:IAMMember", "other-proj", "projects/other-proj/roles/wfr_test_executionReader",
-         member("backfill")),
-        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectUser", member("proxy")),
-        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectViewer", member("backfill")),
-        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectViewer", OPERATORS[0]),
-        ("gcp:storage/bucketIAMMember:BucketIAMMember", runs, "roles/storage.objectViewer", OPERATORS[1]),
-        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-range", "roles/run.invoker", member("backfill")),
-        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-proxy", "roles/run.invoker", member("backfill")),
-        ("gcp:cloudrunv2/serviceIamMember:ServiceIamMember", f"{service}-proxy", "roles/run.invoker", member("scheduler")),
+        (project, "other-proj", "projects/other-proj/roles/wfr_test_executionUser", member("proxy"), None),
+        (project, "other-proj", "projects/other-proj/roles/wfr_test_executionReader", member("backfill"), None),
+        (bucket, runs, "roles/storage.objectViewer", member("proxy"), None),
+        (bucket, runs, "roles/storage.objectUser", member("proxy"), ledger),
+        (run, f"{service}-range", "roles/run.invoker", member("backfill"), None),
+        (run, f"{service}-proxy", "roles/run.invoker", member("backfill"), None),
+        (run, f"{service}-proxy", "roles/run.invoker", member("scheduler"), None),
+        # Operators: what every wfr command needs.
+        *[grant for operator in OPERATORS for grant in (
+            (project, P, executions, operator, None),
+            (project, P, "roles/cloudfunctions.viewer", operator, None),
+            (project, P, "roles/cloudscheduler.viewer", operator, None),
+            (bucket, runs, "roles/storage.objectViewer", operator, None),
+            (bucket, runs, "roles/storage.objectUser", operator, ledger),
+            (run, f"{service}-range", "roles/run.invoker", operator, None),
+            (run, f"{service}-proxy", "roles/run.invoker", operator, None))],
     }
+    conditions = {r.inputs["condition"]["expression"] for r in program.of_type(bucket) if "condition" in r.inputs}
+    assert conditions == {f'resource.name.startsWith("projects/_/buckets/{runs}/objects/runs/")'}
 
 
-def test_the_reader_role_in_another_project_holds_only_executions_get(program):
-    [role] = program.of_type("gcp:projects/iAMCustomRole:IAMCustomRole")
-    assert role.inputs == {
+def test_custom_roles_hold_only_the_calls_made(program):
+    roles = {(r.inputs["project"], r.inputs["roleId"]): r.inputs for r in program.of_type("gcp:projects/iAMCustomRole:IAMCustomRole")}
+    assert {key: tuple(inputs["permissions"]) for key, inputs in roles.items()} == {
+        (P, "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
+                                        "workflows.executions.get", "workflows.executions.list"),
+        (P, "wfr_test_backfill"): ("workflows.executions.create", "workflows.executions.get"),
+        ("other-proj", "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
+                                                   "workflows.executions.get", "workflows.executions.list"),
+        ("other-proj", "wfr_test_executionReader"): ("workflows.executions.get",)}
+    assert roles[("other-proj", "wfr_test_executionReader")] == {
         "project": "other-proj", "roleId": "wfr_test_executionReader", "title": "workflows-runner execution reader",
         "description": "Read one execution's state, nothing else: the backfill waits on runs with it",
         "permissions": ["workflows.executions.get"], "stage": "GA"}
@@ -255,7 +275,8 @@ def test_a_build_service_account_of_ones_own_replaces_prefix_build_and_its_role(
     program = declare(lambda: WorkflowsRunner("r", region=R, project=P, build_service_account=email) and None)
     ids = {a.inputs["accountId"] for a in program.of_type("gcp:serviceaccount/account:Account")}
     assert "workflows-runner-build" not in ids and len(ids) == 4
-    assert "roles/cloudbuild.builds.builder" not in {r.inputs["role"] for r in program.of_type("gcp:projects/iAMMember:IAMMember")}
+    assert not any(r.inputs["member"].startswith("serviceAccount:workflows-runner-build@")
+                   for r in program.of_type("gcp:projects/iAMMember:IAMMember"))
     assert {f.inputs["buildConfig"]["serviceAccount"] for f in program.of_type("gcp:cloudfunctionsv2/function:Function")} == {
         f"projects/{P}/serviceAccounts/{email}"}
 

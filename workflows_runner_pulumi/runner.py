@@ -40,8 +40,9 @@ class WorkflowsRunner(pulumi.ComponentResource):
 
     Outputs: range_url, proxy_url, backfill_workflow (its id), runs_bucket (its name) and
     scheduler_email (the service account ScheduledWorkflow's jobs sign their OIDC tokens as).
-    operators: principals who may read the run ledger. build_service_account: the email Cloud
-    Build builds the functions as (default: a new PREFIX-build with roles/cloudbuild.builds.builder).
+    operators: principals who run wfr; they get what every wfr command and wfr ui need
+    (docs/deploy.md, "Least privilege"). build_service_account: the email Cloud Build builds the
+    functions as (default: a new PREFIX-build with the three roles Google documents for it).
     The function sources and backfill.yaml come from source_dir, by default the checkout that
     holds this package.
     """
@@ -61,11 +62,13 @@ class WorkflowsRunner(pulumi.ComponentResource):
 
         apis = self._apis()
         self.accounts = self._accounts(apis, own_builder=build_service_account is None)
+        self._operators = operators
+        self._roles = {}  # (CustomRole suffix, project) -> IAMCustomRole
         grants = self._project_roles()
         for other in allowlist.other_projects(entries, self.project):
             self._other_project_roles(other)
         self.build_email = build_service_account or self.accounts["build"].email
-        self.runs_bucket = self._runs_bucket(apis, operators)
+        self.runs_bucket = self._runs_bucket(apis)
         self.functions = self._functions([*apis, *grants])
         invokers = self._invokers()
         self.backfill = self._backfill(apis, invokers)
@@ -96,27 +99,50 @@ class WorkflowsRunner(pulumi.ComponentResource):
                     display_name=display, opts=self._child(depends_on=apis))
                 for key, display in spec.ACCOUNTS.items() if key != "build" or own_builder}
 
-    def _grant(self, key, role, project):
-        return projects.IAMMember(
-            f"{self._name}-{key}-{role.rsplit('/', 1)[1]}" + ("" if project == self.project else f"-{project}"),
-            project=project, role=role, member=self.accounts[key].member, opts=self._child())
+    def _here(self, project):
+        return "" if project == self.project else f"-{project}"
+
+    def _custom_role(self, role, project):
+        created = projects.IAMCustomRole(
+            f"{self._name}-role-{role.suffix}{self._here(project)}", project=project,
+            role_id=role.role_id(self.prefix), title=role.title, description=role.description,
+            permissions=list(role.permissions), stage=role.stage, opts=self._child())
+        self._roles[(role.suffix, project)] = created
+        return created
+
+    def _grant(self, label, member, role, project):
+        """`role` (a name, or a spec.CustomRole created in `project`) for `member` on `project`."""
+        if isinstance(role, spec.CustomRole):
+            name, role = role.suffix, self._roles[(role.suffix, project)].name
+        else:
+            name = role.rsplit("/", 1)[1]
+        return projects.IAMMember(f"{self._name}-{label}-{name}{self._here(project)}", project=project,
+                                  role=role, member=member, opts=self._child())
 
     def _project_roles(self):
-        roles = [*spec.PROJECT_ROLES, *([("build", spec.BUILD_ROLE)] if "build" in self.accounts else [])]
-        return [self._grant(key, role, self.project) for key, role in roles]
+        for role in (spec.EXECUTIONS_ROLE, spec.BACKFILL_ROLE):
+            self._custom_role(role, self.project)
+        grants = [self._grant(key, self.accounts[key].member, role, self.project) for key, role in spec.PROJECT_ROLES]
+        if "build" in self.accounts:
+            grants += [self._grant("build", self.accounts["build"].member, role, self.project) for role in spec.BUILD_ROLES]
+        grants += [self._grant(operator, operator, role, self.project)
+                   for operator in self._operators for role in spec.OPERATOR_PROJECT_ROLES]
+        return grants
 
     def _other_project_roles(self, other):
         """The proxy starts runs in another project of the allowlist, the backfill waits on them."""
-        reader = spec.READER_ROLE
-        role = projects.IAMCustomRole(
-            f"{self._name}-reader-{other}", project=other, role_id=spec.reader_role_id(self.prefix),
-            title=reader.title, description=reader.description, permissions=list(reader.permissions),
-            stage=reader.stage, opts=self._child())
-        self._grant("proxy", "roles/workflows.invoker", other)
-        projects.IAMMember(f"{self._name}-backfill-reader-{other}", project=other, role=role.name,
-                           member=self.accounts["backfill"].member, opts=self._child())
+        for role in (spec.EXECUTIONS_ROLE, spec.READER_ROLE):
+            self._custom_role(role, other)
+        self._grant("proxy", self.accounts["proxy"].member, spec.EXECUTIONS_ROLE, other)
+        self._grant("backfill", self.accounts["backfill"].member, spec.READER_ROLE, other)
 
-    def _runs_bucket(self, apis, operators):
+    def _members(self, who):
+        """(label, member) of an account key, or of each operator for "operators"."""
+        if who == "operators":
+            return [(operator, operator) for operator in self._operators]
+        return [(who, self.accounts[who].member)]
+
+    def _runs_bucket(self, apis):
         # The run ledger (docs/ledger.md): private, uniform access, public access prevention
         # enforced (https://cloud.google.com/storage/docs/public-access-prevention). Not
         # force_destroy: like `deploy.sh destroy`, the ledger is only removed on purpose.
@@ -124,13 +150,15 @@ class WorkflowsRunner(pulumi.ComponentResource):
             f"{self._name}-runs", project=self.project, name=spec.runs_bucket(self.project, self.prefix),
             location=self.region.upper(), uniform_bucket_level_access=True,
             public_access_prevention="enforced", opts=self._child(depends_on=apis))
-        # The only storage grants, on this bucket alone.
-        for key, role in spec.RUNS_BUCKET_ROLES:
-            storage.BucketIAMMember(f"{self._name}-runs-{key}", bucket=bucket.name, role=role,
-                                    member=self.accounts[key].member, opts=self._child())
-        for operator in operators:
-            storage.BucketIAMMember(f"{self._name}-runs-{operator}", bucket=bucket.name, role=spec.OPERATOR_ROLE,
-                                    member=operator, opts=self._child())
+        # The only storage grants of the pieces, on this bucket alone; writes under runs/ only.
+        ledger_only = storage.BucketIAMMemberConditionArgs(
+            expression=spec.ledger_condition(spec.runs_bucket(self.project, self.prefix)),
+            title=spec.LEDGER_CONDITION_TITLE)
+        for who, role, ledger in spec.RUNS_BUCKET_ROLES:
+            for label, member in self._members(who):
+                storage.BucketIAMMember(
+                    f"{self._name}-runs-{label}-{role.rsplit('.', 1)[1]}", bucket=bucket.name, role=role,
+                    member=member, condition=ledger_only if ledger else None, opts=self._child())
         return bucket
 
     def _functions(self, after):
@@ -166,10 +194,10 @@ class WorkflowsRunner(pulumi.ComponentResource):
     def _invokers(self):
         # Private functions: the only invokers are these service accounts, never allUsers.
         return [cloudrunv2.ServiceIamMember(
-                    f"{self._name}-{function}-invoker-{caller}", project=self.project, location=self.region,
+                    f"{self._name}-{function}-invoker-{label}", project=self.project, location=self.region,
                     name=self.functions[function].service_config.service, role="roles/run.invoker",
-                    member=self.accounts[caller].member, opts=self._child())
-                for function, caller in spec.INVOKERS]
+                    member=member, opts=self._child())
+                for function, caller in spec.INVOKERS for label, member in self._members(caller)]
 
     def _backfill(self, apis, invokers):
         return workflows.Workflow(

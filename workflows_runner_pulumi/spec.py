@@ -24,48 +24,79 @@ ACCOUNTS = {
     # Not created when the caller names its own build_service_account.
     "build": "workflows-runner function builds",
 }
-# Workflows roles can only be granted on the project
-# (https://cloud.google.com/workflows/docs/access-control).
-PROJECT_ROLES = (
-    ("proxy", "roles/workflows.invoker"),
-    # The backfill starts its own continuation (a long backfill chains executions) and waits on
-    # runs (executions.get): roles/workflows.invoker holds both.
-    ("backfill", "roles/workflows.invoker"),
-    ("backfill", "roles/logging.logWriter"),
-)
-# Projects created since mid-2024 may build functions as the Compute Engine default account,
-# which may lack this role (https://cloud.google.com/functions/docs/securing/build-custom-sa).
-BUILD_ROLE = "roles/cloudbuild.builds.builder"
-
-
 @dataclass(frozen=True)
-class ReaderRole:
-    """The custom role the backfill gets in each other project of the allowlist: it waits on runs
-    there, which takes only executions.get (roles/workflows.viewer would also show every
-    workflow's source and every execution's arguments)."""
-    title: str = "workflows-runner execution reader"
-    description: str = "Read one execution's state, nothing else: the backfill waits on runs with it"
-    permissions: tuple = ("workflows.executions.get",)
+class CustomRole:
+    """A custom role, where a predefined one is broader than the calls: Workflows roles can only be
+    granted on a project (https://cloud.google.com/iam/docs/roles-permissions/workflows), and
+    roles/workflows.invoker also sends callbacks and reads step entries."""
+    suffix: str  # the id is PREFIX (hyphens as '_') + '_' + suffix
+    title: str
+    description: str
+    permissions: tuple
     stage: str = "GA"
 
-
-READER_ROLE = ReaderRole()
-
-
-def reader_role_id(prefix):
-    # Custom role ids allow letters, digits, '_' and '.', not '-'.
-    return prefix.replace("-", "_") + "_executionReader"
+    def role_id(self, prefix):
+        # Custom role ids allow letters, digits, '_' and '.', not '-'.
+        return prefix.replace("-", "_") + "_" + self.suffix
 
 
-# Roles on the runs bucket, and on nothing else: objectUser for the proxy's claims, lookups,
-# state patches and the delete that overwriting a stale claim needs (docs/ledger.md); objectViewer
-# for the backfill and for operators (wfr status).
-RUNS_BUCKET_ROLES = (("proxy", "roles/storage.objectUser"), ("backfill", "roles/storage.objectViewer"))
-OPERATOR_ROLE = "roles/storage.objectViewer"
+# The proxy's runs (create, the reprocess and claim lookups: get and list, an orphan's cancel), in
+# every project of the allowlist; and operators' backfills (start, follow, list, cancel).
+EXECUTIONS_ROLE = CustomRole(
+    "executionUser", "workflows-runner executions",
+    "Start, read, list and cancel executions: the proxy's runs and operators' backfills",
+    ("workflows.executions.cancel", "workflows.executions.create", "workflows.executions.get",
+     "workflows.executions.list"))
+# The backfill starts its own next link (a long backfill chains executions) and waits on runs.
+BACKFILL_ROLE = CustomRole(
+    "backfill", "workflows-runner backfill", "Start the backfill's next link and wait on runs, nothing else",
+    ("workflows.executions.create", "workflows.executions.get"))
+# In each other project of the allowlist the backfill only waits on runs (roles/workflows.viewer
+# would also show every workflow's source and every execution's arguments).
+READER_ROLE = CustomRole(
+    "executionReader", "workflows-runner execution reader",
+    "Read one execution's state, nothing else: the backfill waits on runs with it", ("workflows.executions.get",))
+
+# (account, role) on the project; a CustomRole is created in the project first.
+PROJECT_ROLES = (
+    ("proxy", EXECUTIONS_ROLE),
+    ("backfill", BACKFILL_ROLE),
+    ("backfill", "roles/logging.logWriter"),  # its sys.log lines
+)
+# The three roles Google documents for a function's build account
+# (https://cloud.google.com/functions/docs/securing/build-custom-sa), not roles/cloudbuild.builds.builder,
+# which may write and delete objects in every bucket of the project.
+BUILD_ROLES = ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer")
+# What every wfr command and wfr ui call (docs/deploy.md, "Least privilege"), besides the
+# functions (INVOKERS) and the bucket (RUNS_BUCKET_ROLES): executions, the functions' URLs
+# (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
+OPERATOR_PROJECT_ROLES = (EXECUTIONS_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer")
+
+# Writes to the runs bucket only under the ledger's prefix (docs/ledger.md): an IAM condition on
+# the object's resource name, projects/_/buckets/BUCKET/objects/NAME
+# (https://cloud.google.com/iam/docs/conditions-resource-attributes). A listing names the bucket,
+# not an object, so reads and listings come from an unconditioned objectViewer beside it.
+LEDGER_PREFIX = "runs/"
+LEDGER_CONDITION_TITLE = "run ledger only"
+
+
+def ledger_condition(bucket):
+    return f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{LEDGER_PREFIX}")'
+
+
+# (who, role, ledger only) on the runs bucket, and nothing else: the proxy and operators read and
+# list the ledger, and under runs/ create claims, record states (update) and overwrite a stale
+# claim (delete). The backfill makes no storage call. "operators" stands for each of them.
+RUNS_BUCKET_ROLES = (
+    ("proxy", "roles/storage.objectViewer", False), ("proxy", "roles/storage.objectUser", True),
+    ("operators", "roles/storage.objectViewer", False), ("operators", "roles/storage.objectUser", True),
+)
 # (function, caller): roles/run.invoker on the function's Cloud Run service, which is what
 # `gcloud functions add-invoker-policy-binding` grants for 2nd gen
-# (https://cloud.google.com/sdk/gcloud/reference/functions/add-invoker-policy-binding).
-INVOKERS = (("range", "backfill"), ("proxy", "backfill"), ("proxy", "scheduler"))
+# (https://cloud.google.com/sdk/gcloud/reference/functions/add-invoker-policy-binding). Operators:
+# wfr status calls the range function, re-runs call the proxy.
+INVOKERS = (("range", "backfill"), ("proxy", "backfill"), ("proxy", "scheduler"),
+            ("range", "operators"), ("proxy", "operators"))
 
 
 @dataclass(frozen=True)
