@@ -76,6 +76,7 @@ readonly LOCATION_RE='[a-z][a-z0-9-]{0,61}[a-z0-9]'
 readonly WORKFLOW_RE='[A-Za-z]([A-Za-z0-9_-]{0,62}[A-Za-z0-9])?'
 # The same rule as backfill.yaml's `lookback`: no years or months, whose length varies.
 readonly LEDGER_CONDITION_TITLE="run ledger only"
+readonly HANDOVER_CONDITION_TITLE="backfill hand-overs only"
 # Google's minimum for a function's build account (https://cloud.google.com/functions/docs/securing/build-custom-sa).
 readonly BUILD_ROLES="roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectViewer"
 # What every wfr command and wfr ui call, besides the functions and the bucket (docs/deploy.md):
@@ -263,11 +264,17 @@ set_names() {
   READER_ROLE_ID=${PREFIX//-/_}_executionReader
   EXECUTIONS_ROLE_ID=${PREFIX//-/_}_executionUser
   BACKFILL_ROLE_ID=${PREFIX//-/_}_backfill
-  # Writes to the bucket only under the ledger's prefix runs/ (docs/ledger.md): an IAM condition on
-  # the object's resource name, projects/_/buckets/BUCKET/objects/NAME
-  # (https://cloud.google.com/iam/docs/conditions-resource-attributes). A listing names the bucket,
-  # not an object, so reads and listings come from an unconditioned objectViewer beside it.
-  LEDGER_CONDITION="expression=resource.name.startsWith(\"projects/_/buckets/$BUCKET/objects/runs/\"),title=$LEDGER_CONDITION_TITLE"
+}
+
+# Bucket roles limited to a prefix (runs/: the ledger, docs/ledger.md; backfills/: the backfill's
+# hand-overs, docs/backfill.md): an IAM condition on the object's resource name,
+# projects/_/buckets/BUCKET/objects/NAME (https://cloud.google.com/iam/docs/conditions-resource-attributes).
+# A listing names the bucket, not an object, so listings need an unconditioned objectViewer.
+condition_title() { # PREFIX
+  case $1 in runs/) printf '%s' "$LEDGER_CONDITION_TITLE" ;; backfills/) printf '%s' "$HANDOVER_CONDITION_TITLE" ;; esac
+}
+condition_of() { # PREFIX
+  printf 'expression=resource.name.startsWith("projects/_/buckets/%s/objects/%s"),title=%s' "$BUCKET" "$1" "$(condition_title "$1")"
 }
 
 email() { printf '%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT"; }
@@ -332,10 +339,10 @@ revoke_project_role() { # SA ROLE [PROJECT]; silent when not granted
   fi
 }
 
-# grant_bucket_role MEMBER ROLE [ledger]: on the runs bucket; `ledger` limits it to runs/.
+# grant_bucket_role MEMBER ROLE [PREFIX]: on the runs bucket, limited to PREFIX when given.
 grant_bucket_role() {
   local title="" condition=None
-  if [[ ${3:-} == ledger ]]; then title=$LEDGER_CONDITION_TITLE condition=$LEDGER_CONDITION; fi
+  if [[ -n ${3:-} ]]; then title=$(condition_title "$3") condition=$(condition_of "$3"); fi
   if policy_has "$2" "$1" "$title" storage buckets get-iam-policy "gs://$BUCKET"; then
     say "= $1 has $2 on gs://$BUCKET${title:+ ($title)}"
   else
@@ -344,9 +351,9 @@ grant_bucket_role() {
   fi
 }
 
-revoke_bucket_role() { # MEMBER ROLE [ledger]
+revoke_bucket_role() { # MEMBER ROLE [PREFIX]
   local title="" condition=None
-  if [[ ${3:-} == ledger ]]; then title=$LEDGER_CONDITION_TITLE condition=$LEDGER_CONDITION; fi
+  if [[ -n ${3:-} ]]; then title=$(condition_title "$3") condition=$(condition_of "$3"); fi
   if policy_has "$2" "$1" "$title" storage buckets get-iam-policy "gs://$BUCKET"; then
     run storage buckets remove-iam-policy-binding "gs://$BUCKET" --member="$1" --role="$2" \
       --condition="$condition" --format=none
@@ -483,14 +490,17 @@ cmd_deploy() {
   # The proxy reads and lists the ledger, and under runs/ only creates claims, records states
   # (update) and overwrites a stale claim (delete). On this bucket only, never the project.
   grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectViewer
-  grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser ledger
-  # Operators: wfr reads the ledger and writes learned states back (under runs/ only).
+  grant_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser runs/
+  # The backfill creates and reads its hand-overs under backfills/: nothing is listed, overwritten
+  # or deleted (docs/backfill.md).
+  grant_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectCreator backfills/
+  grant_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer backfills/
+  # Operators: wfr reads the ledger, writes learned states back and resolves stale claims (runs/).
   for operator in ${operators[@]+"${operators[@]}"}; do
     grant_bucket_role "$operator" roles/storage.objectViewer
-    grant_bucket_role "$operator" roles/storage.objectUser ledger
+    grant_bucket_role "$operator" roles/storage.objectUser runs/
   done
-  # Earlier versions: the proxy's objectUser on the whole bucket; the backfill's viewer (it makes
-  # no storage call).
+  # Earlier versions: the proxy's objectUser and the backfill's objectViewer on the whole bucket.
   revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
   revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
 
@@ -690,8 +700,10 @@ cmd_destroy() {
       run storage rm --recursive "gs://$BUCKET"
     else
       revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectViewer
-      revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser ledger
+      revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser runs/
       revoke_bucket_role "$(member "$SA_PROXY")" roles/storage.objectUser
+      revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectCreator backfills/
+      revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer backfills/
       revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
       say "= kept gs://$BUCKET, the run ledger (--delete-runs removes it; operators' grants stay)"
     fi

@@ -25,6 +25,8 @@ BACKFILL_ROLE = f"projects/{P}/roles/workflows_runner_backfill"
 BUILD_ROLES = ["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"]
 # Writes under runs/ only: an IAM condition on the object's resource name.
 LEDGER = f'expression=resource.name.startsWith("projects/_/buckets/{P}-{PRE}-runs/objects/runs/"),title=run ledger only'
+HANDOVERS = (f'expression=resource.name.startsWith("projects/_/buckets/{P}-{PRE}-runs/objects/backfills/"),'
+             "title=backfill hand-overs only")
 
 
 def sa(name, project=P, prefix=PRE):
@@ -121,6 +123,8 @@ FRESH_PROJECT_CALLS = [
      "--uniform-bucket-level-access", "--public-access-prevention"],
     *bucket_check_and_grant(member("proxy"), "roles/storage.objectViewer"),
     *bucket_check_and_grant(member("proxy"), "roles/storage.objectUser", LEDGER),
+    *bucket_check_and_grant(member("backfill"), "roles/storage.objectCreator", HANDOVERS),
+    *bucket_check_and_grant(member("backfill"), "roles/storage.objectViewer", HANDOVERS),
     # Earlier versions' proxy objectUser on the whole bucket, backfill objectViewer?
     *[["storage", "buckets", "get-iam-policy", BUCKET, *POLICY_FLAGS]] * 2,
     RANGE_DEPLOY,
@@ -157,7 +161,9 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
                               "roles/artifactregistry.writer": [member("build")],
                               "roles/storage.objectViewer": [member("build")]},
             BUCKET: {"roles/storage.objectViewer": [member("proxy")],
-                     "roles/storage.objectUser if run ledger only": [member("proxy")]},
+                     "roles/storage.objectUser if run ledger only": [member("proxy")],
+                     "roles/storage.objectCreator if backfill hand-overs only": [member("backfill")],
+                     "roles/storage.objectViewer if backfill hand-overs only": [member("backfill")]},
             run_service + "range": {"roles/run.invoker": [member("backfill")]},
             run_service + "proxy": {"roles/run.invoker": [member("scheduler"), member("backfill")]},
         },
@@ -560,10 +566,13 @@ def test_the_runs_bucket_is_private_and_only_the_proxy_and_operators_write_its_l
     assert result.returncode == 0, result.stderr
     state = cloud.state
     assert state["buckets"][BUCKET]["location"] == R.upper()
-    # Reads everywhere in the bucket; writes under runs/ only; the backfill makes no storage call.
+    # Reads everywhere in the bucket; writes under runs/ only; the backfill only under backfills/.
     assert state["policies"][BUCKET] == {
         "roles/storage.objectViewer": [member("proxy"), *operators],
-        "roles/storage.objectUser if run ledger only": [member("proxy"), *operators]}
+        "roles/storage.objectUser if run ledger only": [member("proxy"), *operators],
+        "roles/storage.objectCreator if backfill hand-overs only": [member("backfill")],
+        "roles/storage.objectViewer if backfill hand-overs only": [member("backfill")]}
+    assert '--condition=' + HANDOVERS in str(cloud.changes())
     assert '--condition=' + LEDGER in str(cloud.changes())
     # On the project, storage only for the build account (Google's documented build roles).
     assert [(role, who) for role, members in state["policies"][f"projects/{P}"].items() for who in members
@@ -791,7 +800,9 @@ def test_destroy_removes_everything_bindings_before_their_accounts_and_keeps_the
     # No binding was left to linger as deleted:serviceAccount:...?uid=.
     assert "deleted:" not in json.dumps(state["policies"])
     assert BUCKET in state["buckets"] and state["policies"][BUCKET] == {
-        "roles/storage.objectUser if run ledger only": [], "roles/storage.objectViewer": []}
+        "roles/storage.objectUser if run ledger only": [], "roles/storage.objectViewer": [],
+        "roles/storage.objectCreator if backfill hand-overs only": [],
+        "roles/storage.objectViewer if backfill hand-overs only": []}
     changes = cloud.changes()
     first_account_deletion = next(i for i, argv in enumerate(changes) if argv[:3] == ["iam", "service-accounts", "delete"])
     assert all("remove-iam-policy-binding" not in argv for argv in changes[first_account_deletion:])

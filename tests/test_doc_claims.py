@@ -31,7 +31,7 @@ OPERATORS = ("user:ana@example.com", "group:ops@example.com")
 SCENARIO = dict(project=PROJECT, region="europe-west1", allowed=f"{PROJECT}/europe-west1/*,{OTHER}/us-east1/etl",
                 operators=",".join(OPERATORS), jobs=[])
 OPERATOR_ROW = "`--operators` principals"
-GRANT = re.compile(r"(`[^`]+`) on (the project|other projects|the bucket, `runs/` only|the bucket|`PREFIX-[a-z]+`)")
+GRANT = re.compile(r"(`[^`]+`) on (the project|other projects|the bucket, `(runs|backfills)/` only|the bucket|`PREFIX-[a-z]+`)")
 
 
 def least_privilege_rows() -> dict[str, dict[str, str]]:
@@ -71,9 +71,10 @@ def planned_grants(plan) -> dict[str, set[str]]:
             where = "the project" if resource == PROJECT else "other projects"
         elif kind == "bucket":
             assert resource == spec.runs_bucket(PROJECT, PREFIX)
-            ledger = f"{spec.ledger_condition(resource)} [{spec.LEDGER_CONDITION_TITLE}]"
-            assert condition in ("", ledger), condition
-            where = "the bucket, `runs/` only" if condition else "the bucket"
+            prefixes = [prefix for prefix, title in spec.CONDITION_TITLES.items()
+                        if condition == f"{spec.prefix_condition(resource, prefix)} [{title}]"]
+            assert condition == "" or len(prefixes) == 1, condition
+            where = f"the bucket, `{prefixes[0]}` only" if condition else "the bucket"
         else:
             where = f"`{resource.replace(PREFIX, 'PREFIX', 1)}`"
         rows[row].add(f"`{role}` on {where}")
@@ -113,11 +114,13 @@ def test_each_custom_role_holds_what_its_rows_say_they_need(plans):
             assert f"`.{permission.rsplit('.', 1)[1]}`" in sentence[1] or f"`{permission}`" in sentence[1], permission
 
 
-def test_the_ledger_prefix_of_the_condition_is_the_ledgers():
-    assert spec.LEDGER_PREFIX == "runs/"
-    proxy_ledger = load_module("proxy", "ledger")
-    assert proxy_ledger.PREFIX + "/" == spec.LEDGER_PREFIX
+def test_the_prefixes_of_the_conditions_are_where_the_pieces_write():
+    assert load_module("proxy", "ledger").PREFIX + "/" == spec.LEDGER_PREFIX == "runs/"
     assert "runs/PROJECT/LOCATION/WORKFLOW/INSTANT/DIGEST/ATTEMPT" in (DOCS / "ledger.md").read_text()
+    # The backfill's hand-overs: every object name backfill.yaml writes or reads starts so.
+    backfill = (ROOT / "workflows" / "backfill.yaml").read_text()
+    assert '"backfills/"' in backfill and spec.HANDOVER_PREFIX == "backfills/"
+    assert "`backfills/ID/N.json` and `backfills/ID/N.claim`" in (DOCS / "backfill.md").read_text()
 
 
 # ---- numbers the docs quote from the code ---------------------------------------------------

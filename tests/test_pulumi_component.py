@@ -212,6 +212,8 @@ def test_roles_are_granted_per_resource_and_nowhere_else(program):
         (project, "other-proj", "projects/other-proj/roles/wfr_test_executionReader", member("backfill"), None),
         (bucket, runs, "roles/storage.objectViewer", member("proxy"), None),
         (bucket, runs, "roles/storage.objectUser", member("proxy"), ledger),
+        (bucket, runs, "roles/storage.objectCreator", member("backfill"), "backfill hand-overs only"),
+        (bucket, runs, "roles/storage.objectViewer", member("backfill"), "backfill hand-overs only"),
         (run, f"{service}-range", "roles/run.invoker", member("backfill"), None),
         (run, f"{service}-proxy", "roles/run.invoker", member("backfill"), None),
         (run, f"{service}-proxy", "roles/run.invoker", member("scheduler"), None),
@@ -226,7 +228,8 @@ def test_roles_are_granted_per_resource_and_nowhere_else(program):
             (run, f"{service}-proxy", "roles/run.invoker", operator, None))],
     }
     conditions = {r.inputs["condition"]["expression"] for r in program.of_type(bucket) if "condition" in r.inputs}
-    assert conditions == {f'resource.name.startsWith("projects/_/buckets/{runs}/objects/runs/")'}
+    assert conditions == {f'resource.name.startsWith("projects/_/buckets/{runs}/objects/runs/")',
+                          f'resource.name.startsWith("projects/_/buckets/{runs}/objects/backfills/")'}
 
 
 def test_custom_roles_hold_only_the_calls_made(program):

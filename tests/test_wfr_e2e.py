@@ -376,7 +376,7 @@ def test_status_answers_for_a_principal_that_may_only_read_the_ledger(up, tmp_pa
         (tmp_path / "endpoints.json").write_text(json.dumps(
             {**up.endpoints, "storage": f"http://127.0.0.1:{server.server_address[1]}"}))
         done = subprocess.run([str(WFR), "status", "nightly", *WINDOW, "--params", json.dumps(params),
-                               "--format", "json", "--local", str(tmp_path)],
+                               "--format", "json", "--local-state", str(tmp_path)],
                               capture_output=True, text=True, timeout=120, cwd=ROOT)
     finally:
         server.shutdown()

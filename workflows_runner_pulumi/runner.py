@@ -150,15 +150,15 @@ class WorkflowsRunner(pulumi.ComponentResource):
             f"{self._name}-runs", project=self.project, name=spec.runs_bucket(self.project, self.prefix),
             location=self.region.upper(), uniform_bucket_level_access=True,
             public_access_prevention="enforced", opts=self._child(depends_on=apis))
-        # The only storage grants of the pieces, on this bucket alone; writes under runs/ only.
-        ledger_only = storage.BucketIAMMemberConditionArgs(
-            expression=spec.ledger_condition(spec.runs_bucket(self.project, self.prefix)),
-            title=spec.LEDGER_CONDITION_TITLE)
-        for who, role, ledger in spec.RUNS_BUCKET_ROLES:
+        # The only storage grants of the pieces, on this bucket alone; writes under a prefix only.
+        name = spec.runs_bucket(self.project, self.prefix)
+        for who, role, prefix in spec.RUNS_BUCKET_ROLES:
+            condition = prefix and storage.BucketIAMMemberConditionArgs(
+                expression=spec.prefix_condition(name, prefix), title=spec.CONDITION_TITLES[prefix])
             for label, member in self._members(who):
                 storage.BucketIAMMember(
-                    f"{self._name}-runs-{label}-{role.rsplit('.', 1)[1]}", bucket=bucket.name, role=role,
-                    member=member, condition=ledger_only if ledger else None, opts=self._child())
+                    f"{self._name}-runs-{label}-{role.rsplit('.', 1)[1]}{'-' + prefix.rstrip('/') if prefix else ''}",
+                    bucket=bucket.name, role=role, member=member, condition=condition or None, opts=self._child())
         return bucket
 
     def _functions(self, after):

@@ -72,24 +72,29 @@ BUILD_ROLES = ("roles/logging.logWriter", "roles/artifactregistry.writer", "role
 # (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
 OPERATOR_PROJECT_ROLES = (EXECUTIONS_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer")
 
-# Writes to the runs bucket only under the ledger's prefix (docs/ledger.md): an IAM condition on
-# the object's resource name, projects/_/buckets/BUCKET/objects/NAME
-# (https://cloud.google.com/iam/docs/conditions-resource-attributes). A listing names the bucket,
-# not an object, so reads and listings come from an unconditioned objectViewer beside it.
+# Bucket roles limited to a prefix: runs/ (the ledger, docs/ledger.md) and backfills/ (the
+# backfill's hand-overs, docs/backfill.md), by an IAM condition on the object's resource name,
+# projects/_/buckets/BUCKET/objects/NAME (https://cloud.google.com/iam/docs/conditions-resource-attributes).
+# A listing names the bucket, not an object, so listings need an unconditioned objectViewer.
 LEDGER_PREFIX = "runs/"
-LEDGER_CONDITION_TITLE = "run ledger only"
+HANDOVER_PREFIX = "backfills/"
+CONDITION_TITLES = {LEDGER_PREFIX: "run ledger only", HANDOVER_PREFIX: "backfill hand-overs only"}
+LEDGER_CONDITION_TITLE = CONDITION_TITLES[LEDGER_PREFIX]
 
 
-def ledger_condition(bucket):
-    return f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{LEDGER_PREFIX}")'
+def prefix_condition(bucket, prefix):
+    return f'resource.name.startsWith("projects/_/buckets/{bucket}/objects/{prefix}")'
 
 
-# (who, role, ledger only) on the runs bucket, and nothing else: the proxy and operators read and
-# list the ledger, and under runs/ create claims, record states (update) and overwrite a stale
-# claim (delete). The backfill makes no storage call. "operators" stands for each of them.
+# (who, role, prefix or None) on the runs bucket, and nothing else. The proxy and operators read
+# and list the bucket, and under runs/ create claims, record states (update) and overwrite or
+# release a claim (delete); the backfill creates and reads its hand-overs under backfills/ (never
+# lists, overwrites or deletes them). "operators" stands for each of them.
 RUNS_BUCKET_ROLES = (
-    ("proxy", "roles/storage.objectViewer", False), ("proxy", "roles/storage.objectUser", True),
-    ("operators", "roles/storage.objectViewer", False), ("operators", "roles/storage.objectUser", True),
+    ("proxy", "roles/storage.objectViewer", None), ("proxy", "roles/storage.objectUser", LEDGER_PREFIX),
+    ("backfill", "roles/storage.objectCreator", HANDOVER_PREFIX),
+    ("backfill", "roles/storage.objectViewer", HANDOVER_PREFIX),
+    ("operators", "roles/storage.objectViewer", None), ("operators", "roles/storage.objectUser", LEDGER_PREFIX),
 )
 # (function, caller): roles/run.invoker on the function's Cloud Run service, which is what
 # `gcloud functions add-invoker-policy-binding` grants for 2nd gen
