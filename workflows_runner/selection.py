@@ -10,17 +10,15 @@ window (zone, order, cron, bounds) before anything starts.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from . import job_settings
 from .cloud import Cloud, decode_job_body
 from .errors import ApiError, WfrError
 from .identity import run_argument
 from .status import Window
 
-# A Scheduler job's target: the proxy's (or the Executions API's) executions path names the workflow.
-_JOB_TARGET = re.compile(r"/v1/(projects/[^/]+/locations/[^/]+/workflows/[^/?]+)/executions(?:[?]|$)", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -109,14 +107,11 @@ def choose(cloud: Cloud, selection: Selection) -> Chosen:
 def _from_job(cloud: Cloud, s: Selection) -> tuple[str, Window, dict[str, Any]]:
     job = cloud.job(cloud.target.job_name(s.job or ""))
     uri = (job.get("httpTarget") or {}).get("uri", "")
-    match = _JOB_TARGET.search(uri)
-    if not match:
-        raise WfrError(f"job {s.job} does not start a workflow (its target is {uri or 'not an HTTP target'})")
     proxy = cloud.function_url("proxy").rstrip("/")
-    if not uri.startswith(proxy + "/"):
-        raise WfrError(f"job {s.job} calls {uri.split('?')[0]}, not the proxy ({proxy}): "
+    if not job_settings.targets(uri, proxy):
+        raise WfrError(f"job {s.job} calls {uri.split('?')[0] or 'no HTTP target'}, not the proxy ({proxy}): "
                        "its runs are not in the run ledger; point it at the proxy (docs/deploy.md)")
-    workflow = match[1]
+    workflow = job_settings.from_uri(uri).workflow   # the one reader of a job's URI
     if s.workflow and cloud.target.workflow_name(s.workflow) != workflow:
         raise WfrError(f"job {s.job} starts workflow {workflow.rsplit('/', 1)[-1]}, not {s.workflow}")
     if not job.get("schedule"):
