@@ -179,6 +179,19 @@ def test_concurrency_two_with_wait_never_has_more_than_two_runs_active(stack):
     assert most == 2     # two slots used, never a third
 
 
+def test_concurrency_forty_with_wait_runs_forty_at_once(stack):
+    """Issue 28: a parallel step runs at most 20 branches at once, so 40 workers used to peak at 20
+    without a word. The runs in flight are now counted by the backfill, not by branches."""
+    argument = {"workflow": "example", "start": "2024-07-02T00:00:00Z", "stop": "2024-07-02T00:40:00Z",
+                "step": "* * * * *", "concurrency": 40, "wait": True,
+                "params": {"case": "forty-at-once", "sleepSeconds": 8}}
+    result = summary(backfill(stack, argument))
+    runs = finished(stack, example_runs(stack, "forty-at-once"))
+    assert result["started"] == 40 and all(run["state"] == "SUCCEEDED" for run in runs)
+    events = sorted([(instant(r["startTime"]), 1) for r in runs] + [(instant(r["endTime"]), -1) for r in runs])
+    assert max(itertools.accumulate(change for _, change in events)) == 40
+
+
 def test_dry_run_previews_and_starts_nothing(stack):
     result = summary(backfill(stack, {"workflow": "example", "start": "2024-08-01T00:00:00+02:00",
                                       "stop": "2024-08-06T00:00:00+02:00", "step": "30 8 * * *",

@@ -99,7 +99,8 @@ def test_31_kb_params_cross_links_and_each_link_ends_before_its_successor(scaled
     assert len(links) >= 2
     assert all(len(link["argument"]) < 4096 for link in links[1:])
     assert all(link["endTime"] < nxt["endTime"] for link, nxt in zip(links, links[1:]))
-    assert all(steps <= STEP_LIMIT for steps in (scaled.steps[link["name"]] for link in links))
+    # Every link kept within its budget (the estimate it adds up errs on the safe side).
+    assert all(steps <= STEP_BUDGET for steps in (scaled.steps[link["name"]] for link in links))
     runs = once_each(scaled.stack, "big", times)
     assert all(json.loads(run["argument"])["blob"] == params["blob"] for run in runs[:3])
     result = final(links)
