@@ -94,8 +94,8 @@ def test_31_kb_params_cross_links_and_each_link_ends_before_its_successor(scaled
     """Issue 24 item 4: the continuation's argument carried the input and passed 32 KB. Now the
     state goes through the runs bucket and the argument stays small."""
     params = {"case": "big", "blob": "x" * 31_000}
-    times = minutes(200)
-    links = scaled.chain(window(200, concurrency=5, params=params, pageSize=100))
+    times = minutes(120)
+    links = scaled.chain(window(120, concurrency=5, params=params, pageSize=100))
     assert len(links) >= 2
     assert all(len(link["argument"]) < 4096 for link in links[1:])
     assert all(link["endTime"] < nxt["endTime"] for link, nxt in zip(links, links[1:]))
@@ -104,7 +104,7 @@ def test_31_kb_params_cross_links_and_each_link_ends_before_its_successor(scaled
     runs = once_each(scaled.stack, "big", times)
     assert all(json.loads(run["argument"])["blob"] == params["blob"] for run in runs[:3])
     result = final(links)
-    assert (result["planned"], result["started"], result["failed"], result["links"]) == (200, 200, 0, len(links))
+    assert (result["planned"], result["started"], result["failed"], result["links"]) == (120, 120, 0, len(links))
 
 
 @pytest.mark.timeout(300)
