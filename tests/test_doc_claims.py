@@ -18,7 +18,7 @@ import pytest
 from tests.deploy_plan import plan_of_dry_run
 from tests.serving import load_module
 from tests.test_pulumi_parity import PLACEHOLDER_URL, dry_run_output, offline_cloud, pulumi_plan
-from workflows_runner import batch, status
+from workflows_runner import batch, exits, status
 from workflows_runner_pulumi import spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,6 +176,22 @@ QUOTED = [
 ]
 
 
+def test_the_exit_statuses_cli_md_lists_are_wfrs():
+    """docs/cli.md's status exit statuses, each against the constant wfr exits with."""
+    text = " ".join((DOCS / "cli.md").read_text().split())
+    said = text[text.index("**Exit status**: `0` every time succeeded"):]
+    said = said[:said.index("So `wfr status")]
+    quoted = {int(code): meaning.strip().rstrip(".") for code, meaning in re.findall(r"`([0-9]+)` ([^;`]+)", said)}
+    assert quoted == {
+        exits.OK: "every time succeeded (or the window is empty)", exits.FAILED: "a time failed or was cancelled",
+        exits.MISSING: "a time is missing (none failed)", exits.RUNNING: "times are still running (none failed or missing)",
+        exits.ERROR: "an error (bad input, a refused or failed call)", exits.USAGE: "bad usage",
+        exits.INTERRUPTED: "Ctrl-C"}, quoted
+    assert exits.of_totals({"failed": 1, "missing": 1}) == exits.FAILED
+    assert exits.of_totals({"missing": 1, "running": 1}) == exits.MISSING
+    assert exits.of_totals({"running": 1}) == exits.RUNNING and exits.of_totals({}) == exits.OK
+
+
 @pytest.mark.parametrize("doc, text, source", QUOTED, ids=[f"{d}:{s}" for d, _, s in QUOTED])
 def test_a_number_the_docs_quote_is_the_codes(doc, text, source):
     assert text in (DOCS / doc).read_text(), f"docs/{doc} should say {text!r} ({source})"
@@ -239,3 +255,31 @@ def test_a_guarantee_names_the_test_that_checks_it(doc, phrase, test_id):
 
 
 test_exists.__test__ = False  # a helper, not a test
+
+# The strongest promises: wherever the README or a doc makes one, the paragraph (or the next)
+# names the test that checks it.
+EXACTLY = re.compile(r"\b(exactly once|exactly one|at most once|never twice|once and only once)\b", re.I)
+TEST_FILES = sorted((ROOT / "tests").rglob("test_*.py"))
+
+
+def defined_tests() -> set[str]:
+    return {name for path in TEST_FILES for name in re.findall(r"^\s*def (test_\w+)\(", path.read_text(), re.M)}
+
+
+def test_every_exactly_once_promise_names_a_test_that_exists():
+    tests = defined_tests()
+    unnamed, missing = [], []
+    for doc in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        paragraphs = doc.read_text().split("\n\n")
+        for index, text in enumerate(paragraphs):
+            if not EXACTLY.search(text) or text.lstrip().startswith(("|", "```", "#")):
+                continue
+            near = text + "\n" + (paragraphs[index + 1] if index + 1 < len(paragraphs) else "")
+            names = set(re.findall(r"\b(test_\w+)\b", near)) - {f.stem for f in TEST_FILES}
+            files = set(re.findall(r"\b(tests/test_\w+\.py)\b", near))
+            if not names and not files:
+                unnamed.append(f"{doc.name}: {text[:100]!r}")
+            missing += [f"{doc.name}: {n}" for n in names if n not in tests]
+            missing += [f"{doc.name}: {f}" for f in files if not (ROOT / f).is_file()]
+    assert not unnamed, "name the test that checks each of these promises:\n" + "\n".join(unnamed)
+    assert not missing, "these named tests do not exist:\n" + "\n".join(missing)
