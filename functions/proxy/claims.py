@@ -56,6 +56,9 @@ class Run:
     create_until: float    # time.monotonic() after which no create is sent (time left to release)
     lease: timedelta       # the claimant's deadline plus the margin
     request_id: str = ""   # ?requestId: the same id twice answers the attempt the first made
+    # The attempts this request has claimed, by run prefix (shared by its array's elements): a run
+    # given twice starts once, at its first place.
+    claimed_here: dict = dataclasses.field(default_factory=dict)
     fields: dict = dataclasses.field(default_factory=dict)  # more Execution fields for create (callLogLevel, ...)
 
     @property
@@ -119,6 +122,8 @@ def start(run: Run) -> dict:
             # No create can land any more (the lease is over): take the dead claim over.
             number, generation, metageneration = newest.number, newest.generation, newest.metageneration
             continue
+        if run.claimed_here.get(run.prefix) == newest.number:  # this request's own, a run given twice
+            return {**_current(run, newest), "started": False}
         if own is not None:  # the same request id again: the attempt it made, as first answered
             return {**_current(run, own), "started": True}
         if not run.request_id and newest.created >= _arrived(run, refused):
@@ -239,6 +244,7 @@ def _claim_and_create(run: Run, number: int, generation: str, metageneration: st
         if resource is None or (resource.get("metadata") or {}).get("claim") != token:
             return refused
     claimed_at = time.monotonic()
+    run.claimed_here[run.prefix] = number
     claim = Attempt.from_resource(resource)
     labels = {**run.labels, ATTEMPT_LABEL: str(number)}
     body = json.dumps({**run.fields, "argument": run.content.argument, "labels": labels},

@@ -20,7 +20,7 @@ from typing import Mapping
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import functions_framework
@@ -239,6 +239,7 @@ class _Request:
     create_until: float
     lease: timedelta
     request_id: str
+    claimed: dict = field(default_factory=dict)  # claims.Run.claimed_here, for every element
 
     def element(self, body) -> _Element:
         """One body object's run: its argument, labels and ledger record."""
@@ -278,7 +279,7 @@ class _Request:
             bucket=self.bucket, parent=self.parent, instant=instant, digest=digest,
             reprocess=self.reprocess, labels=labels, content=content, arrival=self.arrival, began=self.began,
             deadline=self.deadline, create_until=self.create_until, lease=self.lease,
-            request_id=self.request_id, fields=unwrapped.fields),
+            request_id=self.request_id, claimed_here=self.claimed, fields=unwrapped.fields),
             unwrapped.execution_shaped, tuple(dropped))
 
     def _scheduled(self, body: dict) -> tuple[datetime, str]:
