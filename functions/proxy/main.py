@@ -159,16 +159,12 @@ def _start_array(settled: "_Request", body: list, log: dict) -> tuple[int, dict]
     """One run per element, in order: {"executions": [Execution or error, ...]}, with the
     largest element error code as the status."""
     results, outcomes, worst = [], [], 200
-    answered: dict[str, dict] = {}  # run prefix -> its execution: a run twice in one request starts once
     for item in body:
         schedule_time = None
         try:
             element = settled.element(item)
             schedule_time = element.schedule_time
-            first = answered.get(element.run.prefix)
-            # Decided here, not by the ledger's twin rule, whose clock cannot split one request.
-            execution = {**first, "started": False} if first else claims.start(element.run)
-            answered.setdefault(element.run.prefix, execution)
+            execution = claims.start(element.run)
             results.append(execution)
             outcomes.append({"scheduleTime": schedule_time, "execution": execution.get("name"),
                              "outcome": "started" if execution["started"] else "existing",
