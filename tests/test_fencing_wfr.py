@@ -210,3 +210,35 @@ def test_wfr_backfill_start_answered_503_after_it_landed_starts_one_backfill(sta
     assert [e["name"] for e in same] == [name]
     assert relay.count("create") == 1  # looked up, not sent again
     stack.api.executions.wait(name, timeout=60)
+
+
+def test_wfr_status_keeps_the_oldest_of_two_executions_of_an_attempt_and_cancels_the_other(stack, proxy, wfr_state):
+    """Three times, each with a claim past its lease that no one recorded and two executions
+    carrying its labels (an assumption broken): the status records the older and cancels the
+    other, with a warning naming both."""
+    times = [fresh_time() for _ in range(3)]
+    params = {"case": "status-orphans", "sleepSeconds": 8}
+    pairs = []
+    for when in times:
+        first = proxy.post({**params, "scheduleTime": when}).json()
+        (record,) = records_at(stack, when)
+        stack.storage.buckets.insert(local_stack.RUNS_BUCKET, record["name"], b"{}", {"metadata": {
+            "state": "CLAIMED", "claim": "x", "lease": "1"}}, Preconditions(if_generation_match=record["generation"]))
+        execution = requests.get(f"{stack.api.url}/v1/{first['name']}", params={"view": "FULL"},
+                                 headers=AUTH, timeout=10).json()
+        twin = requests.post(f"{stack.api.url}/v1/{EXAMPLE}/executions", headers=AUTH, timeout=10, json={
+            "argument": execution["argument"], "labels": execution["labels"]}).json()
+        pairs.append((first["name"], twin["name"]))
+    time.sleep(2.2)  # the planted claims' 1 s lease, on Cloud Storage's whole-second clock
+    done = wfr(wfr_state, "status", "example", "--start", times[0], "--stop", times[2].replace(":00Z", ":01Z"),
+               "--step", "* * * * *", "--params", json.dumps(params), "--format", "json")
+    assert done.returncode in (0, 3, 4, 5), done.stderr
+    assert [t["state"] for t in json.loads(done.stdout)["times"]] == ["running"] * 3
+    for when, (kept, orphan) in zip(times, pairs):
+        (record,) = records_at(stack, when)
+        assert record["metadata"]["execution"] == kept
+        states = {e["name"]: e["state"] for e in requests.get(
+            f"{stack.api.url}/v1/{EXAMPLE}/executions", headers=AUTH, timeout=10, params={
+                "filter": f'labels.schedule_time="{label(when)}"', "pageSize": 10}).json()["executions"]}
+        assert states == {kept: "ACTIVE", orphan: "CANCELLED"}
+        assert f"kept {kept}, cancelled {orphan}" in done.stderr
