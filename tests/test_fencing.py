@@ -63,6 +63,7 @@ def test_creates_refused_with_429_are_retried_and_start_once(stack, relay, proxy
     assert answer.status_code == 200 and answer.json()["started"] is True, answer.text
     assert_one_recorded_execution(stack, when)
     assert relay.count("create", label(when)) == 3
+    assert relay.count("lookup") == 0  # a 429 created nothing: no executions.list spent on it
 
 
 # --- case 3: a time is never lost ------------------------------------------------------------

@@ -256,16 +256,17 @@ def _claim_and_create(run: Run, number: int, generation: str, metageneration: st
 def _create(run: Run, claim: Attempt, body: bytes, claimed_at: float) -> dict:
     """executions.create for the claim, retried while no create can have started anything (a
     429 or 503 answer, no connection: Workflows' own rule for non-idempotent calls), each retry
-    after a lookup by the attempt's labels. Once a create's outcome is unknown (no answer, or
+    but one after a 429 preceded by a lookup by the attempt's labels. Once a create's outcome is unknown (no answer, or
     500/502/504), it is never sent again: only lookups, since that create may still land.
     Raises ApiError: the refusal (the claim released), 503 (the claim released: nothing was
     started), or Busy when an unknown outcome was not found by the end (the claim stays, for
     whoever reads it after its lease)."""
     unknown, sent, fault = False, False, "no answer"
     delay = FIRST_BACKOFF
+    quota = False  # the last create was refused with 429: nothing was looked at, nothing to look up
     while True:
         looked = True
-        if sent:
+        if sent and not quota:
             try:
                 found = _lookup(run, claim)
             except Transient as error:
@@ -280,6 +281,10 @@ def _create(run: Run, claim: Attempt, body: bytes, claimed_at: float) -> dict:
                 return workflows_api.call("POST", _executions_path(run), run.create_until, json_body=body)
             except Transient as error:
                 fault, unknown = str(error), error.may_have_acted
+                # 429 (RESOURCE_EXHAUSTED: the concurrency quota) is refused before anything is
+                # done, so the next try needs no lookup, which would spend executions.list's far
+                # smaller quota (https://cloud.google.com/workflows/quotas) while Workflows is full.
+                quota = error.status == 429
             except ApiError as error:
                 if error.code < 500:  # refused for good: nothing was created
                     _release(run, claim)

@@ -56,9 +56,10 @@ class Transient(Exception):
     """A fault worth retrying: 429, 5xx, or no answer. `may_have_acted` is False when the call
     certainly did nothing (no connection, or a REFUSED_CODES answer): a create may be sent again."""
 
-    def __init__(self, message: str, may_have_acted: bool = True):
+    def __init__(self, message: str, may_have_acted: bool = True, status: int | None = None):
         super().__init__(message)
         self.may_have_acted = may_have_acted
+        self.status = status  # the HTTP status answered, None when there was no answer
 
 
 def base_url() -> str:
@@ -136,7 +137,8 @@ def send(method: str, url: str, deadline: float, api: str, *, params: dict | Non
         raise Transient(f"{type(error).__name__} from the {api}",
                         may_have_acted=isinstance(error, (OSError, http.client.HTTPException))) from None
     if answer.status in RETRYABLE_CODES:
-        raise Transient(f"HTTP {answer.status} from the {api}", may_have_acted=answer.status not in REFUSED_CODES)
+        raise Transient(f"HTTP {answer.status} from the {api}", may_have_acted=answer.status not in REFUSED_CODES,
+                        status=answer.status)
     return answer
 
 
