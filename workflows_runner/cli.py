@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_status
     except KeyboardInterrupt:
         return exits.INTERRUPTED
+    except BrokenPipeError:   # `wfr ... | head`: the reader had enough; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return exits.OK
 
 
 def _version() -> str:
