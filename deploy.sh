@@ -9,7 +9,8 @@ usage() {
   cat <<'EOF'
 Usage:
   ./deploy.sh [deploy] [--project P] --region R [--prefix NAME] [--allowed-workflows LIST]
-              [--operators LIST] [--build-service-account EMAIL] [--dry-run]
+              [--operators LIST] [--build-service-account EMAIL]
+              [--notification-channels LIST] [--dry-run]
   ./deploy.sh schedule WORKFLOW [--job NAME] --schedule CRON --time-zone TZ [--body JSON]
               [--catch-up DURATION] [--project P] --region R [--prefix NAME] [--dry-run]
   ./deploy.sh unschedule NAME [--project P] --region R [--prefix NAME] [--dry-run]
@@ -18,8 +19,9 @@ Usage:
   ./deploy.sh destroy [--delete-runs] [--project P] --region R [--prefix NAME] [--dry-run]
 
 deploy      enables the APIs, creates the service accounts and their roles, the runs bucket
-            PROJECT-PREFIX-runs, the range and proxy functions (2nd gen, private) and the
-            backfill workflow.
+            PROJECT-PREFIX-runs, the range, proxy and audit functions (2nd gen, private), the
+            backfill workflow, the job PREFIX-audit running an audit pass every 5 minutes, the
+            log-based metric PREFIX-alerts and, with --notification-channels, an alert policy.
 schedule    creates or updates the Cloud Scheduler job PREFIX-NAME that starts WORKFLOW through
             the proxy, so that each run receives its scheduled time. WORKFLOW is a workflow id in
             the same project and region, or projects/P/locations/L/workflows/W. A workflow may
@@ -47,6 +49,10 @@ Options:
                            the service account Cloud Build uses to build the functions
                            (default: PREFIX-build, created with the three roles Google documents
                            for it: logging.logWriter, artifactregistry.writer, storage.objectViewer)
+  --notification-channels LIST
+                           Cloud Monitoring channels the alert policy "PREFIX alerts" notifies
+                           of each new alert: comma-separated projects/P/notificationChannels/ID
+                           (docs/alerts.md)
   --job NAME               name of the job, unique per region (default: the workflow id)
   --schedule CRON          unix-cron schedule of the job, e.g. '0 1 * * *'
   --time-zone TZ           IANA time zone of the schedule and of the scheduled times
@@ -61,11 +67,13 @@ EOF
 }
 
 readonly RUNTIME=python312
-readonly APIS="cloudresourcemanager.googleapis.com iam.googleapis.com cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com workflows.googleapis.com workflowexecutions.googleapis.com cloudscheduler.googleapis.com logging.googleapis.com storage.googleapis.com"
+readonly APIS="cloudresourcemanager.googleapis.com iam.googleapis.com cloudfunctions.googleapis.com run.googleapis.com cloudbuild.googleapis.com artifactregistry.googleapis.com workflows.googleapis.com workflowexecutions.googleapis.com cloudscheduler.googleapis.com logging.googleapis.com storage.googleapis.com monitoring.googleapis.com"
 # Scheduler retries are safe: the proxy starts one execution per scheduled time.
 readonly JOB_RETRY_FLAGS="--attempt-deadline=180s --max-retry-attempts=5 --min-backoff=30s --max-backoff=600s"
 # The catch-up job's own schedule, in the job's zone: once a day, off the hour most jobs use.
 readonly CATCH_UP_SCHEDULE="17 3 * * *"
+# The audit pass (docs/alerts.md): every 5 minutes; each pass looks back 2 days by default.
+readonly AUDIT_SCHEDULE="*/5 * * * *"
 readonly EXECUTIONS_API=https://workflowexecutions.googleapis.com
 # New service accounts can take a minute to be usable in IAM policies.
 readonly RETRY_SECONDS=${DEPLOY_RETRY_SECONDS:-10}
@@ -77,6 +85,7 @@ readonly WORKFLOW_RE='[A-Za-z]([A-Za-z0-9_-]{0,62}[A-Za-z0-9])?'
 # The same rule as backfill.yaml's `lookback`: no years or months, whose length varies.
 readonly LEDGER_CONDITION_TITLE="run ledger only"
 readonly HANDOVER_CONDITION_TITLE="backfill hand-overs only"
+readonly ALERTS_CONDITION_TITLE="audit alerts only"
 # Google's minimum for a function's build account (https://cloud.google.com/functions/docs/securing/build-custom-sa).
 readonly BUILD_ROLES="roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectViewer"
 # What every wfr command and wfr ui call, besides the functions and the bucket (docs/deploy.md):
@@ -85,7 +94,7 @@ readonly BUILD_ROLES="roles/logging.logWriter roles/artifactregistry.writer role
 readonly OPERATOR_VIEWER_ROLES="roles/cloudfunctions.viewer roles/cloudscheduler.viewer"
 readonly DURATION_RE='P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?'
 
-COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" OPERATORS="" BUILD_SA=""
+COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" OPERATORS="" BUILD_SA="" CHANNELS=""
 TARGET="" JOB="" SCHEDULE="" TIME_ZONE="" BODY="{}" CATCH_UP="" DELETE_RUNS=0
 DRY_RUN=0 OFFLINE=0 ASSUME_PRESENT=0 ACCOUNT=""
 
@@ -149,7 +158,7 @@ parse_args() {
       --dry-run) DRY_RUN=1 ;;
       --delete-runs) only_for destroy "$arg"; DELETE_RUNS=1 ;;
       --project | --region | --prefix | --allowed-workflows | --operators | --build-service-account | \
-        --job | --schedule | --time-zone | --body | --catch-up)
+        --notification-channels | --job | --schedule | --time-zone | --body | --catch-up)
         (($#)) || die "$arg needs a value (see --help)"
         value=$1; shift
         case $arg in
@@ -159,6 +168,7 @@ parse_args() {
           --allowed-workflows) only_for deploy "$arg"; ALLOWED=$value ;;
           --operators) only_for deploy "$arg"; OPERATORS=$value ;;
           --build-service-account) only_for deploy "$arg"; BUILD_SA=$value ;;
+          --notification-channels) only_for deploy "$arg"; CHANNELS=$value ;;
           --job) only_for schedule "$arg"; JOB=$value ;;
           --schedule) only_for schedule "$arg"; SCHEDULE=$value ;;
           --time-zone) only_for schedule "$arg"; TIME_ZONE=$value ;;
@@ -198,7 +208,7 @@ check_inputs() {
 
 check_deploy_inputs() {
   local need segment='[^/,;[:space:]]+' entry member='(user|group|serviceAccount|domain):[^,[:space:]]+'
-  for need in functions/range/main.py functions/proxy/main.py workflows/backfill.yaml; do
+  for need in functions/range/main.py functions/proxy/main.py functions/audit/main.py workflows/backfill.yaml; do
     [[ -f $need ]] || die "$need is missing: run deploy.sh from a complete checkout"
   done
   entry="$segment/$segment/$segment"
@@ -208,6 +218,9 @@ check_deploy_inputs() {
     die "invalid --operators '$OPERATORS': comma-separated principals such as user:ana@example.com or group:ops@example.com"
   [[ -z $BUILD_SA || $BUILD_SA =~ ^[a-z0-9-]+@[a-z0-9.-]+\.gserviceaccount\.com$ ]] ||
     die "invalid --build-service-account '$BUILD_SA': a service account email"
+  local channel='projects/[^/,[:space:]]+/notificationChannels/[0-9]+'
+  [[ -z $CHANNELS || $CHANNELS =~ ^$channel(,$channel)*$ ]] ||
+    die "invalid --notification-channels '$CHANNELS': comma-separated projects/P/notificationChannels/ID (gcloud beta monitoring channels list)"
 }
 
 check_schedule_inputs() {
@@ -216,6 +229,7 @@ check_schedule_inputs() {
     die "invalid workflow name: $TARGET (a letter, then up to 63 letters, digits, '_' or '-', ending in a letter or digit; or projects/P/locations/L/workflows/W)"
   JOB=${JOB:-${TARGET##*/}}
   [[ $JOB =~ ^[A-Za-z0-9_-]{1,100}$ ]] || die "invalid job name: $JOB (letters, digits, '_' and '-')"
+  [[ $JOB != audit ]] || die "the job name audit is taken by the audit function's own job: pass --job NAME"
   [[ -n $SCHEDULE ]] || die "schedule needs --schedule CRON, e.g. --schedule '0 1 * * *'"
   local cron_chars='^[A-Za-z0-9*/,?#[:space:]-]+$' # nothing that needs quoting in JSON
   [[ $SCHEDULE =~ $cron_chars ]] || die "invalid --schedule: $SCHEDULE"
@@ -259,11 +273,13 @@ preflight() {
 set_names() {
   SA_RANGE=$PREFIX-range SA_PROXY=$PREFIX-proxy SA_SCHEDULER=$PREFIX-scheduler SA_BACKFILL=$PREFIX-backfill
   SA_BUILD=$PREFIX-build FN_RANGE=$PREFIX-range FN_PROXY=$PREFIX-proxy WF_BACKFILL=$PREFIX-backfill
+  SA_AUDIT=$PREFIX-audit FN_AUDIT=$PREFIX-audit JOB_AUDIT=$PREFIX-audit METRIC=$PREFIX-alerts
+  POLICY_NAME="$PREFIX alerts"
   BUCKET=$PROJECT-$PREFIX-runs
   # Custom role ids allow letters, digits, '_' and '.', not '-'.
   READER_ROLE_ID=${PREFIX//-/_}_executionReader
   EXECUTIONS_ROLE_ID=${PREFIX//-/_}_executionUser
-  BACKFILL_ROLE_ID=${PREFIX//-/_}_backfill
+  BACKFILL_ROLE_ID=${PREFIX//-/_}_backfill AUDIT_ROLE_ID=${PREFIX//-/_}_auditReader
 }
 
 # Bucket roles limited to a prefix (runs/: the ledger, docs/ledger.md; backfills/: the backfill's
@@ -271,7 +287,9 @@ set_names() {
 # projects/_/buckets/BUCKET/objects/NAME (https://cloud.google.com/iam/docs/conditions-resource-attributes).
 # A listing names the bucket, not an object, so listings need an unconditioned objectViewer.
 condition_title() { # PREFIX
-  case $1 in runs/) printf '%s' "$LEDGER_CONDITION_TITLE" ;; backfills/) printf '%s' "$HANDOVER_CONDITION_TITLE" ;; esac
+  case $1 in runs/) printf '%s' "$LEDGER_CONDITION_TITLE" ;; backfills/) printf '%s' "$HANDOVER_CONDITION_TITLE" ;;
+    alerts/) printf '%s' "$ALERTS_CONDITION_TITLE" ;;
+  esac
 }
 condition_of() { # PREFIX
   printf 'expression=resource.name.startsWith("projects/_/buckets/%s/objects/%s"),title=%s' "$BUCKET" "$1" "$(condition_title "$1")"
@@ -409,7 +427,7 @@ allowed() {
 # The custom roles, where a predefined role is broader than the calls: roles/workflows.invoker
 # also sends callbacks and reads step entries, and Workflows roles can only be granted on a
 # project (https://cloud.google.com/iam/docs/roles-permissions/workflows).
-ensure_role() { # PROJECT executions|backfill|reader
+ensure_role() { # PROJECT executions|backfill|reader|audit
   local id title description permissions
   case $2 in
     executions)
@@ -424,6 +442,10 @@ ensure_role() { # PROJECT executions|backfill|reader
       id=$READER_ROLE_ID title="workflows-runner execution reader"
       description="Read one execution's state, nothing else: the backfill waits on runs with it"
       permissions=workflows.executions.get ;;
+    audit)  # the state of runs the ledger does not show ended yet; viewer would show workflow sources
+      id=$AUDIT_ROLE_ID title="workflows-runner audit reader"
+      description="Read and list executions: the audit learns the state of runs not yet settled"
+      permissions=workflows.executions.get,workflows.executions.list ;;
   esac
   if exists iam roles describe "$id" --project="$1" --format='value(name)'; then
     say "= role projects/$1/roles/$id exists"
@@ -433,6 +455,51 @@ ensure_role() { # PROJECT executions|backfill|reader
   fi
 }
 
+# The log-based metric counting the audit's alert lines by kind and job (docs/alerts.md). Labels
+# need a LogMetric config file (https://cloud.google.com/logging/docs/reference/v2/rest/v2/projects.metrics).
+ensure_alert_metric() {
+  local file=$PWD/.build/$METRIC.json verb=create
+  mkdir -p .build
+  # printf, a builtin: a dry run without gcloud may have little else on PATH.
+  printf '%s\n' "{\"description\": \"workflows-runner alerts raised by the audit function $FN_AUDIT (docs/alerts.md)\"," \
+    " \"filter\": \"resource.type=\\\"cloud_run_revision\\\" AND resource.labels.service_name=\\\"$FN_AUDIT\\\" AND jsonPayload.event=\\\"alert\\\"\"," \
+    " \"labelExtractors\": {\"kind\": \"EXTRACT(jsonPayload.kind)\", \"job\": \"EXTRACT(jsonPayload.job)\"}," \
+    " \"metricDescriptor\": {\"metricKind\": \"DELTA\", \"valueType\": \"INT64\", \"unit\": \"1\", \"labels\": [" \
+    "   {\"key\": \"kind\", \"description\": \"missing, late, failed or paused\"}," \
+    "   {\"key\": \"job\", \"description\": \"the Scheduler job's full name\"}]}}" >"$file"
+  if exists logging metrics describe "$METRIC" --project="$PROJECT" --format='value(name)'; then verb=update; fi
+  run logging metrics "$verb" "$METRIC" --project="$PROJECT" --config-from-file="$file"
+}
+
+# The alert policy: any alert line in a 5-minute window notifies CHANNELS. Only with
+# --notification-channels; without it, an existing policy stays as it is.
+ensure_alert_policy() {
+  if [[ -z $CHANNELS ]]; then
+    say "= no --notification-channels: alerts are logged and counted, no policy notifies"
+    return
+  fi
+  local name channels policy filter
+  channels="\"${CHANNELS//,/\",\"}\""
+  filter="metric.type=\\\"logging.googleapis.com/user/$METRIC\\\" AND resource.type=\\\"cloud_run_revision\\\""
+  policy="{\"displayName\": \"$POLICY_NAME\", \"combiner\": \"OR\", \"notificationChannels\": [$channels],"
+  policy="$policy \"conditions\": [{\"displayName\": \"an alert was raised\", \"conditionThreshold\": {\"filter\": \"$filter\","
+  policy="$policy \"comparison\": \"COMPARISON_GT\", \"thresholdValue\": 0, \"duration\": \"0s\", \"aggregations\": [{\"alignmentPeriod\": \"300s\","
+  policy="$policy \"perSeriesAligner\": \"ALIGN_SUM\", \"crossSeriesReducer\": \"REDUCE_SUM\", \"groupByFields\": [\"metric.label.kind\", \"metric.label.job\"]}]}}],"
+  policy="$policy \"documentation\": {\"mimeType\": \"text/markdown\", \"content\": \"A scheduled time of a workflows-runner job is missing, late or failed: wfr alerts lists them (docs/alerts.md).\"}}"
+  if name=$(alert_policy); then
+    run alpha monitoring policies update "$name" --project="$PROJECT" --policy="$policy"
+  else
+    run alpha monitoring policies create --project="$PROJECT" --policy="$policy"
+  fi
+}
+
+alert_policy() { # prints the alert policy's name; fails when there is none
+  local name
+  name=$(lookup alpha monitoring policies list --project="$PROJECT" --filter="displayName=\"$POLICY_NAME\"" --format='value(name)') || return 1
+  [[ -n $name ]] || return 1
+  printf '%s' "${name%%$'\n'*}"
+}
+
 ensure_bucket() {
   if exists storage buckets describe "gs://$BUCKET" --format='value(name)'; then
     say "= bucket gs://$BUCKET exists"
@@ -440,6 +507,24 @@ ensure_bucket() {
     run storage buckets create "gs://$BUCKET" --project="$PROJECT" --location="$REGION" \
       --uniform-bucket-level-access --public-access-prevention
   fi
+}
+
+# A function's folder as it deploys: its own files, plus the modules of workflows_runner/ its
+# SHARED file lists, copied into workflows_runner/ beside main.py in .build/functions/NAME
+# (docs/alerts.md, "How the audit shares wfr's code"; localcloud and the Pulumi component build
+# the same files, tests/test_audit_source.py). A folder without SHARED deploys as it is.
+function_source() { # NAME; prints the folder to upload
+  local folder=functions/$1 out=.build/functions/$1 file module
+  if [[ ! -f $folder/SHARED ]]; then printf '%s' "$folder"; return; fi
+  rm -rf "$out"
+  mkdir -p "$out/workflows_runner"
+  for file in "$folder"/*; do
+    if [[ -f $file && $file != *.pyc ]]; then cp "$file" "$out/"; fi
+  done
+  while read -r module; do
+    if [[ -n $module && $module != \#* ]]; then cp "workflows_runner/$module" "$out/workflows_runner/$module"; fi
+  done <"$folder/SHARED"
+  printf '%s' "$out"
 }
 
 deploy_function() { # NAME SOURCE ENTRY-POINT SERVICE-ACCOUNT FLAG...
@@ -462,6 +547,7 @@ cmd_deploy() {
   ensure_service_account "$SA_PROXY" "workflows-runner proxy function"
   ensure_service_account "$SA_SCHEDULER" "workflows-runner Cloud Scheduler jobs"
   ensure_service_account "$SA_BACKFILL" "workflows-runner backfill workflow"
+  ensure_service_account "$SA_AUDIT" "workflows-runner audit function"
   [[ -n $BUILD_SA ]] || ensure_service_account "$SA_BUILD" "workflows-runner function builds"
   local operators operator role
   IFS=, read -r -a operators <<<"$OPERATORS"
@@ -484,6 +570,10 @@ cmd_deploy() {
   revoke_project_role "$SA_BACKFILL" roles/workflows.invoker
   revoke_project_role "$SA_BACKFILL" roles/workflows.viewer
   revoke_project_role "$SA_BUILD" roles/cloudbuild.builds.builder
+  # The audit lists the Scheduler jobs (their URIs carry the settings) and reads executions.
+  grant_project_role "$SA_AUDIT" roles/cloudscheduler.viewer
+  ensure_role "$PROJECT" audit
+  grant_project_role "$SA_AUDIT" "projects/$PROJECT/roles/$AUDIT_ROLE_ID"
   grant_other_projects
 
   ensure_bucket
@@ -495,6 +585,11 @@ cmd_deploy() {
   # or deleted (docs/backfill.md).
   grant_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectCreator backfills/
   grant_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer backfills/
+  # The audit lists and reads the ledger, writes back the states it learns (runs/), and creates
+  # alert records and marks them resolved (alerts/, docs/alerts.md).
+  grant_bucket_role "$(member "$SA_AUDIT")" roles/storage.objectViewer
+  grant_bucket_role "$(member "$SA_AUDIT")" roles/storage.objectUser runs/
+  grant_bucket_role "$(member "$SA_AUDIT")" roles/storage.objectUser alerts/
   # Operators: wfr reads the ledger, writes learned states back and resolves stale claims (runs/).
   for operator in ${operators[@]+"${operators[@]}"}; do
     grant_bucket_role "$operator" roles/storage.objectViewer
@@ -522,6 +617,18 @@ cmd_deploy() {
     grant_invoker_member "$FN_PROXY" "$operator"
   done
 
+  local audit_source audit_url
+  audit_source=$(function_source audit)
+  deploy_function "$FN_AUDIT" "$audit_source" audit_pass "$SA_AUDIT" \
+    "--set-env-vars=GOOGLE_CLOUD_PROJECT=$PROJECT,LOCATION=$REGION,RUNS_BUCKET=$BUCKET,RANGE_URL=$range_url,PROXY_URL=$proxy_url" \
+    --timeout=180s
+  audit_url=$(function_url "$FN_AUDIT") || die "could not read the URL of $FN_AUDIT"
+  grant_invoker "$FN_RANGE" "$SA_AUDIT"
+  grant_invoker "$FN_AUDIT" "$SA_SCHEDULER"
+  put_job "$JOB_AUDIT" "$AUDIT_SCHEDULE" Etc/UTC "$audit_url" "{}" "$audit_url"
+  ensure_alert_metric
+  ensure_alert_policy
+
   run workflows deploy "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" \
     --source=workflows/backfill.yaml --service-account="$(email "$SA_BACKFILL")" \
     --set-env-vars="RANGE_URL=$range_url,PROXY_URL=$proxy_url,RUNS_BUCKET=$BUCKET" --quiet
@@ -535,6 +642,7 @@ cmd_deploy() {
 workflows-runner is deployed in $PROJECT ($REGION):
   range function    $FN_RANGE  $range_url
   proxy function    $FN_PROXY  $proxy_url  (may start: $ALLOWED)
+  audit function    $FN_AUDIT  $audit_url  (job $JOB_AUDIT, metric $METRIC; docs/alerts.md)
   backfill workflow $WF_BACKFILL
   run ledger        gs://$BUCKET
 
@@ -686,11 +794,21 @@ cmd_destroy() {
   ALLOWED=$(lookup functions describe "$FN_PROXY" --region="$REGION" --project="$PROJECT" \
     --format='value(serviceConfig.environmentVariables.ALLOWED_WORKFLOWS)') || ALLOWED=""
   destroy_jobs "$proxy_url"
+  delete_job "$JOB_AUDIT"
+  local policy
+  if policy=$(alert_policy); then
+    run alpha monitoring policies delete "$policy" --project="$PROJECT" --quiet
+  elif ((OFFLINE)); then
+    say "[dry-run] (if the alert policy '$POLICY_NAME' exists) gcloud alpha monitoring policies delete POLICY --project=$PROJECT --quiet"
+  fi
+  if exists logging metrics describe "$METRIC" --project="$PROJECT" --format='value(name)'; then
+    run logging metrics delete "$METRIC" --project="$PROJECT" --quiet
+  fi
   if exists workflows describe "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
     run workflows delete "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" --quiet
   fi
   # A function's invoker bindings go with it.
-  for fn in "$FN_PROXY" "$FN_RANGE"; do
+  for fn in "$FN_AUDIT" "$FN_PROXY" "$FN_RANGE"; do
     if exists functions describe "$fn" --region="$REGION" --project="$PROJECT" --format='value(name)'; then
       run functions delete "$fn" --gen2 --region="$REGION" --project="$PROJECT" --quiet
     fi
@@ -705,6 +823,9 @@ cmd_destroy() {
       revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectCreator backfills/
       revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer backfills/
       revoke_bucket_role "$(member "$SA_BACKFILL")" roles/storage.objectViewer
+      revoke_bucket_role "$(member "$SA_AUDIT")" roles/storage.objectViewer
+      revoke_bucket_role "$(member "$SA_AUDIT")" roles/storage.objectUser runs/
+      revoke_bucket_role "$(member "$SA_AUDIT")" roles/storage.objectUser alerts/
       say "= kept gs://$BUCKET, the run ledger (--delete-runs removes it; operators' grants stay)"
     fi
   fi
@@ -716,18 +837,20 @@ cmd_destroy() {
   revoke_project_role "$SA_BACKFILL" roles/logging.logWriter
   revoke_project_role "$SA_BACKFILL" roles/workflows.viewer
   for role in $BUILD_ROLES roles/cloudbuild.builds.builder; do revoke_project_role "$SA_BUILD" "$role"; done
+  revoke_project_role "$SA_AUDIT" roles/cloudscheduler.viewer
+  revoke_project_role "$SA_AUDIT" "projects/$PROJECT/roles/$AUDIT_ROLE_ID"
   for project in $(other_projects); do
     revoke_project_role "$SA_PROXY" "projects/$project/roles/$EXECUTIONS_ROLE_ID" "$project"
     revoke_project_role "$SA_PROXY" roles/workflows.invoker "$project"
     revoke_project_role "$SA_BACKFILL" "projects/$project/roles/$READER_ROLE_ID" "$project"
   done
-  for sa in "$SA_RANGE" "$SA_PROXY" "$SA_SCHEDULER" "$SA_BACKFILL" "$SA_BUILD"; do
+  for sa in "$SA_RANGE" "$SA_PROXY" "$SA_SCHEDULER" "$SA_BACKFILL" "$SA_AUDIT" "$SA_BUILD"; do
     if exists iam service-accounts describe "$(email "$sa")" --project="$PROJECT" --format='value(email)'; then
       run iam service-accounts delete "$(email "$sa")" --project="$PROJECT" --quiet
     fi
   done
   # A deleted custom role id stays reserved for weeks, so a later deploy could not create it again.
-  say "Kept the custom roles $EXECUTIONS_ROLE_ID and $BACKFILL_ROLE_ID in $PROJECT (operators may still hold the first)"
+  say "Kept the custom roles $EXECUTIONS_ROLE_ID, $BACKFILL_ROLE_ID and $AUDIT_ROLE_ID in $PROJECT (operators may still hold the first)"
   [[ -z $(other_projects) ]] || say "Kept the custom roles $EXECUTIONS_ROLE_ID and $READER_ROLE_ID (no service account left on them) in: $(other_projects | tr '\n' ' ')"
   if ((DRY_RUN)); then say "Dry run: nothing was changed."; else say "workflows-runner is removed from $PROJECT ($REGION)."; fi
 }

@@ -3,6 +3,7 @@ import base64
 import json
 import re
 import shlex
+import shutil
 import subprocess
 
 import pytest
@@ -15,9 +16,11 @@ APIS = [
     "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
     "workflows.googleapis.com", "workflowexecutions.googleapis.com",
     "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com",
+    "monitoring.googleapis.com",
 ]
 ACCOUNTS = {"range": "range function", "proxy": "proxy function",
-            "scheduler": "Cloud Scheduler jobs", "backfill": "backfill workflow", "build": "function builds"}
+            "scheduler": "Cloud Scheduler jobs", "backfill": "backfill workflow", "audit": "audit function",
+            "build": "function builds"}
 BUCKET = f"gs://{P}-{PRE}-runs"
 POLICY_FLAGS = ["--flatten=bindings[].members", "--format=value(bindings.role,bindings.members,bindings.condition.title)"]
 EXECUTIONS_ROLE = f"projects/{P}/roles/workflows_runner_executionUser"
@@ -37,9 +40,9 @@ def member(name):
     return f"serviceAccount:{sa(name)}"
 
 
-def function_deploy(name, entry, *flags):
+def function_deploy(name, entry, *flags, source=None):
     return ["functions", "deploy", f"{PRE}-{name}", "--gen2", f"--region={R}", f"--project={P}",
-            "--runtime=python312", f"--source=functions/{name}", f"--entry-point={entry}",
+            "--runtime=python312", f"--source={source or 'functions/' + name}", f"--entry-point={entry}",
             "--trigger-http", "--no-allow-unauthenticated", f"--service-account={sa(name)}",
             f"--build-service-account=projects/{P}/serviceAccounts/{sa('build')}", *flags, "--quiet"]
 
@@ -50,6 +53,43 @@ PROXY_DEPLOY = function_deploy(
     "--timeout=120s")
 RANGE_URL = f"https://{PRE}-range-fake1234-{R}.a.run.app"
 PROXY_URL = f"https://{PRE}-proxy-fake1234-{R}.a.run.app"
+AUDIT_URL = f"https://{PRE}-audit-fake1234-{R}.a.run.app"
+AUDIT_ROLE = f"projects/{P}/roles/workflows_runner_auditReader"
+ALERTS = (f'expression=resource.name.startsWith("projects/_/buckets/{P}-{PRE}-runs/objects/alerts/"),'
+          "title=audit alerts only")
+METRIC = f"{PRE}-alerts"
+
+
+def audit_deploy(range_url=RANGE_URL, proxy_url=PROXY_URL):
+    """The audit function deploys from its assembled folder (functions/audit/SHARED)."""
+    return function_deploy(
+        "audit", "audit_pass", f"--set-env-vars=GOOGLE_CLOUD_PROJECT={P},LOCATION={R},RUNS_BUCKET={P}-{PRE}-runs,"
+        f"RANGE_URL={range_url},PROXY_URL={proxy_url}", "--timeout=180s", source=".build/functions/audit")
+
+
+def audit_job(verb="create", audit_url=AUDIT_URL):
+    return ["scheduler", "jobs", verb, "http", f"{PRE}-audit", f"--location={R}", f"--project={P}",
+            "--schedule=*/5 * * * *", "--time-zone=Etc/UTC", f"--uri={audit_url}", "--http-method=post",
+            f"--{'headers' if verb == 'create' else 'update-headers'}=Content-Type=application/json",
+            "--message-body={}", f"--oidc-service-account-email={sa('scheduler')}",
+            f"--oidc-token-audience={audit_url}", "--attempt-deadline=180s", "--max-retry-attempts=5",
+            "--min-backoff=30s", "--max-backoff=600s", "--quiet"]
+
+
+def metric_put(cloud, verb="create"):
+    return ["logging", "metrics", verb, METRIC, f"--project={P}",
+            f"--config-from-file={cloud.checkout}/.build/{METRIC}.json"]
+
+
+def normalized(calls, *clouds):
+    """Calls with function URLs and checkout folders as symbols: a dry run prints placeholders
+    for functions not yet deployed, and each FakeCloud has its own checkout."""
+    def one(word):
+        word = re.sub(r"https://([a-z][-a-z0-9]*)(?:\.example\.invalid|-fake1234-[a-z0-9-]+\.a\.run\.app)", r"URL(\1)", word)
+        for cloud in clouds:
+            word = word.replace(str(cloud.checkout), "CHECKOUT")
+        return word
+    return [[one(word) for word in argv] for argv in calls]
 
 
 def workflow_deploy(range_url=RANGE_URL, proxy_url=PROXY_URL):
@@ -118,6 +158,12 @@ FRESH_PROJECT_CALLS = [
     *[call for role in BUILD_ROLES for call in project_check_and_grant("build", role)],
     # Earlier versions' broader roles (proxy and backfill invoker, backfill viewer, builds.builder)?
     *[["projects", "get-iam-policy", P, *POLICY_FLAGS]] * 4,
+    *project_check_and_grant("audit", "roles/cloudscheduler.viewer"),
+    ["iam", "roles", "describe", "workflows_runner_auditReader", f"--project={P}", "--format=value(name)"],
+    ["iam", "roles", "create", "workflows_runner_auditReader", f"--project={P}", "--title=workflows-runner audit reader",
+     "--description=Read and list executions: the audit learns the state of runs not yet settled",
+     "--permissions=workflows.executions.get,workflows.executions.list", "--stage=GA", "--format=none"],
+    *project_check_and_grant("audit", AUDIT_ROLE),
     ["storage", "buckets", "describe", BUCKET, "--format=value(name)"],
     ["storage", "buckets", "create", BUCKET, f"--project={P}", f"--location={R}",
      "--uniform-bucket-level-access", "--public-access-prevention"],
@@ -125,6 +171,9 @@ FRESH_PROJECT_CALLS = [
     *bucket_check_and_grant(member("proxy"), "roles/storage.objectUser", LEDGER),
     *bucket_check_and_grant(member("backfill"), "roles/storage.objectCreator", HANDOVERS),
     *bucket_check_and_grant(member("backfill"), "roles/storage.objectViewer", HANDOVERS),
+    *bucket_check_and_grant(member("audit"), "roles/storage.objectViewer"),
+    *bucket_check_and_grant(member("audit"), "roles/storage.objectUser", LEDGER),
+    *bucket_check_and_grant(member("audit"), "roles/storage.objectUser", ALERTS),
     # Earlier versions' proxy objectUser on the whole bucket, backfill objectViewer?
     *[["storage", "buckets", "get-iam-policy", BUCKET, *POLICY_FLAGS]] * 2,
     RANGE_DEPLOY,
@@ -134,9 +183,25 @@ FRESH_PROJECT_CALLS = [
     *invoker_check_and_grant("range", "backfill"),
     *invoker_check_and_grant("proxy", "backfill"),
     *invoker_check_and_grant("proxy", "scheduler"),
+    audit_deploy(),
+    ["functions", "describe", f"{PRE}-audit", f"--region={R}", f"--project={P}", "--format=value(serviceConfig.uri)"],
+    *invoker_check_and_grant("range", "audit"),
+    *invoker_check_and_grant("audit", "scheduler"),
+    ["scheduler", "jobs", "describe", f"{PRE}-audit", f"--location={R}", f"--project={P}", "--format=value(name)"],
+    audit_job(),
+    ["logging", "metrics", "describe", METRIC, f"--project={P}", "--format=value(name)"],
+    "METRIC CREATE",  # metric_put(cloud): the config file lies in the run's own checkout
     workflow_deploy(),
 ]
-REDEPLOYS = [RANGE_DEPLOY, PROXY_DEPLOY, workflow_deploy()]
+
+
+def fresh_project_calls(cloud):
+    return [metric_put(cloud) if call == "METRIC CREATE" else call for call in FRESH_PROJECT_CALLS]
+
+
+def redeploys(cloud, range_url=RANGE_URL, proxy_url=PROXY_URL, audit_url=AUDIT_URL):
+    return [RANGE_DEPLOY, PROXY_DEPLOY, audit_deploy(range_url, proxy_url), audit_job("update", audit_url),
+            metric_put(cloud, "update"), workflow_deploy(range_url, proxy_url)]
 
 
 def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
@@ -148,24 +213,33 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
         "serviceAccounts": [sa(name) for name in ACCOUNTS],
         "functions": {f"projects/{P}/locations/{R}/functions/{PRE}-range": {"uri": range_url},
                       f"projects/{P}/locations/{R}/functions/{PRE}-proxy": {
-                          "uri": proxy_url, "env": {"ALLOWED_WORKFLOWS": f"{P}/{R}/*"}}},
+                          "uri": proxy_url, "env": {"ALLOWED_WORKFLOWS": f"{P}/{R}/*"}},
+                      f"projects/{P}/locations/{R}/functions/{PRE}-audit": {"uri": AUDIT_URL}},
+        "jobs": {f"projects/{P}/locations/{R}/jobs/{PRE}-audit": {"httpTarget": {"uri": AUDIT_URL}}},
+        "metrics": {f"projects/{P}/metrics/{METRIC}": {}},
+
         "workflows": {f"projects/{P}/locations/{R}/workflows/{PRE}-backfill": {}},
         "buckets": {BUCKET: {"location": R.upper(), "objects": 3}},
         "roles": {EXECUTIONS_ROLE: {"includedPermissions": [], "stage": "GA"},
-                  BACKFILL_ROLE: {"includedPermissions": [], "stage": "GA"}},
+                  BACKFILL_ROLE: {"includedPermissions": [], "stage": "GA"},
+                  AUDIT_ROLE: {"includedPermissions": ["workflows.executions.get", "workflows.executions.list"]}},
         "policies": {
             f"projects/{P}": {"roles/owner": ["user:dev@example.com"],
                               EXECUTIONS_ROLE: [member("proxy")],
                               BACKFILL_ROLE: [member("backfill")],
                               "roles/logging.logWriter": [member("backfill"), member("build")],
                               "roles/artifactregistry.writer": [member("build")],
-                              "roles/storage.objectViewer": [member("build")]},
-            BUCKET: {"roles/storage.objectViewer": [member("proxy")],
-                     "roles/storage.objectUser if run ledger only": [member("proxy")],
+                              "roles/storage.objectViewer": [member("build")],
+                              "roles/cloudscheduler.viewer": [member("audit")],
+                              AUDIT_ROLE: [member("audit")]},
+            BUCKET: {"roles/storage.objectViewer": [member("proxy"), member("audit")],
+                     "roles/storage.objectUser if run ledger only": [member("proxy"), member("audit")],
+                     "roles/storage.objectUser if audit alerts only": [member("audit")],
                      "roles/storage.objectCreator if backfill hand-overs only": [member("backfill")],
                      "roles/storage.objectViewer if backfill hand-overs only": [member("backfill")]},
-            run_service + "range": {"roles/run.invoker": [member("backfill")]},
+            run_service + "range": {"roles/run.invoker": [member("backfill"), member("audit")]},
             run_service + "proxy": {"roles/run.invoker": [member("scheduler"), member("backfill")]},
+            run_service + "audit": {"roles/run.invoker": [member("scheduler")]},
         },
     }
 
@@ -178,7 +252,7 @@ def cloud(tmp_path):
 def test_fresh_project_gets_exact_commands_in_order(cloud):
     result = cloud.run("--project", P, "--region", R)
     assert result.returncode == 0, result.stderr
-    assert cloud.calls() == FRESH_PROJECT_CALLS
+    assert cloud.calls() == fresh_project_calls(cloud)
     assert f"gcloud workflows run {PRE}-backfill --location={R} --project={P}" in result.stdout
 
 
@@ -187,7 +261,7 @@ def test_second_run_only_redeploys(cloud):
     state_after_first = cloud.state
     result = cloud.run("--project", P, "--region", R)
     assert result.returncode == 0, result.stderr
-    assert cloud.changes() == REDEPLOYS
+    assert cloud.changes() == redeploys(cloud)
     assert cloud.state["policies"] == state_after_first["policies"]
     assert cloud.state["serviceAccounts"] == state_after_first["serviceAccounts"]
 
@@ -196,8 +270,7 @@ def test_existing_project_creates_nothing_and_reuses_the_deployed_urls(tmp_path)
     cloud = FakeCloud(tmp_path, **everything_exists("https://range-abc-ew.a.run.app", "https://proxy-abc-ew.a.run.app"))
     result = cloud.run("--project", P, "--region", R)
     assert result.returncode == 0, result.stderr
-    assert cloud.changes() == [RANGE_DEPLOY, PROXY_DEPLOY,
-                               workflow_deploy("https://range-abc-ew.a.run.app", "https://proxy-abc-ew.a.run.app")]
+    assert cloud.changes() == redeploys(cloud, "https://range-abc-ew.a.run.app", "https://proxy-abc-ew.a.run.app")
     assert f"= service account {sa('scheduler')} exists" in result.stdout
 
 
@@ -214,7 +287,7 @@ def test_only_missing_apis_and_bindings_are_added(tmp_path):
         project_check_and_grant("backfill", "roles/logging.logWriter")[1],
         RANGE_DEPLOY, PROXY_DEPLOY,
         invoker_check_and_grant("proxy", "backfill")[1],
-        workflow_deploy(),
+        *redeploys(cloud)[2:],
     ]
 
 
@@ -240,7 +313,7 @@ def test_no_function_is_ever_deployed_public(tmp_path):
     ]:
         assert cloud.run(*args).returncode == 0
         deploys += [argv for argv in cloud.calls() if argv[:2] == ["functions", "deploy"]]
-    assert len(deploys) == 6
+    assert len(deploys) == 9
     assert all("--no-allow-unauthenticated" in argv and "--trigger-http" in argv and "--gen2" in argv
                for argv in deploys)
 
@@ -263,7 +336,7 @@ def test_a_new_service_account_is_retried_until_iam_sees_it(tmp_path):
     result = cloud.run("--region", R)
     assert result.returncode == 0, result.stderr
     bindings = [argv for argv in cloud.calls() if argv[:2] == ["projects", "add-iam-policy-binding"]]
-    assert len(bindings) == 6 + 2  # proxy 1, backfill 2, build 3, and the first one's two retries
+    assert len(bindings) == 8 + 2  # proxy 1, backfill 2, build 3, audit 2, and the first one's two retries
     assert bindings[0] == bindings[1] == bindings[2]
     assert result.stdout.count("retrying in 0s") == 2
 
@@ -290,8 +363,7 @@ def test_dry_run_changes_nothing_and_prints_what_a_real_run_does(tmp_path):
     assert real.run(*args).returncode == 0
     # The same commands, quoted so a shell gives them back word for word; only the not yet
     # known function URLs differ.
-    assert printed[:-1] == real.changes()[:-1]
-    assert printed[-1][:-2] == real.changes()[-1][:-2]
+    assert normalized(printed, dry) == normalized(real.changes(), real)
     assert "Dry run: nothing was changed." in result.stdout
 
 
@@ -333,7 +405,8 @@ def test_schedule_again_updates_the_job(tmp_path):
     uri = f"{PROXY_URL}/v1/projects/{P}/locations/{R}/workflows/nightly/executions?timezone=Europe/Stockholm"
     assert cloud.changes() == [schedule_create(f"{PRE}-nightly", uri, cron="30 2 * * *", verb="update",
                                                headers="--update-headers")]
-    assert list(cloud.state["jobs"]) == [f"projects/{P}/locations/{R}/jobs/{PRE}-nightly"]
+    assert [name for name in cloud.state["jobs"] if not name.endswith(f"/{PRE}-audit")] == \
+        [f"projects/{P}/locations/{R}/jobs/{PRE}-nightly"]
 
 
 def test_schedule_a_workflow_by_full_name_and_an_offset_zone(tmp_path):
@@ -441,7 +514,7 @@ def test_runs_from_any_directory(cloud, tmp_path):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert cloud.run("--project", P, "--region", R, cwd=elsewhere).returncode == 0
-    assert cloud.calls() == FRESH_PROJECT_CALLS
+    assert cloud.calls() == fresh_project_calls(cloud)
 
 
 def test_missing_sources_are_reported(cloud):
@@ -486,7 +559,7 @@ def test_a_deleted_member_with_the_same_email_does_not_count_as_granted(tmp_path
     state = everything_exists()
     state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [f"deleted:{member('backfill')}?uid=123"]
     state["policies"][f"projects/{P}"]["roles/logging.logWriter"].append(member("build"))
-    state["policies"][BUCKET]["roles/storage.objectUser if run ledger only"] = [f"{member('proxy')}x"]
+    state["policies"][BUCKET]["roles/storage.objectUser if run ledger only"] = [f"{member('proxy')}x", member("audit")]
     # The same role and member without the condition is not the conditional grant either.
     state["policies"][BUCKET]["roles/storage.objectUser"] = [member("proxy")]
     cloud = FakeCloud(tmp_path, **state)
@@ -554,7 +627,7 @@ def test_functions_build_with_their_own_build_account_or_the_one_given(tmp_path)
     assert given.run("--region", R, "--build-service-account", f"ci@{P}.iam.gserviceaccount.com").returncode == 0
     deploys = [argv for argv in given.changes() if argv[:2] == ["functions", "deploy"]]
     assert all(f"--build-service-account=projects/{P}/serviceAccounts/ci@{P}.iam.gserviceaccount.com" in argv
-               for argv in deploys) and len(deploys) == 2
+               for argv in deploys) and len(deploys) == 3
     assert sa("build") not in given.state["serviceAccounts"]
     assert f"ci@{P}" not in str(given.state["policies"])  # yours: granted nothing
     assert "roles/cloudbuild.builds.builder" not in str(given.state["policies"])
@@ -568,10 +641,11 @@ def test_the_runs_bucket_is_private_and_only_the_proxy_and_operators_write_its_l
     assert state["buckets"][BUCKET]["location"] == R.upper()
     # Reads everywhere in the bucket; writes under runs/ only; the backfill only under backfills/.
     assert state["policies"][BUCKET] == {
-        "roles/storage.objectViewer": [member("proxy"), *operators],
-        "roles/storage.objectUser if run ledger only": [member("proxy"), *operators],
+        "roles/storage.objectViewer": [member("proxy"), member("audit"), *operators],
+        "roles/storage.objectUser if run ledger only": [member("proxy"), member("audit"), *operators],
         "roles/storage.objectCreator if backfill hand-overs only": [member("backfill")],
-        "roles/storage.objectViewer if backfill hand-overs only": [member("backfill")]}
+        "roles/storage.objectViewer if backfill hand-overs only": [member("backfill")],
+        "roles/storage.objectUser if audit alerts only": [member("audit")]}
     assert '--condition=' + HANDOVERS in str(cloud.changes())
     assert '--condition=' + LEDGER in str(cloud.changes())
     # On the project, storage only for the build account (Google's documented build roles).
@@ -610,16 +684,19 @@ def test_dry_run_without_login_or_gcloud_prints_the_fresh_plan(tmp_path, without
     dry = FakeCloud(tmp_path / "dry", account="")
     path = str(tmp_path / "no-bin") if without == "gcloud" else None
     (tmp_path / "no-bin").mkdir()
+    for tool in ("rm", "mkdir", "cp"):  # what assembling the audit's source takes; no gcloud
+        (tmp_path / "no-bin" / tool).symlink_to(shutil.which(tool))
     result = dry.run("--project", P, "--region", R, "--dry-run", path=path)
     assert result.returncode == 0, result.stderr
     assert dry.calls() == ([] if without == "gcloud" else [FRESH_PROJECT_CALLS[0]])
+    assert (dry.checkout / ".build/functions/audit/workflows_runner/status.py").is_file()  # assembled, even so
     assert "without a gcloud login" in result.stdout and "plan for a fresh project" in result.stdout
     real = FakeCloud(tmp_path / "real", project=P)
     assert real.run("--region", R).returncode == 0
     changes = real.changes()
     plan = planned(result)
     # The same commands; the function URLs are not known before the functions exist.
-    assert plan[:-1] == changes[:-1] and plan[-1][:-2] == changes[-1][:-2]
+    assert normalized(plan, dry) == normalized(changes, real)
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith("Dry run: nothing was changed.") and "is deployed" not in result.stdout
 
@@ -637,7 +714,7 @@ def test_dry_run_with_a_login_plans_only_what_is_missing(tmp_path):
     cloud = FakeCloud(tmp_path, **state)
     result = cloud.run("--region", R, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert planned(result) == [project_check_and_grant("backfill", "roles/logging.logWriter")[1], *REDEPLOYS]
+    assert planned(result) == [project_check_and_grant("backfill", "roles/logging.logWriter")[1], *redeploys(cloud)]
     assert cloud.changes() == []
 
 
@@ -802,7 +879,8 @@ def test_destroy_removes_everything_bindings_before_their_accounts_and_keeps_the
     assert BUCKET in state["buckets"] and state["policies"][BUCKET] == {
         "roles/storage.objectUser if run ledger only": [], "roles/storage.objectViewer": [],
         "roles/storage.objectCreator if backfill hand-overs only": [],
-        "roles/storage.objectViewer if backfill hand-overs only": []}
+        "roles/storage.objectViewer if backfill hand-overs only": [],
+        "roles/storage.objectUser if audit alerts only": []}
     changes = cloud.changes()
     first_account_deletion = next(i for i, argv in enumerate(changes) if argv[:3] == ["iam", "service-accounts", "delete"])
     assert all("remove-iam-policy-binding" not in argv for argv in changes[first_account_deletion:])
@@ -836,8 +914,104 @@ def test_destroy_dry_run_without_login_plans_the_whole_teardown(tmp_path):
     result = cloud.run("destroy", "--project", P, "--region", R, "--dry-run")
     assert result.returncode == 0, result.stderr
     plan = planned(result)
-    assert plan[0][:3] == ["workflows", "delete", f"{PRE}-backfill"]
+    assert plan[0][:4] == ["scheduler", "jobs", "delete", f"{PRE}-audit"]
+    assert plan[1][:3] == ["logging", "metrics", "delete"] and plan[2][:3] == ["workflows", "delete", f"{PRE}-backfill"]
     assert [argv[3] for argv in plan if argv[:3] == ["iam", "service-accounts", "delete"]] == \
-        [sa(name) for name in ("range", "proxy", "scheduler", "backfill", "build")]
+        [sa(name) for name in ("range", "proxy", "scheduler", "backfill", "audit", "build")]
     assert f"(for each Scheduler job {PRE}-* that targets the proxy)" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "Dry run: nothing was changed."
+
+
+# ---- The audit: its function, job, metric, alert policy and least privilege (docs/alerts.md) ---
+
+DISCOVERY = ROOT / ".venv/lib"  # google-api-python-client ships Google's discovery documents
+CHANNELS = f"projects/{P}/notificationChannels/123,projects/{P}/notificationChannels/456"
+
+
+def discovery(name):
+    [path] = DISCOVERY.glob(f"python3*/site-packages/googleapiclient/discovery_cache/documents/{name}.json")
+    return json.loads(path.read_text())["schemas"]
+
+
+def test_the_audit_account_gets_only_what_a_pass_needs(cloud):
+    assert cloud.run("--project", P, "--region", R).returncode == 0
+    state = cloud.state
+    assert project_roles(state, member("audit")) == [AUDIT_ROLE, "roles/cloudscheduler.viewer"]
+    assert state["roles"][AUDIT_ROLE]["includedPermissions"] == ["workflows.executions.get", "workflows.executions.list"]
+    # Listings name the bucket, not an object, so they take an unconditioned objectViewer; writes
+    # only under runs/ (learned states) and alerts/ (its records).
+    assert [role for role, who in state["policies"][BUCKET].items() if member("audit") in who] == [
+        "roles/storage.objectViewer", "roles/storage.objectUser if run ledger only",
+        "roles/storage.objectUser if audit alerts only"]
+    assert "--condition=" + ALERTS in str(cloud.changes())
+    services = f"projects/{P}/locations/{R}/services/{PRE}-"
+    assert member("audit") in state["policies"][services + "range"]["roles/run.invoker"]
+    assert member("audit") not in str(state["policies"][services + "proxy"])
+    assert state["policies"][services + "audit"] == {"roles/run.invoker": [member("scheduler")]}
+    env = state["functions"][f"projects/{P}/locations/{R}/functions/{PRE}-audit"]["env"]
+    assert env == {"GOOGLE_CLOUD_PROJECT": P, "LOCATION": R, "RUNS_BUCKET": f"{P}-{PRE}-runs",
+                   "RANGE_URL": RANGE_URL, "PROXY_URL": PROXY_URL}
+    job = state["jobs"][f"projects/{P}/locations/{R}/jobs/{PRE}-audit"]
+    assert job["schedule"] == "*/5 * * * *" and job["httpTarget"]["uri"] == AUDIT_URL
+    assert job["httpTarget"]["oidcToken"] == {"serviceAccountEmail": sa("scheduler"), "audience": AUDIT_URL}
+
+
+def test_the_metric_counts_the_audits_alert_lines_by_kind_and_job(cloud):
+    """Checked against the LogMetric schema of Google's logging v2 discovery document, and
+    against the log line the audit writes (workflows_runner/alerts.py)."""
+    from workflows_runner import alerts
+    assert cloud.run("--project", P, "--region", R).returncode == 0
+    [metric] = cloud.state["metrics"].values()
+    schema = discovery("logging.v2")
+    assert set(metric) <= set(schema["LogMetric"]["properties"])
+    assert set(metric["metricDescriptor"]) <= set(schema["MetricDescriptor"]["properties"])
+    assert metric["metricDescriptor"]["metricKind"] in schema["MetricDescriptor"]["properties"]["metricKind"]["enum"]
+    assert {label["key"] for label in metric["metricDescriptor"]["labels"]} == set(metric["labelExtractors"]) == {"kind", "job"}
+    line = alerts.log_entry(alerts.Alert("failed", "projects/p/locations/l/jobs/j", "projects/p/locations/l/workflows/w",
+                                         "2026-01-01T00:00:00Z", 1, None, "boom", "2026-01-01T00:20:00Z"), "alert")
+    assert line["event"] == "alert" and {"kind", "job"} <= set(line)
+    assert 'jsonPayload.event="alert"' in metric["filter"] and f'service_name="{PRE}-audit"' in metric["filter"]
+
+
+def test_notification_channels_get_one_alert_policy_on_the_metric(cloud):
+    assert cloud.run("--project", P, "--region", R).returncode == 0
+    assert "alertPolicies" not in cloud.state  # no channels, no policy
+    for _ in range(2):  # the second deploy updates the policy it finds by name
+        result = cloud.run("--project", P, "--region", R, "--notification-channels", CHANNELS)
+        assert result.returncode == 0, result.stderr
+    [policy] = cloud.state["alertPolicies"].values()
+    schema = discovery("monitoring.v3")
+    assert set(policy) <= set(schema["AlertPolicy"]["properties"])
+    [condition] = policy["conditions"]
+    threshold = condition["conditionThreshold"]
+    assert set(threshold) <= set(schema["MetricThreshold"]["properties"])
+    assert set(threshold["aggregations"][0]) <= set(schema["Aggregation"]["properties"])
+    assert policy["notificationChannels"] == CHANNELS.split(",")
+    assert f'metric.type="logging.googleapis.com/user/{METRIC}"' in threshold["filter"]
+    assert threshold["comparison"] == "COMPARISON_GT" and threshold["thresholdValue"] == 0
+    updates = [argv for argv in cloud.changes() if argv[:4] == ["alpha", "monitoring", "policies", "update"]]
+    assert len(updates) == 1
+
+
+@pytest.mark.parametrize("channels", ["123", f"projects/{P}/notificationChannels/x", f"projects/{P}/notificationChannels/1,"])
+def test_bad_notification_channels_are_refused(cloud, channels):
+    result = cloud.run("--project", P, "--region", R, "--notification-channels", channels)
+    assert result.returncode == 1 and "invalid --notification-channels" in result.stderr and cloud.calls() == []
+
+
+def test_the_audit_jobs_name_cannot_be_scheduled_over(tmp_path):
+    cloud = FakeCloud(tmp_path, **everything_exists())
+    result = cloud.run("schedule", "nightly", "--job", "audit", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC",
+                       "--region", R)
+    assert result.returncode == 1 and "taken by the audit function" in result.stderr and cloud.changes() == []
+
+
+def test_destroy_removes_the_audit_job_metric_policy_function_and_grants(tmp_path):
+    cloud = FakeCloud(tmp_path, project=P)
+    assert cloud.run("--region", R, "--notification-channels", CHANNELS).returncode == 0
+    result = cloud.run("destroy", "--region", R)
+    assert result.returncode == 0, result.stderr
+    state = cloud.state
+    assert not state["jobs"] and not state["metrics"] and not state["alertPolicies"] and not state["functions"]
+    assert member("audit") not in json.dumps(state["policies"]) and sa("audit") not in state["serviceAccounts"]
+    assert "workflows_runner_auditReader in demo-proj" in result.stdout  # kept: its id stays reserved

@@ -64,6 +64,11 @@ def scenario_calls(tmp_path):
     record("dry run without login", offline, "--project", P, "--dry-run")
     record("destroy dry run without login", offline, "destroy", "--project", P, "--dry-run")
     record("dry run with login", FakeCloud(tmp_path / "online", project=P), "--dry-run")
+    alerting = FakeCloud(tmp_path / "alerting", project=P)
+    channels = f"projects/{P}/notificationChannels/123,projects/{P}/notificationChannels/456"
+    record("deploy with notification channels", alerting, "--notification-channels", channels)
+    record("deploy again with notification channels", alerting, "--notification-channels", channels)
+    record("destroy with an alert policy", alerting, "destroy")
     return runs
 
 
@@ -94,11 +99,13 @@ def replay(argv, config_dir):
 @pytest.mark.timeout(900)
 def test_every_call_parses_with_the_real_gcloud(tmp_path):
     runs = scenario_calls(tmp_path)
-    assert len(runs) == 14 and all(runs.values())
+    assert len(runs) == 17 and all(runs.values())
     calls = gcloud_argv(runs)
     commands = {" ".join(argv[:3]) for argv in calls}
     for expected in ("scheduler jobs update", "scheduler jobs delete", "storage buckets create", "storage rm --recursive",
-                     "iam roles create", "projects remove-iam-policy-binding", "iam service-accounts delete"):
+                     "iam roles create", "projects remove-iam-policy-binding", "iam service-accounts delete",
+                     "logging metrics create", "logging metrics update", "logging metrics delete",
+                     "alpha monitoring policies"):
         assert any(command.startswith(expected) for command in commands), expected
     config_dir = tmp_path / "empty-gcloud-config"
     config_dir.mkdir()

@@ -30,6 +30,8 @@ READ_ONLY = [
     ["storage", "buckets", "describe"],
     ["storage", "buckets", "get-iam-policy"],
     ["workflows", "describe"],
+    ["logging", "metrics", "describe"],
+    ["alpha", "monitoring", "policies", "list"],
 ]
 
 
@@ -48,10 +50,16 @@ class FakeCloud:
         self.make_checkout()
 
     def make_checkout(self):
-        for stub in ("functions/range/main.py", "functions/proxy/main.py", "workflows/backfill.yaml"):
+        # The audit's SHARED list is the real one: deploy.sh copies each module it names.
+        shared = (ROOT / "functions/audit/SHARED").read_text()
+        modules = [f"workflows_runner/{line.strip()}" for line in shared.splitlines()
+                   if line.strip() and not line.startswith("#")]
+        for stub in ("functions/range/main.py", "functions/proxy/main.py", "functions/audit/main.py",
+                     "workflows/backfill.yaml", *modules):
             path = self.checkout / stub
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("# stub\n")
+        (self.checkout / "functions/audit/SHARED").write_text(shared)
         shutil.copy2(ROOT / "deploy.sh", self.checkout / "deploy.sh")
 
     @property
