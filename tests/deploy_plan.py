@@ -83,6 +83,8 @@ class Plan:
     workflows: dict = field(default_factory=dict)
     buckets: dict = field(default_factory=dict)
     jobs: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)  # name -> LogMetric config (dict)
+    alert_policies: dict = field(default_factory=dict)  # display name -> AlertPolicy (dict)
 
 
 def canonical_json(text):
@@ -201,19 +203,20 @@ def _project_binding(plan, flags, _):
     plan.grants.add(("project", project, flags.need("role"), principal(flags.need("member")), ""))
 
 
-def _function_deploy(plan, flags, _):
+def _function_deploy(plan, flags, placeholder):
     project = _project(plan, flags)
     [name] = flags.words
     for required in ("gen2", "trigger-http", "no-allow-unauthenticated", "quiet"):
         assert flags.take(required) is True, f"functions deploy {name} without --{required}"
     env = ()
     if flags.take("clear-env-vars") is not True:
-        env = env_vars(flags.need("set-env-vars"))
+        env = tuple((key, symbols(value, placeholder)) for key, value in env_vars(flags.need("set-env-vars")))
     timeout = flags.take("timeout")
     build = re.fullmatch(r"projects/([^/]+)/serviceAccounts/([^/]+)", flags.need("build-service-account"))
     assert build and build[1] == project, "--build-service-account=projects/PROJECT/serviceAccounts/EMAIL"
     plan.functions[name] = Function(
-        region=flags.need("region"), runtime=flags.need("runtime"), source=flags.need("source"),
+        # An assembled source (.build/functions/NAME, functions/NAME/SHARED) is its function folder's.
+        region=flags.need("region"), runtime=flags.need("runtime"), source=flags.need("source").removeprefix(".build/"),
         entry_point=flags.need("entry-point"), account=account_of(flags.need("service-account"), project),
         build_account=build[2], env=env, timeout_seconds=seconds(timeout) if timeout else None)
 
@@ -289,7 +292,22 @@ def _role_create(plan, flags, _):
         permissions=tuple(sorted(flags.need("permissions").split(","))), stage=flags.need("stage"))
 
 
+def _metric_create(plan, flags, _):
+    [name] = flags.words
+    _project(plan, flags)
+    with open(flags.need("config-from-file")) as file:
+        plan.metrics[name] = json.load(file)
+
+
+def _policy_create(plan, flags, _):
+    _project(plan, flags)
+    policy = json.loads(flags.need("policy"))
+    plan.alert_policies[policy["displayName"]] = policy
+
+
 READERS = {
+    "logging metrics create": _metric_create,
+    "alpha monitoring policies create": _policy_create,
     "iam roles create": _role_create,
     "storage buckets create": _bucket_create,
     "storage buckets add-iam-policy-binding": _bucket_binding,
@@ -322,6 +340,12 @@ KNOWN_INPUTS = {
     "gcp:workflows/workflow:Workflow": {
         "project", "region", "name", "sourceContents", "serviceAccount", "userEnvVars*", "deletionProtection"},
     "gcp:storage/bucket:Bucket": {"project", "name", "location", "uniformBucketLevelAccess", "publicAccessPrevention"},
+    "gcp:logging/metric:Metric": {
+        "project", "name", "description", "filter", "labelExtractors*", "metricDescriptor.metricKind",
+        "metricDescriptor.valueType", "metricDescriptor.unit", "metricDescriptor.labels"},
+    "gcp:monitoring/alertPolicy:AlertPolicy": {
+        "project", "displayName", "combiner", "notificationChannels", "conditions", "documentation.mimeType",
+        "documentation.content"},
     "gcp:cloudscheduler/job:Job": {
         "project", "region", "name", "schedule", "timeZone", "attemptDeadline",
         "retryConfig.retryCount", "retryConfig.minBackoffDuration", "retryConfig.maxBackoffDuration",
@@ -399,7 +423,7 @@ def plan_of_pulumi(program, url_pattern):
             plan.functions[inputs["name"]] = Function(
                 region=inputs["location"], runtime=build["runtime"], source=folder, entry_point=build["entryPoint"],
                 account=account_of(service["serviceAccountEmail"], project), build_account=build_account[2],
-                env=tuple(sorted(service.get("environmentVariables", {}).items())),
+                env=tuple(sorted((key, symbol(value)) for key, value in service.get("environmentVariables", {}).items())),
                 timeout_seconds=int(service["timeoutSeconds"]) if "timeoutSeconds" in service else None)
         elif kind == "gcp:workflows/workflow:Workflow":
             [source] = [path.relative_to(ROOT).as_posix() for path in (ROOT / "workflows").glob("*.yaml")
@@ -411,6 +435,10 @@ def plan_of_pulumi(program, url_pattern):
             plan.buckets[inputs["name"]] = Bucket(
                 location=inputs["location"].upper(), uniform_access=inputs["uniformBucketLevelAccess"],
                 public_access_prevention=inputs["publicAccessPrevention"])
+        elif kind == "gcp:logging/metric:Metric":
+            plan.metrics[inputs["name"]] = {key: value for key, value in inputs.items() if key not in ("project", "name")}
+        elif kind == "gcp:monitoring/alertPolicy:AlertPolicy":
+            plan.alert_policies[inputs["displayName"]] = {key: value for key, value in inputs.items() if key != "project"}
         elif kind == "gcp:cloudscheduler/job:Job":
             target, retry, token = inputs["httpTarget"], inputs["retryConfig"], inputs["httpTarget"]["oidcToken"]
             plan.jobs[inputs["name"]] = Job(

@@ -6,6 +6,7 @@ the Pulumi component's (what is deployed)."""
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,23 @@ def test_localcloud_assembles_the_folder_and_the_listed_modules(tmp_path):
     expected = {**tree(ROOT / "functions" / "audit"),
                 **{f"workflows_runner/{m}": (ROOT / "workflows_runner" / m).read_bytes() for m in listed()}}
     assert assembled == expected
+
+
+def test_deploy_sh_and_the_pulumi_component_deploy_what_the_tests_ran(tmp_path):
+    """localcloud runs the audit from assemble_source's folder (tests/test_audit_e2e.py); deploy.sh
+    uploads .build/functions/audit and the Pulumi component zips source_archive's files: the same
+    files, byte for byte."""
+    from tests.fake_gcloud.harness import FakeCloud
+    from workflows_runner_pulumi.sources import source_archive
+
+    ran = tree(assemble_source("audit", tmp_path / "ran"))
+    cloud = FakeCloud(tmp_path / "deploy", account="")
+    for part in ("functions/audit", "workflows_runner"):
+        shutil.rmtree(cloud.checkout / part)
+        shutil.copytree(ROOT / part, cloud.checkout / part, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    result = cloud.run("--project", "demo-proj", "--region", "europe-west1", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "--source=.build/functions/audit" in result.stdout
+    assert tree(cloud.checkout / ".build/functions/audit") == ran
+    archive = source_archive(ROOT / "functions/audit", "audit")
+    assert {name: Path(asset.path).read_bytes() for name, asset in archive.archive.assets.items()} == ran

@@ -60,7 +60,10 @@ def test_the_deploy_step_deploys_with_the_substitutions(tmp_path):
     result = cloud.run(*args[1:], cwd=cloud.checkout)
     assert result.returncode == 0, result.stderr
     deploys = [argv for argv in cloud.changes() if argv[:2] == ["functions", "deploy"]]
-    assert [argv[2] for argv in deploys] == ["wr-ci-range", "wr-ci-proxy"]
+    assert [argv[2] for argv in deploys] == ["wr-ci-range", "wr-ci-proxy", "wr-ci-audit"]
+    # The default (empty) channels substitution: the metric, but no alert policy.
+    assert not any(argv[:3] == ["alpha", "monitoring", "policies"] for argv in cloud.changes())
+    assert any(argv[:3] == ["logging", "metrics", "create"] for argv in cloud.changes())
     assert all("--region=europe-north1" in argv and "--project=build-proj" in argv for argv in deploys)
     # The default (empty) allowlist substitution means the project's own workflows.
     assert ("--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=build-proj;ALLOWED_WORKFLOWS=build-proj/europe-north1/*;"

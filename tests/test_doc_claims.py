@@ -31,7 +31,7 @@ OPERATORS = ("user:ana@example.com", "group:ops@example.com")
 SCENARIO = dict(project=PROJECT, region="europe-west1", allowed=f"{PROJECT}/europe-west1/*,{OTHER}/us-east1/etl",
                 operators=",".join(OPERATORS), jobs=[])
 OPERATOR_ROW = "`--operators` principals"
-GRANT = re.compile(r"(`[^`]+`) on (the project|other projects|the bucket, `(runs|backfills)/` only|the bucket|`PREFIX-[a-z]+`)")
+GRANT = re.compile(r"(`[^`]+`) on (the project|other projects|the bucket, `(runs|backfills|alerts)/` only|the bucket|`PREFIX-[a-z]+`)")
 
 
 def least_privilege_rows() -> dict[str, dict[str, str]]:

@@ -54,11 +54,12 @@ def test_the_runner_enables_the_apis_deploy_sh_enables_and_never_disables_them(p
         "cloudresourcemanager.googleapis.com", "iam.googleapis.com", "cloudfunctions.googleapis.com",
         "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
         "workflows.googleapis.com", "workflowexecutions.googleapis.com",
-        "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com"])
+        "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com",
+        "monitoring.googleapis.com"])
     assert all(api.inputs["project"] == P and api.inputs["disableOnDestroy"] is False for api in apis)
 
 
-def test_five_service_accounts_named_from_the_prefix(program):
+def test_six_service_accounts_named_from_the_prefix(program):
     accounts = {a.inputs["accountId"]: (a.inputs["displayName"], a.inputs["project"])
                 for a in program.of_type("gcp:serviceaccount/account:Account")}
     assert accounts == {
@@ -66,6 +67,7 @@ def test_five_service_accounts_named_from_the_prefix(program):
         f"{PRE}-proxy": ("workflows-runner proxy function", P),
         f"{PRE}-scheduler": ("workflows-runner Cloud Scheduler jobs", P),
         f"{PRE}-backfill": ("workflows-runner backfill workflow", P),
+        f"{PRE}-audit": ("workflows-runner audit function", P),
         f"{PRE}-build": ("workflows-runner function builds", P),
     }
 
@@ -82,11 +84,11 @@ def folder_files(folder):
                   if p.is_file() and "__pycache__" not in p.parts)
 
 
-def test_both_functions_are_2nd_gen_python312_with_deploy_sh_settings(program):
+def test_the_functions_are_2nd_gen_python312_with_deploy_sh_settings(program):
     functions = {f.inputs["name"]: f.inputs for f in program.of_type("gcp:cloudfunctionsv2/function:Function")}
-    assert sorted(functions) == [f"{PRE}-proxy", f"{PRE}-range"]
-    range_, proxy = functions[f"{PRE}-range"], functions[f"{PRE}-proxy"]
-    for inputs in (range_, proxy):
+    assert sorted(functions) == [f"{PRE}-audit", f"{PRE}-proxy", f"{PRE}-range"]
+    range_, proxy, audit = functions[f"{PRE}-range"], functions[f"{PRE}-proxy"], functions[f"{PRE}-audit"]
+    for inputs in (range_, proxy, audit):
         assert (inputs["project"], inputs["location"], inputs["buildConfig"]["runtime"]) == (P, R, "python312")
         assert "eventTrigger" not in inputs  # HTTP trigger
         assert inputs["buildConfig"]["serviceAccount"] == f"projects/{P}/serviceAccounts/{sa('build')}"
@@ -97,6 +99,22 @@ def test_both_functions_are_2nd_gen_python312_with_deploy_sh_settings(program):
         "serviceAccountEmail": sa("proxy"), "timeoutSeconds": 120,
         "environmentVariables": {"GOOGLE_CLOUD_PROJECT": P, "ALLOWED_WORKFLOWS": ",".join(ALLOWED),
                                  "RUNS_BUCKET": f"{P}-{PRE}-runs"}}
+    assert audit["buildConfig"]["entryPoint"] == "audit_pass"
+    assert audit["serviceConfig"] == {
+        "serviceAccountEmail": sa("audit"), "timeoutSeconds": 180,
+        "environmentVariables": {"GOOGLE_CLOUD_PROJECT": P, "LOCATION": R, "RUNS_BUCKET": f"{P}-{PRE}-runs",
+                                 "RANGE_URL": mock_url(f"{PRE}-range"), "PROXY_URL": mock_url(f"{PRE}-proxy")}}
+
+
+def test_the_audit_is_built_from_its_folder_plus_the_modules_its_shared_file_lists(program):
+    [function] = [f for f in program.of_type("gcp:cloudfunctionsv2/function:Function") if f.inputs["name"] == f"{PRE}-audit"]
+    archive = archive_of(program, function)
+    modules = [line.strip() for line in (ROOT / "functions/audit/SHARED").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    assert sorted(archive.assets) == sorted([*folder_files(ROOT / "functions/audit"),
+                                             *(f"workflows_runner/{m}" for m in modules)])
+    assert all(Path(archive.assets[f"workflows_runner/{m}"].path).resolve() == ROOT / "workflows_runner" / m
+               for m in modules)
 
 
 @pytest.mark.parametrize("name", ["range", "proxy"])
@@ -110,7 +128,7 @@ def test_each_function_is_built_from_an_archive_of_exactly_its_folder(program, n
 
 def test_a_changed_source_file_changes_the_archive_name_and_an_unchanged_one_keeps_it(tmp_path):
     checkout = tmp_path / "checkout"
-    for part in ("functions", "workflows"):
+    for part in ("functions", "workflows", "workflows_runner"):
         shutil.copytree(ROOT / part, checkout / part, ignore=shutil.ignore_patterns("__pycache__"))
 
     def objects():
@@ -124,6 +142,10 @@ def test_a_changed_source_file_changes_the_archive_name_and_an_unchanged_one_kee
     second = objects()
     assert second["r-range-source"] != first["r-range-source"]
     assert second["r-proxy-source"] == first["r-proxy-source"]
+    with open(checkout / "workflows_runner/status.py", "a") as file:  # a shared module: the audit's changes
+        file.write("# changed\n")
+    third = objects()
+    assert third["r-audit-source"] != second["r-audit-source"] and third["r-range-source"] == second["r-range-source"]
 
 
 def test_the_backfill_workflow_gets_the_function_urls_and_runs_as_its_account(program):
@@ -207,6 +229,14 @@ def test_roles_are_granted_per_resource_and_nowhere_else(program):
         (project, P, "roles/logging.logWriter", member("backfill"), None),
         *[(project, P, role, member("build"), None)
           for role in ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer")],
+        # The audit: list the jobs, read executions (its own custom role), the ledger, the range function.
+        (project, P, "roles/cloudscheduler.viewer", member("audit"), None),
+        (project, P, f"projects/{P}/roles/wfr_test_auditReader", member("audit"), None),
+        (bucket, runs, "roles/storage.objectViewer", member("audit"), None),
+        (bucket, runs, "roles/storage.objectUser", member("audit"), ledger),
+        (bucket, runs, "roles/storage.objectUser", member("audit"), "audit alerts only"),
+        (run, f"{service}-range", "roles/run.invoker", member("audit"), None),
+        (run, f"{service}-audit", "roles/run.invoker", member("scheduler"), None),
         # other-proj is in the allowlist: the proxy starts runs there, the backfill reads them.
         (project, "other-proj", "projects/other-proj/roles/wfr_test_executionUser", member("proxy"), None),
         (project, "other-proj", "projects/other-proj/roles/wfr_test_executionReader", member("backfill"), None),
@@ -229,7 +259,8 @@ def test_roles_are_granted_per_resource_and_nowhere_else(program):
     }
     conditions = {r.inputs["condition"]["expression"] for r in program.of_type(bucket) if "condition" in r.inputs}
     assert conditions == {f'resource.name.startsWith("projects/_/buckets/{runs}/objects/runs/")',
-                          f'resource.name.startsWith("projects/_/buckets/{runs}/objects/backfills/")'}
+                          f'resource.name.startsWith("projects/_/buckets/{runs}/objects/backfills/")',
+                          f'resource.name.startsWith("projects/_/buckets/{runs}/objects/alerts/")'}
 
 
 def test_custom_roles_hold_only_the_calls_made(program):
@@ -238,6 +269,7 @@ def test_custom_roles_hold_only_the_calls_made(program):
         (P, "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
                                         "workflows.executions.get", "workflows.executions.list"),
         (P, "wfr_test_backfill"): ("workflows.executions.create", "workflows.executions.get"),
+        (P, "wfr_test_auditReader"): ("workflows.executions.get", "workflows.executions.list"),
         ("other-proj", "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
                                                    "workflows.executions.get", "workflows.executions.list"),
         ("other-proj", "wfr_test_executionReader"): ("workflows.executions.get",)}
@@ -277,7 +309,7 @@ def test_a_build_service_account_of_ones_own_replaces_prefix_build_and_its_role(
     email = "builder@shared-proj.iam.gserviceaccount.com"
     program = declare(lambda: WorkflowsRunner("r", region=R, project=P, build_service_account=email) and None)
     ids = {a.inputs["accountId"] for a in program.of_type("gcp:serviceaccount/account:Account")}
-    assert "workflows-runner-build" not in ids and len(ids) == 4
+    assert "workflows-runner-build" not in ids and len(ids) == 5
     assert not any(r.inputs["member"].startswith("serviceAccount:workflows-runner-build@")
                    for r in program.of_type("gcp:projects/iAMMember:IAMMember"))
     assert {f.inputs["buildConfig"]["serviceAccount"] for f in program.of_type("gcp:cloudfunctionsv2/function:Function")} == {
@@ -302,7 +334,8 @@ def test_no_public_invoker_or_member_anywhere(program):
         for text in strings(resource.inputs):
             assert "allUsers" not in text and "allAuthenticatedUsers" not in text, resource
     members = {grant[3] for grant in iam_grants(program)}
-    assert members == {member("proxy"), member("backfill"), member("scheduler"), member("build"), *OPERATORS}
+    assert members == {member("proxy"), member("backfill"), member("scheduler"), member("build"), member("audit"),
+                       *OPERATORS}
     # No IAM policy or binding resource (which would replace others' grants), only members.
     assert {r.type for r in program.resources if "iam" in r.type.lower()} == {
         "gcp:projects/iAMMember:IAMMember", "gcp:storage/bucketIAMMember:BucketIAMMember",
@@ -359,7 +392,7 @@ def test_invalid_job_arguments_raise_and_name_the_argument():
 
     program_ = declare(program)
     assert raised == [(argument, argument) for argument, _ in JOB_ERRORS]
-    assert program_.of_type("gcp:cloudscheduler/job:Job") == []
+    assert [j.inputs["name"] for j in program_.of_type("gcp:cloudscheduler/job:Job")] == ["workflows-runner-audit"]
 
 
 def test_the_project_comes_from_the_stack_setting_gcp_project_when_not_given():
@@ -371,10 +404,10 @@ def test_the_example_program_declares_one_runner_and_two_scheduled_workflows():
     example = ROOT / "examples/pulumi/__main__.py"
     program = declare(lambda: runpy.run_path(str(example), run_name="__main__") and None,
                       config={"gcp:project": "example-proj", "workflows-runner-tests:region": "us-central1"})
-    assert len(program.of_type("gcp:cloudfunctionsv2/function:Function")) == 2
+    assert len(program.of_type("gcp:cloudfunctionsv2/function:Function")) == 3
     assert len(program.of_type("gcp:workflows/workflow:Workflow")) == 1
     jobs = sorted(j.inputs["name"] for j in program.of_type("gcp:cloudscheduler/job:Job"))
-    assert jobs == ["workflows-runner-orders-hourly", "workflows-runner-sales-nightly",
+    assert jobs == ["workflows-runner-audit", "workflows-runner-orders-hourly", "workflows-runner-sales-nightly",
                     "workflows-runner-sales-nightly-catch-up"]
     assert {j.inputs["region"] for j in program.of_type("gcp:cloudscheduler/job:Job")} == {"us-central1"}
 

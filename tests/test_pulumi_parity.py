@@ -24,6 +24,7 @@ SCENARIOS = {
     ]),
     "custom": dict(project="other-proj", region="us-east4", prefix="wr", allowed="a-proj/b/*,c-proj/*/d",
                    operators="user:ana@example.com,group:ops@example.com",
+                   channels="projects/other-proj/notificationChannels/7,projects/ops-proj/notificationChannels/8",
                    build="builder@shared-proj.iam.gserviceaccount.com", jobs=[
         dict(workflow="projects/data-proj/locations/asia-east1/workflows/etl", job="etl-5min", schedule="*/5 * * * *",
              time_zone="Etc/GMT+5", body='{"full": true, "tables": ["a", "b"]}', catch_up="PT36H"),
@@ -51,7 +52,8 @@ def dry_run_output(cloud, scenario):
         assert cloud.calls() == [["auth", "list", "--filter=status:ACTIVE", "--format=value(account)"]]
         return result.stdout
 
-    options = {"allowed": "--allowed-workflows", "operators": "--operators", "build": "--build-service-account"}
+    options = {"allowed": "--allowed-workflows", "operators": "--operators", "build": "--build-service-account",
+               "channels": "--notification-channels"}
     outputs = [dry_run(*[item for key, flag in options.items() if key in scenario for item in (flag, scenario[key])])]
     for job in scenario["jobs"]:
         extra = [item for key in ("job", "catch_up") if key in job for item in (f"--{key.replace('_', '-')}", job[key])]
@@ -70,7 +72,8 @@ def pulumi_plan(scenario):
         runner = WorkflowsRunner(
             "runner", region=scenario["region"], project=scenario["project"],
             allowed_workflows=scenario.get("allowed"), operators=scenario.get("operators", "").split(",") if "operators" in scenario else (),
-            build_service_account=scenario.get("build"), **options)
+            build_service_account=scenario.get("build"),
+            notification_channels=scenario["channels"].split(",") if "channels" in scenario else (), **options)
         for job in scenario["jobs"]:
             ScheduledWorkflow(job.get("job", job["workflow"].rsplit("/", 1)[-1]), runner=runner, workflow=job["workflow"],
                               schedule=job["schedule"], time_zone=job["time_zone"], body=job["body"],
@@ -90,7 +93,8 @@ def test_the_component_declares_what_deploy_sh_plans_for_a_fresh_project(tmp_pat
     planned = plan_of_dry_run(dry_run_output(offline_cloud(tmp_path), scenario), PLACEHOLDER_URL)
     declared = pulumi_plan(scenario)
     assert planned.accounts and planned.functions and planned.workflows and planned.buckets  # the reader read them
-    assert len(planned.jobs) == sum(1 + ("catch_up" in job) for job in scenario["jobs"])
+    assert len(planned.jobs) == 1 + sum(1 + ("catch_up" in job) for job in scenario["jobs"])  # + the audit's
+    assert len(planned.metrics) == 1 and len(planned.alert_policies) == ("channels" in scenario)
     assert_same(planned, declared)
 
 

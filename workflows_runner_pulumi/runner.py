@@ -1,10 +1,12 @@
-"""WorkflowsRunner: the range and proxy functions, the backfill workflow, the runs bucket, their
-service accounts and least-privilege grants, as deploy.sh creates them (names and roles in spec.py).
+"""WorkflowsRunner: the range, proxy and audit functions, the backfill workflow, the runs bucket,
+their service accounts and least-privilege grants, the audit's job, log-based metric and alert
+policy, as deploy.sh creates them (names and roles in spec.py).
 """
+import base64
 from pathlib import Path
 
 import pulumi
-from pulumi_gcp import cloudfunctionsv2, cloudrunv2, projects, serviceaccount, storage, workflows
+from pulumi_gcp import cloudfunctionsv2, cloudrunv2, cloudscheduler, logging, monitoring, projects, serviceaccount, storage, workflows
 
 from . import allowlist, spec
 from .errors import RunnerConfigError
@@ -20,7 +22,10 @@ def _project(project):
     return project
 
 
-def _check(prefix, region, operators, build_service_account, source_dir):
+def _check(prefix, region, operators, build_service_account, source_dir, notification_channels=()):
+    for channel in notification_channels:
+        if not spec.NOTIFICATION_CHANNEL.fullmatch(channel):
+            raise RunnerConfigError("notification_channels", "channels such as projects/P/notificationChannels/123", channel)
     if not (spec.PREFIX.fullmatch(prefix) and len(prefix) <= spec.PREFIX_MAX):
         raise RunnerConfigError(
             "prefix", f"lowercase letters, digits and hyphens, starting with a letter, at most {spec.PREFIX_MAX} characters", prefix)
@@ -43,16 +48,19 @@ class WorkflowsRunner(pulumi.ComponentResource):
     operators: principals who run wfr; they get what every wfr command and wfr ui need
     (docs/deploy.md, "Least privilege"). build_service_account: the email Cloud Build builds the
     functions as (default: a new PREFIX-build with the three roles Google documents for it).
+    notification_channels: Cloud Monitoring channels (projects/P/notificationChannels/ID) the alert
+    policy "PREFIX alerts" notifies of each new alert of the audit (docs/alerts.md); none, no policy.
     The function sources and backfill.yaml come from source_dir, by default the checkout that
     holds this package.
     """
 
     def __init__(self, name, region, prefix=spec.DEFAULT_PREFIX, allowed_workflows=None, *, project=None,
-                 operators=(), build_service_account=None, source_dir=None, opts=None):
+                 operators=(), build_service_account=None, source_dir=None, notification_channels=(), opts=None):
         super().__init__("workflows-runner:index:WorkflowsRunner", name, None, opts)
         source_dir = Path(source_dir) if source_dir is not None else CHECKOUT
         operators = [operators] if isinstance(operators, str) else list(operators)
-        _check(prefix, region, operators, build_service_account, source_dir)
+        channels = [notification_channels] if isinstance(notification_channels, str) else list(notification_channels)
+        _check(prefix, region, operators, build_service_account, source_dir, channels)
         self.project, self.region, self.prefix = _project(project), region, prefix
         self._name, self._source_dir = name, source_dir
         self._ids = spec.names(prefix)
@@ -72,6 +80,9 @@ class WorkflowsRunner(pulumi.ComponentResource):
         self.functions = self._functions([*apis, *grants])
         invokers = self._invokers()
         self.backfill = self._backfill(apis, invokers)
+        self.audit_job = self._audit_job(invokers)
+        self.alert_metric = self._alert_metric(apis)
+        self.alert_policy = self._alert_policy(channels, apis) if channels else None
 
         self.range_url = self.functions["range"].url
         self.proxy_url = self.functions["proxy"].url
@@ -120,7 +131,7 @@ class WorkflowsRunner(pulumi.ComponentResource):
                                   role=role, member=member, opts=self._child())
 
     def _project_roles(self):
-        for role in (spec.EXECUTIONS_ROLE, spec.BACKFILL_ROLE):
+        for role in (spec.EXECUTIONS_ROLE, spec.BACKFILL_ROLE, spec.AUDIT_ROLE):
             self._custom_role(role, self.project)
         grants = [self._grant(key, self.accounts[key].member, role, self.project) for key, role in spec.PROJECT_ROLES]
         if "build" in self.accounts:
@@ -166,12 +177,16 @@ class WorkflowsRunner(pulumi.ComponentResource):
             f"{self._name}-sources", project=self.project, name=spec.sources_bucket(self.project, self.prefix),
             location=self.region.upper(), uniform_bucket_level_access=True,
             public_access_prevention="enforced", force_destroy=True, opts=self._child(depends_on=after))
-        env = {
-            "range": {},
-            "proxy": {"GOOGLE_CLOUD_PROJECT": self.project, "ALLOWED_WORKFLOWS": self.allowed_workflows,
-                      "RUNS_BUCKET": self.runs_bucket.name},
-        }
         functions = {}
+        env = {
+            "range": lambda: {},
+            "proxy": lambda: {"GOOGLE_CLOUD_PROJECT": self.project, "ALLOWED_WORKFLOWS": self.allowed_workflows,
+                              "RUNS_BUCKET": self.runs_bucket.name},
+            # After the two it calls: their URLs are its settings (functions/audit/main.py).
+            "audit": lambda: {"GOOGLE_CLOUD_PROJECT": self.project, "LOCATION": self.region,
+                              "RUNS_BUCKET": self.runs_bucket.name, "RANGE_URL": functions["range"].url,
+                              "PROXY_URL": functions["proxy"].url},
+        }
         for key, function in spec.FUNCTIONS.items():
             source = source_archive(self._source_dir / function.folder, self._ids["function"][key])
             archive = storage.BucketObject(
@@ -187,7 +202,7 @@ class WorkflowsRunner(pulumi.ComponentResource):
                             bucket=sources.name, object=archive.name))),
                 service_config=cloudfunctionsv2.FunctionServiceConfigArgs(
                     service_account_email=self.accounts[function.account].email,
-                    environment_variables=env[key], timeout_seconds=function.timeout_seconds),
+                    environment_variables=env[key](), timeout_seconds=function.timeout_seconds),
                 opts=self._child(depends_on=after))
         return functions
 
@@ -198,6 +213,55 @@ class WorkflowsRunner(pulumi.ComponentResource):
                     name=self.functions[function].service_config.service, role="roles/run.invoker",
                     member=member, opts=self._child())
                 for function, caller in spec.INVOKERS for label, member in self._members(caller)]
+
+    def _audit_job(self, invokers):
+        """PREFIX-audit: an audit pass every 5 minutes, as deploy.sh schedules it."""
+        retry, url = spec.JOB_RETRY, self.functions["audit"].url
+        return cloudscheduler.Job(
+            f"{self._name}-audit-job", project=self.project, region=self.region, name=f"{self.prefix}-audit",
+            schedule=spec.AUDIT_SCHEDULE, time_zone=spec.AUDIT_TIME_ZONE, attempt_deadline=retry.attempt_deadline,
+            retry_config=cloudscheduler.JobRetryConfigArgs(
+                retry_count=retry.retry_count, min_backoff_duration=retry.min_backoff,
+                max_backoff_duration=retry.max_backoff),
+            http_target=cloudscheduler.JobHttpTargetArgs(
+                uri=url, http_method="POST", headers={"Content-Type": "application/json"},
+                body=base64.b64encode(b"{}").decode(),
+                oidc_token=cloudscheduler.JobHttpTargetOidcTokenArgs(
+                    service_account_email=self.accounts["scheduler"].email, audience=url)),
+            opts=self._child(depends_on=invokers))
+
+    def _alert_metric(self, apis):
+        metric = spec.alert_metric(self.prefix)
+        descriptor = metric["metricDescriptor"]
+        return logging.Metric(
+            f"{self._name}-alerts-metric", project=self.project, name=f"{self.prefix}-alerts",
+            description=metric["description"], filter=metric["filter"], label_extractors=metric["labelExtractors"],
+            metric_descriptor=logging.MetricMetricDescriptorArgs(
+                metric_kind=descriptor["metricKind"], value_type=descriptor["valueType"], unit=descriptor["unit"],
+                labels=[logging.MetricMetricDescriptorLabelArgs(**label) for label in descriptor["labels"]]),
+            opts=self._child(depends_on=apis))
+
+    def _alert_policy(self, channels, apis):
+        policy = spec.alert_policy(self.prefix, channels)
+        [condition] = policy["conditions"]
+        threshold = condition["conditionThreshold"]
+        [aggregation] = threshold["aggregations"]
+        return monitoring.AlertPolicy(
+            f"{self._name}-alerts-policy", project=self.project, display_name=policy["displayName"],
+            combiner=policy["combiner"], notification_channels=policy["notificationChannels"],
+            conditions=[monitoring.AlertPolicyConditionArgs(
+                display_name=condition["displayName"],
+                condition_threshold=monitoring.AlertPolicyConditionConditionThresholdArgs(
+                    filter=threshold["filter"], comparison=threshold["comparison"],
+                    threshold_value=threshold["thresholdValue"], duration=threshold["duration"],
+                    aggregations=[monitoring.AlertPolicyConditionConditionThresholdAggregationArgs(
+                        alignment_period=aggregation["alignmentPeriod"],
+                        per_series_aligner=aggregation["perSeriesAligner"],
+                        cross_series_reducer=aggregation["crossSeriesReducer"],
+                        group_by_fields=aggregation["groupByFields"])]))],
+            documentation=monitoring.AlertPolicyDocumentationArgs(
+                mime_type=policy["documentation"]["mimeType"], content=policy["documentation"]["content"]),
+            opts=self._child(depends_on=[*apis, self.alert_metric]))
 
     def _backfill(self, apis, invokers):
         return workflows.Workflow(

@@ -27,14 +27,25 @@ def _files(folder):
         and not any(part.startswith(".") for part in path.relative_to(folder).parts))
 
 
+def _shared(folder):
+    """The workflows_runner modules a function deploys with: its SHARED file, one per line (the
+    same list deploy.sh's function_source and localcloud copy; docs/alerts.md)."""
+    shared = folder / "SHARED"
+    if not shared.is_file():
+        return {}
+    package = folder.parent.parent / "workflows_runner"
+    modules = [line.strip() for line in shared.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return {f"workflows_runner/{module}": package / module for module in modules}
+
+
 def source_archive(folder: Path, label: str) -> SourceArchive:
     if not (folder / "main.py").is_file():
         raise RunnerConfigError("source_dir", f"a workflows-runner checkout with {folder.name}/main.py", str(folder))
-    files = _files(folder)
+    files = {path.relative_to(folder).as_posix(): path for path in _files(folder)}
+    files.update(_shared(folder))
+    files = dict(sorted(files.items()))
     digest = hashlib.sha256()
-    for path in files:
-        relative = path.relative_to(folder).as_posix()
+    for relative, path in files.items():
         digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
-    archive = pulumi.AssetArchive({path.relative_to(folder).as_posix(): pulumi.FileAsset(str(path)) for path in files})
-    return SourceArchive(f"{label}-{digest.hexdigest()[:16]}.zip", archive,
-                         tuple(path.relative_to(folder).as_posix() for path in files))
+    archive = pulumi.AssetArchive({relative: pulumi.FileAsset(str(path)) for relative, path in files.items()})
+    return SourceArchive(f"{label}-{digest.hexdigest()[:16]}.zip", archive, tuple(files))

@@ -13,6 +13,7 @@ APIS = (
     "run.googleapis.com", "cloudbuild.googleapis.com", "artifactregistry.googleapis.com",
     "workflows.googleapis.com", "workflowexecutions.googleapis.com",
     "cloudscheduler.googleapis.com", "logging.googleapis.com", "storage.googleapis.com",
+    "monitoring.googleapis.com",
 )
 
 # Service accounts by role in the system: id PREFIX-<key>, display name.
@@ -21,6 +22,7 @@ ACCOUNTS = {
     "proxy": "workflows-runner proxy function",
     "scheduler": "workflows-runner Cloud Scheduler jobs",
     "backfill": "workflows-runner backfill workflow",
+    "audit": "workflows-runner audit function",
     # Not created when the caller names its own build_service_account.
     "build": "workflows-runner function builds",
 }
@@ -56,12 +58,21 @@ BACKFILL_ROLE = CustomRole(
 READER_ROLE = CustomRole(
     "executionReader", "workflows-runner execution reader",
     "Read one execution's state, nothing else: the backfill waits on runs with it", ("workflows.executions.get",))
+# The audit learns the state of runs the ledger does not show ended yet (get, and list for many at
+# once); roles/workflows.viewer would also show every workflow's source.
+AUDIT_ROLE = CustomRole(
+    "auditReader", "workflows-runner audit reader",
+    "Read and list executions: the audit learns the state of runs not yet settled",
+    ("workflows.executions.get", "workflows.executions.list"))
 
 # (account, role) on the project; a CustomRole is created in the project first.
 PROJECT_ROLES = (
     ("proxy", EXECUTIONS_ROLE),
     ("backfill", BACKFILL_ROLE),
     ("backfill", "roles/logging.logWriter"),  # its sys.log lines
+    # The audit lists the Scheduler jobs (their URIs carry the job settings, docs/alerts.md).
+    ("audit", "roles/cloudscheduler.viewer"),
+    ("audit", AUDIT_ROLE),
 )
 # The three roles Google documents for a function's build account
 # (https://cloud.google.com/functions/docs/securing/build-custom-sa), not roles/cloudbuild.builds.builder,
@@ -78,7 +89,9 @@ OPERATOR_PROJECT_ROLES = (EXECUTIONS_ROLE, "roles/cloudfunctions.viewer", "roles
 # A listing names the bucket, not an object, so listings need an unconditioned objectViewer.
 LEDGER_PREFIX = "runs/"
 HANDOVER_PREFIX = "backfills/"
-CONDITION_TITLES = {LEDGER_PREFIX: "run ledger only", HANDOVER_PREFIX: "backfill hand-overs only"}
+ALERTS_PREFIX = "alerts/"  # the audit's alert records (docs/alerts.md)
+CONDITION_TITLES = {LEDGER_PREFIX: "run ledger only", HANDOVER_PREFIX: "backfill hand-overs only",
+                    ALERTS_PREFIX: "audit alerts only"}
 LEDGER_CONDITION_TITLE = CONDITION_TITLES[LEDGER_PREFIX]
 
 
@@ -95,13 +108,17 @@ RUNS_BUCKET_ROLES = (
     ("backfill", "roles/storage.objectCreator", HANDOVER_PREFIX),
     ("backfill", "roles/storage.objectViewer", HANDOVER_PREFIX),
     ("operators", "roles/storage.objectViewer", None), ("operators", "roles/storage.objectUser", LEDGER_PREFIX),
+    # The audit lists and reads the ledger, writes back the states it learns (runs/), creates its
+    # alert records and marks them resolved (alerts/).
+    ("audit", "roles/storage.objectViewer", None), ("audit", "roles/storage.objectUser", LEDGER_PREFIX),
+    ("audit", "roles/storage.objectUser", ALERTS_PREFIX),
 )
 # (function, caller): roles/run.invoker on the function's Cloud Run service, which is what
 # `gcloud functions add-invoker-policy-binding` grants for 2nd gen
 # (https://cloud.google.com/sdk/gcloud/reference/functions/add-invoker-policy-binding). Operators:
 # wfr status calls the range function, re-runs call the proxy.
 INVOKERS = (("range", "backfill"), ("proxy", "backfill"), ("proxy", "scheduler"),
-            ("range", "operators"), ("proxy", "operators"))
+            ("range", "operators"), ("proxy", "operators"), ("range", "audit"), ("audit", "scheduler"))
 
 
 @dataclass(frozen=True)
@@ -116,7 +133,42 @@ FUNCTIONS = {
     "range": FunctionSpec("functions/range", "expand_range", "range"),
     # Outlasts the proxy's own 60 s upstream deadline, so it answers a clean 503 first.
     "proxy": FunctionSpec("functions/proxy", "proxy", "proxy", timeout_seconds=120),
+    # Deployed with the workflows_runner modules its SHARED file lists (sources.source_archive).
+    "audit": FunctionSpec("functions/audit", "audit_pass", "audit", timeout_seconds=180),
 }
+# The audit pass's own job, PREFIX-audit (docs/alerts.md).
+AUDIT_SCHEDULE = "*/5 * * * *"
+AUDIT_TIME_ZONE = "Etc/UTC"
+
+
+def alert_metric(prefix):
+    """The log-based metric PREFIX-alerts, as deploy.sh's LogMetric config file has it: the audit's
+    alert lines, counted by kind and job."""
+    return {
+        "description": f"workflows-runner alerts raised by the audit function {prefix}-audit (docs/alerts.md)",
+        "filter": f'resource.type="cloud_run_revision" AND resource.labels.service_name="{prefix}-audit" '
+                  'AND jsonPayload.event="alert"',
+        "labelExtractors": {"kind": "EXTRACT(jsonPayload.kind)", "job": "EXTRACT(jsonPayload.job)"},
+        "metricDescriptor": {"metricKind": "DELTA", "valueType": "INT64", "unit": "1", "labels": [
+            {"key": "kind", "description": "missing, late, failed or paused"},
+            {"key": "job", "description": "the Scheduler job's full name"}]}}
+
+
+def alert_policy(prefix, channels):
+    """The alert policy "PREFIX alerts": any alert line in a 5-minute window notifies `channels`."""
+    return {
+        "displayName": f"{prefix} alerts", "combiner": "OR", "notificationChannels": list(channels),
+        "conditions": [{"displayName": "an alert was raised", "conditionThreshold": {
+            "filter": f'metric.type="logging.googleapis.com/user/{prefix}-alerts" AND resource.type="cloud_run_revision"',
+            "comparison": "COMPARISON_GT", "thresholdValue": 0, "duration": "0s",
+            "aggregations": [{"alignmentPeriod": "300s", "perSeriesAligner": "ALIGN_SUM",
+                              "crossSeriesReducer": "REDUCE_SUM",
+                              "groupByFields": ["metric.label.kind", "metric.label.job"]}]}}],
+        "documentation": {"mimeType": "text/markdown", "content": "A scheduled time of a workflows-runner job is "
+                          "missing, late or failed: wfr alerts lists them (docs/alerts.md)."}}
+
+
+NOTIFICATION_CHANNEL = re.compile(r"projects/[^/,\s]+/notificationChannels/[0-9]+", re.ASCII)
 BACKFILL_SOURCE = "workflows/backfill.yaml"
 
 
