@@ -24,7 +24,7 @@ from workflows_runner import http as wfr_http
 from workflows_runner.errors import ApiError
 from workflows_runner.identity import parse_instant, run_digest
 from tests.fencing_stack import (  # noqa: F401 (the fixtures are used by name)
-    AUTH, DEADLINE, EXAMPLE, LEASE, TRIALS, clean_relay, fresh_time, instant, label, per_attempt,
+    AUTH, in_parallel, DEADLINE, EXAMPLE, LEASE, TRIALS, clean_relay, fresh_time, instant, label, per_attempt,
     proxies, proxy, records_at, relay, stack)
 
 SKEWED = False  # only the proxy on time is started (tests/fencing_stack.py)
@@ -141,50 +141,54 @@ def test_wfr_status_resolves_claims_past_their_lease(stack, relay, proxy, wfr_st
 
 # --- case 3 end to end: a backfill that meets a dead claim ------------------------------------
 
-@pytest.mark.parametrize("trial", range(TRIALS))
-def test_a_backfill_that_meets_a_dead_claim_retries_it_after_the_lease_and_starts_it(stack, trial):
+def test_a_backfill_that_meets_a_dead_claim_retries_it_after_the_lease_and_starts_it(stack):
     """The backfill workflow through the stack's own proxy: a time whose claim's starter died
     (claimed, nothing created) is answered 409 with RetryInfo, asked again after it, taken over
     and started; neither skipped nor lost."""
-    times = [fresh_time(), fresh_time()]
-    params = {"case": f"backfill-dead-claim-{trial}"}
-    dead = (f"runs/{local_stack.PROJECT}/{local_stack.LOCATION}/example/{instant(times[1])}/"
-            f"{run_digest(EXAMPLE, parse_instant(times[1]), params)}/000001")
-    stack.storage.buckets.insert(local_stack.RUNS_BUCKET, dead, b"{}", {"metadata": {
-        "state": "CLAIMED", "claim": "dead", "lease": "3"}}, Preconditions(if_generation_match="0"))
-    argument = {"workflow": "example", "start": times[0], "stop": times[1].replace(":00Z", ":01Z"),
-                "step": "* * * * *", "params": params, "reprocess": "none", "wait": False}
-    name = requests.post(f"{stack.api.url}/v1/projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}"
-                         f"/workflows/backfill/executions", headers=AUTH, timeout=10,
-                         json={"argument": json.dumps(argument)}).json()["name"]
-    stack.api.executions.wait(name, timeout=60)
-    ended = requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=10).json()
-    assert ended["state"] == "SUCCEEDED", ended.get("error")
-    result = json.loads(ended["result"])
-    assert (result["planned"], result["started"], result["skipped"]) == (2, 2, 0), result
-    for when in times:
-        assert per_attempt(stack, when) == {"1": 1}
-        (record,) = records_at(stack, when)
-        assert record["metadata"]["state"] != "CLAIMED"
+    def trial(number: int) -> None:
+        times = [fresh_time(), fresh_time()]
+        params = {"case": f"backfill-dead-claim-{number}"}
+        dead = (f"runs/{local_stack.PROJECT}/{local_stack.LOCATION}/example/{instant(times[1])}/"
+                f"{run_digest(EXAMPLE, parse_instant(times[1]), params)}/000001")
+        stack.storage.buckets.insert(local_stack.RUNS_BUCKET, dead, b"{}", {"metadata": {
+            "state": "CLAIMED", "claim": "dead", "lease": "3"}}, Preconditions(if_generation_match="0"))
+        argument = {"workflow": "example", "start": times[0], "stop": times[1].replace(":00Z", ":01Z"),
+                    "step": "* * * * *", "params": params, "reprocess": "none", "wait": False}
+        name = requests.post(f"{stack.api.url}/v1/projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}"
+                             f"/workflows/backfill/executions", headers=AUTH, timeout=10,
+                             json={"argument": json.dumps(argument)}).json()["name"]
+        stack.api.executions.wait(name, timeout=60)
+        ended = requests.get(f"{stack.api.url}/v1/{name}", headers=AUTH, timeout=10).json()
+        assert ended["state"] == "SUCCEEDED", ended.get("error")
+        result = json.loads(ended["result"])
+        assert (result["planned"], result["started"], result["skipped"]) == (2, 2, 0), result
+        for when in times:
+            assert per_attempt(stack, when) == {"1": 1}
+            (record,) = records_at(stack, when)
+            assert record["metadata"]["state"] != "CLAIMED"
+
+    in_parallel(trial)
 
 
 # --- request ids (AIP-155) ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("trial", range(TRIALS))
-def test_the_same_request_id_twice_gives_the_first_attempt_never_a_new_one(stack, proxy, trial):
-    when = fresh_time()
-    body = {"case": "request-id", "scheduleTime": when}
-    first_id, second_id = f"00000000-0000-4000-8000-{trial:012d}", f"11111111-1111-4111-8111-{trial:012d}"
-    first = proxy.post(body, requestId=first_id).json()
-    stack.api.executions.wait(first["name"], timeout=10)
-    for _ in range(2):  # retried after it ended: reprocess=completed would start a new attempt
-        again = proxy.post(body, requestId=first_id.upper()).json()
-        assert (again["name"], again["started"]) == (first["name"], True)
-    assert per_attempt(stack, when) == {"1": 1}
-    other = proxy.post(body, requestId=second_id).json()  # another action: judged by reprocess
-    assert other["started"] is True and other["labels"]["attempt"] == "2"
-    assert proxy.post(body, requestId=first_id).json()["name"] == first["name"]  # still the first's
-    assert per_attempt(stack, when) == {"1": 1, "2": 1} and len(records_at(stack, when)) == 2
+def test_the_same_request_id_twice_gives_the_first_attempt_never_a_new_one(stack, proxy):
+    def trial(number: int) -> None:
+        when = fresh_time()
+        body = {"case": "request-id", "scheduleTime": when}
+        first_id, second_id = f"00000000-0000-4000-8000-{number:012d}", f"11111111-1111-4111-8111-{number:012d}"
+        first = proxy.post(body, requestId=first_id).json()
+        stack.api.executions.wait(first["name"], timeout=10)
+        for _ in range(2):  # retried after it ended: reprocess=completed would start a new attempt
+            again = proxy.post(body, requestId=first_id.upper()).json()
+            assert (again["name"], again["started"]) == (first["name"], True)
+        assert per_attempt(stack, when) == {"1": 1}
+        other = proxy.post(body, requestId=second_id).json()  # another action: judged by reprocess
+        assert other["started"] is True and other["labels"]["attempt"] == "2"
+        assert proxy.post(body, requestId=first_id).json()["name"] == first["name"]  # still the first's
+        assert per_attempt(stack, when) == {"1": 1, "2": 1} and len(records_at(stack, when)) == 2
+
+    in_parallel(trial)
 
 
 @pytest.mark.parametrize("request_id", ["nope", "123e4567e89b12d3a456426614174000", "123e4567-e89b-12d3-a456-42661417400"])
