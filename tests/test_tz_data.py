@@ -128,3 +128,19 @@ def test_every_piece_pins_the_installed_tzdata():
     assert {name: pin and pin[1] for name, pin in pins.items()} == dict.fromkeys(pins, installed)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert f"tzdata=={installed}" in project
+
+
+def test_a_function_that_builds_zones_pins_tzdata():
+    """A deployable that builds a ZoneInfo needs the package: each resets the search path to it
+    alone (the audit function runs wfr's modules, listed in its SHARED file, which build none)."""
+    for folder in sorted((ROOT / "functions").iterdir()):
+        if not (folder / "requirements.txt").is_file():
+            continue
+        sources = [*folder.glob("*.py")]
+        if (folder / "SHARED").is_file():
+            shared = [line.strip() for line in (folder / "SHARED").read_text().splitlines()
+                      if line.strip() and not line.startswith("#")]
+            sources += [ROOT / "workflows_runner" / name for name in shared]
+            assert all(path.is_file() for path in sources), f"{folder.name}/SHARED names a missing module"
+        if any("ZoneInfo(" in path.read_text() for path in sources if path.is_file()):
+            assert re.search(r"^tzdata==", (folder / "requirements.txt").read_text(), re.M), folder.name
