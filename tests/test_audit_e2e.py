@@ -230,3 +230,25 @@ def test_a_bad_request_is_answered_in_googles_error_shape(world):
     assert answer.status_code == 405 and answer.json()["error"]["code"] == 405
     answer = requests.post(world.stack.audit_url + "/nope", headers=AUTH, timeout=10)
     assert answer.status_code == 404 and answer.json()["error"]["status"] == "NOT_FOUND"
+
+
+def test_wfr_status_says_late_where_the_jobs_deadline_passed(world, first_passes):
+    """`wfr status --job` reads the job's deadline from its URI: slow's running time is late
+    (deadline one minute), hourly's times that succeeded within a day are not."""
+    import subprocess
+    import sys
+    from localcloud import up as local_up
+    (world.state / "endpoints.json").write_text(json.dumps(local_up.endpoints(world.stack)))
+    wfr = [str(Path(sys.executable).parent / "wfr"), "--local-state", str(world.state)]
+    t = world.t
+
+    def status(job: str) -> dict:
+        done = subprocess.run([*wfr, "status", "target", "--job", job, "--start", z(t[6]), "--stop", z(t[1] + timedelta(minutes=1)),
+                               "--format", "json"], capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 3, 4, 5), done.stderr
+        return {z(datetime.fromisoformat(time_["scheduleTime"])): time_ for time_ in json.loads(done.stdout)["times"]}
+    slow = status("slow")
+    assert slow[z(t[1])]["state"] == "running" and slow[z(t[1])]["late"] is True
+    hourly = status("hourly")
+    assert hourly[z(t[2])]["state"] == "succeeded" and hourly[z(t[2])]["late"] is False
+    assert not any(time_["late"] for time_ in hourly.values())

@@ -5,6 +5,7 @@ the commands live in commands.py and backfill_commands.py, exit statuses in exit
       status WORKFLOW WINDOW
       backfill start WORKFLOW WINDOW | backfill show ID | backfill cancel ID | backfill list [WORKFLOW]
       rerun WORKFLOW EXECUTION... | rerun WORKFLOW --failed WINDOW
+      alerts [--job NAME] [--since T]
       ui
 """
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _command(sub, name: str, help_: str, run) -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import backfill_commands as bf, commands
+    from . import alert_commands, backfill_commands as bf, commands
     top = argparse.ArgumentParser(prog="wfr", description="Scheduled runs, re-runs and backfills "
                                   "of Google Cloud Workflows (docs/cli.md).")
     top.add_argument("--version", action="version", version=f"wfr {_version()}", help="print wfr's version")
@@ -149,6 +150,12 @@ def parser() -> argparse.ArgumentParser:
                        help="re-run every failed or cancelled time of the window (instead of EXECUTIONs)")
     _window_flags(rerun, required=False)
     _format(rerun)
+
+    alerts = _command(sub, "alerts", "the audit's alerts (missing, late, failed, paused times), newest first",
+                      alert_commands.alerts_)
+    alerts.add_argument("--job", help="only the alerts of this Scheduler job")
+    alerts.add_argument("--since", metavar="T", help="only alerts raised at or after T (RFC 3339)")
+    _format(alerts)
 
     ui = _command(sub, "ui", "the runs in the browser, on 127.0.0.1 (docs/ui.md)", commands.ui)
     ui.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")

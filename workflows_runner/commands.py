@@ -43,7 +43,7 @@ def status(args: argparse.Namespace, console: Console) -> int:
         raise WfrError(f"--only takes {','.join(status_.STATES)}; got {','.join(sorted(unknown))}")
     cloud = connect(args)
     picked = chosen(cloud, args, args.workflow)
-    result = status_.read(cloud, picked.workflow, picked.window, picked.params)
+    result = status_.read(cloud, picked.workflow, picked.window, picked.params, deadline=picked.deadline)
     times = result.only(only)
     if args.format == "json":
         print(json.dumps(render.status_json(result, times), indent=2))

@@ -33,7 +33,7 @@ def status_json(status: Status, times: list[TimeStatus]) -> dict[str, Any]:
     return {"workflow": status.workflow,
             "window": {"start": w.start, "stop": w.stop, "step": w.step, "timezone": w.timezone},
             "times": [{"scheduleTime": t.schedule_time, "state": t.state, "attempts": t.attempts,
-                       "execution": t.execution, "error": t.error} for t in times],
+                       "execution": t.execution, "error": t.error, "late": t.late} for t in times],
             "totals": dict(status.totals)}
 
 
@@ -60,7 +60,9 @@ def status_table(console: Console, times: list[TimeStatus]) -> None:
                                     "STATE": 11, "EXECUTION": max((len(short_id(t.execution)) for t in times),
                                                                    default=9)}.get(column))
     for t in times:
-        table.add_row(t.schedule_time, Text(f"{SYMBOL[t.state]} {t.state}", style=STYLE[t.state]),
+        # `late`: not succeeded by its time + the job's deadline (docs/alerts.md).
+        state = f"{SYMBOL[t.state]} {t.state}" + (", late" if t.late else "")
+        table.add_row(t.schedule_time, Text(state, style=STYLE[t.state]),
                       str(t.attempts), short_id(t.execution), (t.error or "")[:120])
     console.print(table)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from typing import Any, Mapping
 
 from . import job_settings
@@ -67,6 +68,7 @@ class Chosen:
     window: Window
     params: dict[str, Any]       # the runs' argument, without scheduleTime
     planned: int                 # the times in the window (the range function's count)
+    deadline: timedelta | None = None  # the job's `deadline` setting, with --job (docs/alerts.md)
 
 
 def load_params(text: str | None) -> dict[str, Any]:
@@ -91,7 +93,7 @@ def choose(cloud: Cloud, selection: Selection) -> Chosen:
     if s.job:
         if s.step or s.timezone or s.params:
             raise WfrError("--job gives the schedule, time zone and body: leave out --step, --timezone and --params")
-        workflow, window, params = _from_job(cloud, s)
+        workflow, window, params, deadline = _from_job(cloud, s)
     else:
         if not s.workflow:
             raise WfrError("name a workflow, or give --job NAME")
@@ -100,18 +102,20 @@ def choose(cloud: Cloud, selection: Selection) -> Chosen:
         workflow = cloud.target.workflow_name(s.workflow)
         window = Window(s.start, s.stop, s.step, s.timezone or "UTC")
         params = load_params(s.params)
+        deadline = None
     check_workflow(cloud, workflow)
-    return Chosen(workflow, window, params, count(cloud, window))
+    return Chosen(workflow, window, params, count(cloud, window), deadline)
 
 
-def _from_job(cloud: Cloud, s: Selection) -> tuple[str, Window, dict[str, Any]]:
+def _from_job(cloud: Cloud, s: Selection) -> tuple[str, Window, dict[str, Any], timedelta | None]:
     job = cloud.job(cloud.target.job_name(s.job or ""))
     uri = (job.get("httpTarget") or {}).get("uri", "")
     proxy = cloud.function_url("proxy").rstrip("/")
     if not job_settings.targets(uri, proxy):
         raise WfrError(f"job {s.job} calls {uri.split('?')[0] or 'no HTTP target'}, not the proxy ({proxy}): "
                        "its runs are not in the run ledger; point it at the proxy (docs/deploy.md)")
-    workflow = job_settings.from_uri(uri).workflow   # the one reader of a job's URI
+    settings = job_settings.from_uri(uri)   # the one reader of a job's URI
+    workflow = settings.workflow
     if s.workflow and cloud.target.workflow_name(s.workflow) != workflow:
         raise WfrError(f"job {s.job} starts workflow {workflow.rsplit('/', 1)[-1]}, not {s.workflow}")
     if not job.get("schedule"):
@@ -123,7 +127,8 @@ def _from_job(cloud: Cloud, s: Selection) -> tuple[str, Window, dict[str, Any]]:
         params = run_argument(decode_job_body(job))
     except ValueError as error:
         raise WfrError(f"job {s.job}: its body is an Execution whose argument the proxy refuses: {error}") from None
-    return workflow, Window(s.start or "", s.stop or "", job["schedule"], job.get("timeZone") or "UTC"), params
+    window = Window(s.start or "", s.stop or "", job["schedule"], job.get("timeZone") or "UTC")
+    return workflow, window, params, settings.deadline
 
 
 def check_workflow(cloud: Cloud, workflow: str) -> None:
