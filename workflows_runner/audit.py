@@ -49,16 +49,19 @@ class Counts:
         with self._lock:
             self.errors += 1
 
+    calls: dict[str, int] = field(default_factory=dict)
+
     def answer(self) -> dict[str, Any]:
         return {"jobs": self.jobs, "times": self.times,
                 "raised": {kind: self.raised.get(kind, 0) for kind in alerts.KINDS},
-                "resolved": self.resolved, "errors": self.errors}
+                "resolved": self.resolved, "errors": self.errors, "calls": dict(sorted(self.calls.items()))}
 
 
 def run(cloud: Cloud, proxy_url: str, log: Log, now: datetime | None = None) -> Counts:
     """One pass over every job of the target's project and location that targets `proxy_url`."""
     now = now or datetime.now(timezone.utc)
     counts = Counts()
+    before = dict(cloud.http.calls)
     jobs = [job for job in cloud.jobs() if job_settings.targets(job.get("httpTarget", {}).get("uri", ""), proxy_url)]
 
     def audit(job: dict[str, Any]) -> None:
@@ -72,6 +75,8 @@ def run(cloud: Cloud, proxy_url: str, log: Log, now: datetime | None = None) -> 
             counts.add(times, raised, resolved)
     with ThreadPoolExecutor(JOB_WORKERS) as pool:
         list(pool.map(audit, jobs))
+    # HTTP calls by service (a batch of 100 PATCHes counts as one): what the pass cost.
+    counts.calls = {service: count - before.get(service, 0) for service, count in cloud.http.calls.items()}
     log({"severity": "INFO", "message": f"audit pass: {counts.jobs} jobs, {counts.times} times, "
                                         f"{sum(counts.raised.values())} alerts raised, {counts.resolved} resolved",
          "event": "audit_pass", **counts.answer()})
