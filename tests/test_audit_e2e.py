@@ -252,3 +252,31 @@ def test_wfr_status_says_late_where_the_jobs_deadline_passed(world, first_passes
     hourly = status("hourly")
     assert hourly[z(t[2])]["state"] == "succeeded" and hourly[z(t[2])]["late"] is False
     assert not any(time_["late"] for time_ in hourly.values())
+
+
+def test_the_grid_marks_late_and_alerted_cells(world, first_passes):
+    """The web grid's cells (docs/ui.md): data-late from the job's deadline, data-alert from the
+    open alerts of the window (one ranged listing), matched to the time's run."""
+    from workflows_runner import alerts, status, target
+    from workflows_runner.cloud import Cloud
+    from workflows_runner.ui.grid import cell
+    from localcloud import up as local_up
+    (world.state / "endpoints.json").write_text(json.dumps(local_up.endpoints(world.stack)))
+    cloud = Cloud(target.local(world.state))
+    t = world.t
+    workflow = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/target"
+    now = datetime.now(timezone.utc)
+    slow = status.read(cloud, workflow, status.Window(z(t[1]), z(t[1] + timedelta(minutes=1)), f"0 {t[1].hour} * * *"),
+                       {"control": world.control.url, "job": "slow"}, deadline=timedelta(minutes=1))
+    [late] = alerts.annotate(cloud, slow).times
+    html = cell(late, now)
+    assert 'data-late="true"' in html and 'data-alert="late"' in html and "late alerted" in html
+    hourly = alerts.annotate(cloud, status.read(
+        cloud, workflow, status.Window(z(t[6]), z(t[1]), "0 * * * *"), {"control": world.control.url, "job": "hourly"},
+        deadline=timedelta(days=1)))
+    marks = {z(x.instant): x.alerts for x in hourly.times}
+    # t3 failed twice (two open alerts, one mark); t4's failure was resolved by its re-run.
+    assert marks[z(t[5])] == ("missing",) and marks[z(t[3])] == ("failed",) and marks[z(t[2])] == ()
+    assert marks[z(t[4])] == ()
+    assert marks[z(t[6])] == ()   # before since: never alerted
+    assert 'data-alert=""' in cell(hourly.times[-1], now) and 'data-late="false"' in cell(hourly.times[-1], now)

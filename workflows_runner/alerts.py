@@ -20,7 +20,9 @@ from typing import Any, Iterable
 
 from . import ledger
 from .cloud import Cloud, MetadataPatch
-from .identity import parse_instant
+from .errors import ApiError
+from .identity import parse_instant, run_digests
+from .status import Status
 
 PREFIX = "alerts/"
 KINDS = ("missing", "late", "failed", "paused")
@@ -117,6 +119,30 @@ def resolve(cloud: Cloud, found: Iterable[Record], when: str) -> list[Alert]:
     pending = [record for record in found if record.alert.open]
     written = cloud.patch_metadata([MetadataPatch(r.name, {"resolvedAt": when}, r.metageneration) for r in pending])
     return [replace(record.alert, resolvedAt=when) for record, ok in zip(pending, written) if ok]
+
+
+def annotate(cloud: Cloud, status: Status) -> Status:
+    """`status` with each time's open alert kinds (TimeStatus.alerts), from one ranged listing of
+    the window's alert records, matched by the run digest; unchanged where this principal may not
+    list them (403) or the window is empty."""
+    if not status.times:
+        return status
+    instants = [t.instant for t in status.times]
+    try:
+        found = records(cloud, workflow_prefix(status.workflow), instants[0], instants[-1])
+    except ApiError as error:
+        if error.code in (403, 404):
+            return status
+        raise
+    kinds: dict[str, list[str]] = {}
+    for record in found:
+        if record.alert.open:
+            head = record.name.rsplit("/", 1)[0]   # .../INSTANT/DIGEST
+            kinds.setdefault(head, []).append(record.alert.kind)
+    prefix = workflow_prefix(status.workflow)
+    times = [replace(t, alerts=tuple(sorted(set(kinds.get(f"{prefix}{ledger.instant_key(t.instant)}/{digest}", ())))))
+             for t, digest in zip(status.times, run_digests(status.workflow, instants, status.params))]
+    return Status(status.workflow, status.window, status.params, times)
 
 
 def newest_first(alerts: Iterable[Alert]) -> list[Alert]:

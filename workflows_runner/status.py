@@ -65,6 +65,7 @@ class TimeStatus:
     recorded: str | None = None     # the newest attempt's state as the ledger has it (UNAVAILABLE
                                     # shows as failed, yet `reprocess: failed` never re-runs it)
     late: bool = False              # not succeeded by its time + the job's deadline (is_late)
+    alerts: tuple[str, ...] = ()    # the kinds of its open alerts (alerts.annotate), for the grid
 
     @property
     def rerun_by_failed(self) -> bool:

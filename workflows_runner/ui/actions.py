@@ -8,7 +8,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Mapping
 
-from .. import backfills, rerun as rerun_, selection as selection_, status as status_
+from .. import alerts, backfills, rerun as rerun_, selection as selection_, status as status_
 from ..cloud import Cloud
 from ..errors import ApiError, WfrError
 from ..render import short_id
@@ -37,7 +37,8 @@ def load(cloud: Cloud, selection: Selection) -> status_.Status:
     if picked.planned > MAX_TIMES:
         raise WfrError(f"the window holds {picked.planned} times, more than the page shows ({MAX_TIMES}): "
                        "narrow it, or use wfr status")
-    return status_.read(cloud, picked.workflow, picked.window, picked.params)
+    status = status_.read(cloud, picked.workflow, picked.window, picked.params, deadline=picked.deadline)
+    return alerts.annotate(cloud, status)
 
 
 def recent_backfills(cloud: Cloud, workflow: str, limit: int = 5) -> list[backfills.Backfill]:

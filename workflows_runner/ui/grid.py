@@ -35,12 +35,20 @@ def cell(t: TimeStatus, now: datetime) -> str:
     title = f"{t.schedule_time}  {SYMBOL[t.state]} {t.state}"
     if t.attempts:
         title += f", attempt {t.attempts}, {duration}"
+    if t.late:
+        title += ", late"
+    if t.alerts:
+        title += f", alert: {', '.join(t.alerts)}"
     if t.error:
         title += f"\n{t.error[:300]}"
-    return (f'<button type="button" class="cell s-{t.state}" '
+    # Late (the job's deadline passed) and alerted (an open alert of the audit) are marks on the
+    # cell, beside its state (docs/ui.md): data-late and data-alert.
+    marks = "".join(f" {mark}" for mark, on in (("late", t.late), ("alerted", bool(t.alerts))) if on)
+    return (f'<button type="button" class="cell s-{t.state}{marks}" '
             + _attrs({"data-time": t.schedule_time, "data-state": t.state, "data-attempts": str(t.attempts),
                       "data-execution": t.execution or "", "data-duration": duration,
-                      "data-error": t.error or "", "title": title, "aria-label": title})
+                      "data-error": t.error or "", "data-late": "true" if t.late else "false",
+                      "data-alert": ",".join(t.alerts), "title": title, "aria-label": title})
             + f">{SYMBOL[t.state]}</button>")
 
 
