@@ -130,6 +130,10 @@ def test_a_retried_continuation_does_not_fork_the_chain(scaled):
     assert lost and len(twins) == 2                      # the fault happened: two link-1 executions
     outcomes = sorted("duplicateOf" in json.loads(twin["result"]) for twin in twins)
     assert outcomes == [False, True]                     # one did the work, one did nothing
+    from workflows_runner.backfills import links_in_order
+    chain = requests.get(f"{scaled.stack.api.url}/v1/{PARENT}/backfill/executions", headers=AUTH, timeout=10,
+                         params={"view": "FULL", "filter": f'labels.backfill="{first_id}"'}).json()["executions"]
+    assert [e["name"] for e in links_in_order(chain)] == [link["name"] for link in links[1:]]   # as wfr reads it
     once_each(scaled.stack, "fork", times)
     result = final(links)
     assert (result["planned"], result["started"], result["skipped"], result["failed"]) == (200, 200, 0, 0)
@@ -250,3 +254,13 @@ def test_past_the_concurrency_quota_and_backlog_runs_still_start_once_each(tmp_p
     assert all(run["state"] == "SUCCEEDED" for run in runs)
     result = final(links)
     assert (result["planned"], result["started"], result["failed"], result["notStarted"]) == (12, 12, 0, 0)
+
+
+def test_wfr_counts_a_link_started_twice_once():
+    """The execution that found its link already claimed is no link of the chain for wfr."""
+    from workflows_runner.backfills import links_in_order
+    link = lambda n, result, name: {"name": name, "state": "SUCCEEDED", "labels": {"backfill_link": str(n)},
+                                    "result": json.dumps(result)}
+    continuations = [link(2, {"planned": 9}, "c"), link(1, {"duplicateOf": "a", "link": 1}, "b"),
+                     link(1, {"continued": "c"}, "a")]
+    assert [e["name"] for e in links_in_order(continuations)] == ["a", "c"]

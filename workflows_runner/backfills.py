@@ -191,8 +191,16 @@ def _error_of(execution: dict[str, Any]) -> str:
 
 
 def _chain(cloud: Cloud, workflow: str, first: dict[str, Any], backfill_id: str) -> list[dict[str, Any]]:
-    return [first] + sorted(cloud.executions(workflow, f'labels.{BACKFILL_LABEL}="{backfill_id}"', view="FULL"),
-                            key=lambda e: int((e.get("labels") or {}).get("backfill_link", "0") or 0))
+    return [first] + links_in_order(cloud.executions(workflow, f'labels.{BACKFILL_LABEL}="{backfill_id}"',
+                                                     view="FULL"))
+
+
+def links_in_order(continuations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A chain's continuations by link number. A link created twice (a create retried after its
+    answer was lost) runs once: the other execution claims nothing and ends at once with
+    {"duplicateOf": ...} (workflows/backfill.yaml's take_over), so it is no link."""
+    return sorted((link for link in continuations if "duplicateOf" not in (_result(link) or {})),
+                  key=lambda e: int((e.get("labels") or {}).get("backfill_link", "0") or 0))
 
 
 def _target(cloud: Cloud, argument: dict[str, Any]) -> str:
@@ -327,8 +335,7 @@ def list_backfills(cloud: Cloud, workflow: str | None = None) -> list[Backfill]:
         if wanted and target != wanted:
             continue
         backfill_id = first["name"].rsplit("/", 1)[-1]
-        links = [first] + sorted(continuations.get(backfill_id, []),
-                                 key=lambda e: int((e.get("labels") or {}).get("backfill_link", "0") or 0))
+        links = [first] + links_in_order(continuations.get(backfill_id, []))
         state = _state(links)
         found.append(Backfill(backfill_id, first["name"], target, argument, state, links, None,
                               None if state in ACTIVE else _result(links[-1]), _broken(links, state, target)))
