@@ -12,7 +12,8 @@ Usage:
               [--operators LIST] [--build-service-account EMAIL]
               [--notification-channels LIST] [--dry-run]
   ./deploy.sh schedule WORKFLOW [--job NAME] --schedule CRON --time-zone TZ [--body JSON]
-              [--catch-up DURATION] [--project P] --region R [--prefix NAME] [--dry-run]
+              [--catch-up DURATION] [--overlap MODE [--max-active N]] [--pause-after N]
+              [--project P] --region R [--prefix NAME] [--dry-run]
   ./deploy.sh unschedule NAME [--project P] --region R [--prefix NAME] [--dry-run]
   ./deploy.sh jobs [--project P] --region R [--prefix NAME]
   ./deploy.sh migrate JOB [--project P] --region R [--prefix NAME] [--dry-run]
@@ -59,6 +60,11 @@ Options:
                            the workflow receives, e.g. Europe/Stockholm
   --body JSON              the workflow's argument, a JSON object (default: {})
   --catch-up DURATION      ISO 8601 duration (weeks, days, hours, minutes, seconds), e.g. P7D
+  --overlap MODE           what a scheduled time does while --max-active runs of the job are
+                           active: allow (default: start anyway), skip, queue or replace
+                           (docs/proxy.md, "Overlap and failure policies")
+  --max-active N           runs of the job active at once, 1-100 (default 1 with --overlap)
+  --pause-after N          pause the job after N scheduled times in a row failed, 1-100
   --delete-runs            destroy the runs bucket (the run ledger) too
   --dry-run                print the gcloud commands that would change something; run only
                            read-only lookups, or none at all without a gcloud login
@@ -95,7 +101,7 @@ readonly OPERATOR_VIEWER_ROLES="roles/cloudfunctions.viewer roles/cloudscheduler
 readonly DURATION_RE='P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?'
 
 COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" OPERATORS="" BUILD_SA="" CHANNELS=""
-TARGET="" JOB="" SCHEDULE="" TIME_ZONE="" BODY="{}" CATCH_UP="" DELETE_RUNS=0
+TARGET="" JOB="" SCHEDULE="" TIME_ZONE="" BODY="{}" CATCH_UP="" OVERLAP="" MAX_ACTIVE="" PAUSE_AFTER="" DELETE_RUNS=0
 DRY_RUN=0 OFFLINE=0 ASSUME_PRESENT=0 ACCOUNT=""
 
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
@@ -158,7 +164,8 @@ parse_args() {
       --dry-run) DRY_RUN=1 ;;
       --delete-runs) only_for destroy "$arg"; DELETE_RUNS=1 ;;
       --project | --region | --prefix | --allowed-workflows | --operators | --build-service-account | \
-        --notification-channels | --job | --schedule | --time-zone | --body | --catch-up)
+        --notification-channels | --job | --schedule | --time-zone | --body | --catch-up | --overlap | --max-active | \
+        --pause-after)
         (($#)) || die "$arg needs a value (see --help)"
         value=$1; shift
         case $arg in
@@ -174,6 +181,9 @@ parse_args() {
           --time-zone) only_for schedule "$arg"; TIME_ZONE=$value ;;
           --body) only_for schedule "$arg"; BODY=$value ;;
           --catch-up) only_for schedule "$arg"; CATCH_UP=$value ;;
+          --overlap) only_for schedule "$arg"; OVERLAP=$value ;;
+          --max-active) only_for schedule "$arg"; MAX_ACTIVE=$value ;;
+          --pause-after) only_for schedule "$arg"; PAUSE_AFTER=$value ;;
         esac ;;
       -*) die "unknown option: $arg (see --help)" ;;
       *)
@@ -238,6 +248,14 @@ check_schedule_inputs() {
   [[ $BODY =~ ^[[:space:]]*\{.*\}[[:space:]]*$ ]] || die "--body must be a JSON object, e.g. '{\"table\": \"sales\"}'"
   [[ -z $CATCH_UP || ($CATCH_UP =~ ^$DURATION_RE$ && $CATCH_UP =~ [0-9] && $CATCH_UP != *T) ]] ||
     die "invalid --catch-up '$CATCH_UP': an ISO 8601 duration in weeks, days, hours, minutes or seconds, e.g. P7D or PT36H"
+  # The proxy's rules (functions/proxy/policy.py), checked before anything changes.
+  [[ -z $OVERLAP || $OVERLAP =~ ^(allow|skip|queue|replace)$ ]] ||
+    die "invalid --overlap '$OVERLAP': one of allow, skip, queue, replace"
+  [[ -z $MAX_ACTIVE || ($OVERLAP =~ ^(skip|queue|replace)$) ]] ||
+    die "--max-active applies only with --overlap skip, queue or replace"
+  local count='^([1-9][0-9]?|100)$'
+  [[ -z $MAX_ACTIVE || $MAX_ACTIVE =~ $count ]] || die "invalid --max-active '$MAX_ACTIVE': a whole number from 1 to 100"
+  [[ -z $PAUSE_AFTER || $PAUSE_AFTER =~ $count ]] || die "invalid --pause-after '$PAUSE_AFTER': a whole number from 1 to 100"
 }
 
 # Without a login (or without gcloud) only a dry run can go on: it prints the plan as if the
@@ -674,8 +692,17 @@ grant_other_projects() {
 
 # The proxy URL that starts PROJECT/LOCATION/WORKFLOW; '+' in a query string means a space, so
 # Etc/GMT+5 is sent as Etc/GMT%2B5.
-executions_uri() { # PROXY-URL PROJECT LOCATION WORKFLOW TIME-ZONE
-  printf '%s/v1/projects/%s/locations/%s/workflows/%s/executions?timezone=%s' "$1" "$2" "$3" "$4" "${5//+/%2B}"
+executions_uri() { # PROXY-URL PROJECT LOCATION WORKFLOW TIME-ZONE [SETTINGS]
+  printf '%s/v1/projects/%s/locations/%s/workflows/%s/executions?timezone=%s%s' "$1" "$2" "$3" "$4" "${5//+/%2B}" "${6:-}"
+}
+
+# The job's overlap and failure settings as query parameters (docs/proxy.md), in this order.
+policy_query() {
+  local query=""
+  [[ -z $OVERLAP || $OVERLAP == allow ]] || query+="&overlap=$OVERLAP"
+  [[ -z $MAX_ACTIVE ]] || query+="&maxActive=$MAX_ACTIVE"
+  [[ -z $PAUSE_AFTER ]] || query+="&pauseAfter=$PAUSE_AFTER"
+  printf '%s' "$query"
 }
 
 put_job() { # JOB CRON TIME-ZONE URI BODY PROXY-URL
@@ -709,7 +736,7 @@ cmd_schedule() {
   fi
   proxy_url=$(function_url "$FN_PROXY") || die "$FN_PROXY is not deployed in $PROJECT/$REGION: run ./deploy.sh first"
   put_job "$PREFIX-$JOB" "$SCHEDULE" "$TIME_ZONE" \
-    "$(executions_uri "$proxy_url" "$project" "$location" "$name" "$TIME_ZONE")" "$BODY" "$proxy_url"
+    "$(executions_uri "$proxy_url" "$project" "$location" "$name" "$TIME_ZONE" "$(policy_query)")" "$BODY" "$proxy_url"
   say "  it starts $project/$location/$name through $proxy_url"
   if [[ -z $CATCH_UP ]]; then
     if exists scheduler jobs describe "$PREFIX-$JOB-catch-up" --location="$REGION" --project="$PROJECT" --format='value(name)'; then

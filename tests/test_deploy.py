@@ -396,6 +396,23 @@ def test_schedule_posts_to_the_proxy_with_oidc(tmp_path):
     assert target["oidcToken"]["audience"] == PROXY_URL and target["uri"].startswith(PROXY_URL + "/v1/")
 
 
+@pytest.mark.parametrize("flags, settings", [
+    ((), ("allow", 0, 0)),
+    (("--overlap", "skip"), ("skip", 1, 0)),
+    (("--overlap", "queue", "--max-active", "2", "--pause-after", "3"), ("queue", 2, 3)),
+    (("--pause-after", "100", "--time-zone", "Etc/GMT+5"), ("allow", 0, 100)),
+])
+def test_schedule_writes_the_overlap_settings_on_the_jobs_uri_as_wfr_reads_them(tmp_path, flags, settings):
+    from workflows_runner import job_settings
+    cloud = FakeCloud(tmp_path, **everything_exists())
+    result = cloud.run("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Europe/Stockholm",
+                       *flags, "--region", R)
+    assert result.returncode == 0, result.stderr
+    read = job_settings.from_uri(job(cloud, "nightly")["httpTarget"]["uri"])
+    assert (read.overlap, read.max_active, read.pause_after) == settings
+    assert read.timezone == ("Etc/GMT+5" if "Etc/GMT+5" in flags else "Europe/Stockholm")
+
+
 def test_schedule_again_updates_the_job(tmp_path):
     cloud = FakeCloud(tmp_path, **everything_exists())
     args = ("schedule", "nightly", "--time-zone", "Europe/Stockholm", "--region", R, "--project", P)
@@ -444,6 +461,15 @@ def test_schedule_dry_run_changes_nothing(tmp_path):
     (("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--body", "[1]"), "JSON object"),
     (("schedule", "9lives", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC"), "invalid workflow name"),
     (("--allowed-workflows", "just-a-project"), "invalid --allowed-workflows"),
+    (("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--overlap", "forbid"),
+     "invalid --overlap 'forbid'"),
+    (("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--max-active", "2"),
+     "--max-active applies only with --overlap"),
+    (("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--overlap", "skip",
+      "--max-active", "0"), "invalid --max-active '0'"),
+    (("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--pause-after", "101"),
+     "invalid --pause-after '101'"),
+    (("--overlap", "skip"), "--overlap only applies to the schedule command"),
 ])
 def test_bad_schedule_and_allowlist_input_is_refused(tmp_path, args, message):
     cloud = FakeCloud(tmp_path, **everything_exists())

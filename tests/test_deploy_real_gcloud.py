@@ -50,7 +50,8 @@ def scenario_calls(tmp_path):
     record("schedule", existing, "schedule", f"projects/other-proj/locations/us-east1/workflows/etl", "--job", "orders",
            "--schedule", "0 1 * * 1-5", "--time-zone", "Etc/GMT+5", "--body", '{"table": "orders"}', "--catch-up", "P7D")
     record("schedule again", existing, "schedule", "nightly", "--job", "orders",
-           "--schedule", "30 1 * * *", "--time-zone", "Europe/Stockholm")
+           "--schedule", "30 1 * * *", "--time-zone", "Europe/Stockholm",
+           "--overlap", "skip", "--max-active", "2", "--pause-after", "3")  # a URI with a query of settings
     record("jobs", existing, "jobs")
     record("unschedule", existing, "unschedule", "orders")
     state = existing.state

@@ -68,3 +68,45 @@ def test_targets_only_the_proxys_own_urls():
     assert not job_settings.targets(PATH, "https://wr-proxy-abc-ew.a.run.app.evil.example")
     assert not job_settings.targets("https://other.example/v1/x", PROXY)
 
+
+
+# ---- Overlap and failure policies: one table for wfr's reader and the proxy's (docs/proxy.md) --
+from tests.test_twins import MAINS  # noqa: E402  (the proxy's modules, loaded in process)
+
+PROXY_POLICY = MAINS["proxy"].policy
+# query -> (overlap, maxActive, pauseAfter), or the error both readers give
+POLICY_TABLE = [
+    ("", ("allow", 0, 0)),
+    ("overlap=allow", ("allow", 0, 0)),
+    ("overlap=skip", ("skip", 1, 0)),
+    ("overlap=queue&maxActive=2", ("queue", 2, 0)),
+    ("overlap=replace&maxActive=100&pauseAfter=3", ("replace", 100, 3)),
+    ("pauseAfter=1", ("allow", 0, 1)),
+    ("overlap=Skip", "overlap must be one of allow, skip, queue, replace"),
+    ("overlap=forbid", "overlap must be one of allow, skip, queue, replace"),
+    ("maxActive=2", "maxActive applies only with overlap=skip, queue or replace"),
+    ("overlap=skip&maxActive=0", "maxActive must be a whole number from 1 to 100"),
+    ("overlap=skip&maxActive=101", "maxActive must be a whole number from 1 to 100"),
+    ("overlap=skip&maxActive=01", "maxActive must be a whole number from 1 to 100"),
+    ("overlap=skip&maxActive=%D9%A1", "maxActive must be a whole number from 1 to 100"),  # Arabic-Indic 1
+    ("pauseAfter=-1", "pauseAfter must be a whole number from 1 to 100"),
+    ("pauseAfter=", "pauseAfter must be a whole number from 1 to 100"),
+]
+
+
+@pytest.mark.parametrize("query, expected", POLICY_TABLE)
+def test_wfr_reads_the_overlap_settings_as_the_proxy_does(query, expected):
+    from urllib.parse import parse_qsl
+    from werkzeug.datastructures import MultiDict
+    args = MultiDict(parse_qsl(query, keep_blank_values=True))
+    uri = f"{PATH}?{query}" if query else PATH
+    if isinstance(expected, tuple):
+        settings = job_settings.from_uri(uri)
+        assert (settings.overlap, settings.max_active, settings.pause_after) == expected
+        assert tuple(PROXY_POLICY.from_args(args)) == expected
+    else:
+        with pytest.raises(WfrError, match=expected):
+            job_settings.from_uri(uri)
+        with pytest.raises(Exception, match=expected) as raised:
+            PROXY_POLICY.from_args(args)
+        assert getattr(raised.value, "code", None) == 400

@@ -30,7 +30,9 @@ SCENARIOS = {
              time_zone="Etc/GMT+5", body='{"full": true, "tables": ["a", "b"]}', catch_up="PT36H"),
         dict(workflow="orders", schedule="15 2 * * 1-5", time_zone="America/New_York", body="{}"),
         dict(workflow="orders", job="orders-eu", schedule="15 2 * * 1-5", time_zone="Europe/Paris",
-             body='{"region": "eu"}'),
+             body='{"region": "eu"}', overlap="queue", max_active=2, pause_after=3),
+        dict(workflow="orders", job="orders-us", schedule="15 3 * * *", time_zone="Etc/UTC", body="{}",
+             overlap="skip", pause_after=1),
     ]),
     "any project": dict(project="demo-proj", region="europe-west1", allowed="*/*/*", jobs=[]),
 }
@@ -56,7 +58,8 @@ def dry_run_output(cloud, scenario):
                "channels": "--notification-channels"}
     outputs = [dry_run(*[item for key, flag in options.items() if key in scenario for item in (flag, scenario[key])])]
     for job in scenario["jobs"]:
-        extra = [item for key in ("job", "catch_up") if key in job for item in (f"--{key.replace('_', '-')}", job[key])]
+        extra = [item for key in ("job", "catch_up", "overlap", "max_active", "pause_after") if key in job
+                 for item in (f"--{key.replace('_', '-')}", str(job[key]))]
         outputs.append(dry_run("schedule", job["workflow"], "--schedule", job["schedule"], "--time-zone",
                                job["time_zone"], "--body", job["body"], *extra))
     return "\n".join(outputs)
@@ -77,7 +80,8 @@ def pulumi_plan(scenario):
         for job in scenario["jobs"]:
             ScheduledWorkflow(job.get("job", job["workflow"].rsplit("/", 1)[-1]), runner=runner, workflow=job["workflow"],
                               schedule=job["schedule"], time_zone=job["time_zone"], body=job["body"],
-                              catch_up=job.get("catch_up"))
+                              catch_up=job.get("catch_up"), overlap=job.get("overlap"),
+                              max_active=job.get("max_active"), pause_after=job.get("pause_after"))
     return plan_of_pulumi(declare(program), MOCK_URL)
 
 

@@ -2,7 +2,10 @@
 source of truth; docs/alerts.md is the contract):
 
     PROXY/v1/projects/P/locations/L/workflows/W/executions?timezone=..&reprocess=..&deadline=PT2H
-        &since=2026-01-01T00:00:00Z&grace=PT10M&lookback=P2D
+        &since=2026-01-01T00:00:00Z&grace=PT10M&lookback=P2D&overlap=skip&maxActive=1&pauseAfter=3
+
+(the overlap and failure settings: docs/proxy.md, "Overlap and failure policies"; the proxy's
+reader is functions/proxy/policy.py, held to this one by tests/test_job_settings.py)
 
 This is the one reader on wfr's side (wfr, the grid and the audit function); the proxy reads the
 same query on each delivery. deploy.sh and the Pulumi ScheduledWorkflow write it.
@@ -21,7 +24,10 @@ from .identity import parse_instant
 DEFAULT_GRACE = timedelta(minutes=10)
 DEFAULT_LOOKBACK = timedelta(days=2)
 REPROCESS = ("none", "failed", "completed")
-SETTINGS = ("timezone", "reprocess", "deadline", "since", "grace", "lookback")
+OVERLAP = ("allow", "skip", "queue", "replace")
+SETTINGS = ("timezone", "reprocess", "deadline", "since", "grace", "lookback", "overlap", "maxActive", "pauseAfter")
+MAX_ACTIVE_LIMIT = PAUSE_AFTER_LIMIT = 100  # functions/proxy/policy.py's bounds
+_COUNT = re.compile(r"[1-9][0-9]{0,2}", re.ASCII)
 # ISO 8601 durations in weeks, days, hours, minutes and seconds (deploy.sh's DURATION_RE, the
 # backfill's `lookback`): no years or months, whose length varies.
 _DURATION = re.compile(r"P(?:([0-9]+)W)?(?:([0-9]+)D)?(?:T(?:([0-9]+)H)?(?:([0-9]+)M)?(?:([0-9]+)S)?)?", re.ASCII)
@@ -47,6 +53,9 @@ class JobSettings:
     since: datetime | None = None       # the first time to account for; None: the job's userUpdateTime
     grace: timedelta = DEFAULT_GRACE    # a time is missing when nothing claimed it by its time + grace
     lookback: timedelta = DEFAULT_LOOKBACK  # how far back an audit pass looks
+    overlap: str = "allow"              # what a delivery does while maxActive runs are active
+    max_active: int = 0                 # 0 with overlap=allow (no limit); else 1 by default
+    pause_after: int = 0                # pause the job after this many failed times in a row; 0: never
 
     def first_time(self, job: dict[str, Any]) -> datetime | None:
         """`since`, or else when the job was created or last changed (userUpdateTime), so a new
@@ -89,12 +98,28 @@ def from_uri(uri: str) -> JobSettings:
             since = parse_instant(value["since"])
         except ValueError:
             raise WfrError(f"since must be an RFC 3339 date-time with an offset, got {value['since']!r}") from None
+    overlap = value.get("overlap", "allow")
+    if overlap not in OVERLAP:
+        raise WfrError(f"overlap must be one of {', '.join(OVERLAP)}, got {overlap!r}")
+    if "maxActive" in value and overlap == "allow":
+        raise WfrError("maxActive applies only with overlap=skip, queue or replace")
+    max_active = _count(value, "maxActive", MAX_ACTIVE_LIMIT) or (0 if overlap == "allow" else 1)
     return JobSettings(
         workflow=match[1], timezone=value.get("timezone") or "Etc/UTC", reprocess=value.get("reprocess"),
         deadline=parse_duration(value["deadline"], "deadline") if "deadline" in value else None,
         since=since,
         grace=parse_duration(value["grace"], "grace") if "grace" in value else DEFAULT_GRACE,
-        lookback=parse_duration(value["lookback"], "lookback") if "lookback" in value else DEFAULT_LOOKBACK)
+        lookback=parse_duration(value["lookback"], "lookback") if "lookback" in value else DEFAULT_LOOKBACK,
+        overlap=overlap, max_active=max_active, pause_after=_count(value, "pauseAfter", PAUSE_AFTER_LIMIT))
+
+
+def _count(value: dict[str, str], name: str, limit: int) -> int:
+    """A count setting, 0 when absent."""
+    if name not in value:
+        return 0
+    if not _COUNT.fullmatch(value[name]) or int(value[name]) > limit:
+        raise WfrError(f"{name} must be a whole number from 1 to {limit}, got {value[name]!r}")
+    return int(value[name])
 
 
 def of_job(job: dict[str, Any]) -> JobSettings:

@@ -35,11 +35,29 @@ def workflow_path(workflow, project, region):
     return found
 
 
-def _executions_path(target, time_zone):
+def _executions_path(target, time_zone, settings=""):
     project, location, name = target
     # '+' in a query string means a space: Etc/GMT+5 must be sent as Etc/GMT%2B5.
     return (f"/v1/projects/{project}/locations/{location}/workflows/{name}/executions"
-            f"?timezone={time_zone.replace('+', '%2B')}")
+            f"?timezone={time_zone.replace('+', '%2B')}{settings}")
+
+
+OVERLAP_MODES = ("allow", "skip", "queue", "replace")
+
+
+def _policy_query(overlap, max_active, pause_after):
+    """The overlap and failure settings as deploy.sh's policy_query writes them (docs/proxy.md),
+    checked by the proxy's rules (functions/proxy/policy.py)."""
+    if overlap is not None and overlap not in OVERLAP_MODES:
+        raise RunnerConfigError("overlap", "one of allow, skip, queue, replace", overlap)
+    if max_active is not None and overlap in (None, "allow"):
+        raise RunnerConfigError("max_active", "given only with overlap skip, queue or replace", max_active)
+    for name, count in (("max_active", max_active), ("pause_after", pause_after)):
+        if count is not None and not (type(count) is int and 1 <= count <= 100):
+            raise RunnerConfigError(name, "a whole number from 1 to 100", count)
+    query = f"&overlap={overlap}" if overlap not in (None, "allow") else ""
+    query += f"&maxActive={max_active}" if max_active is not None else ""
+    return query + (f"&pauseAfter={pause_after}" if pause_after is not None else "")
 
 
 def _check(name, schedule, time_zone, catch_up):
@@ -61,19 +79,25 @@ class ScheduledWorkflow(pulumi.ComponentResource):
 
     catch_up (an ISO 8601 duration such as P7D) adds the daily job PREFIX-NAME-catch-up, which
     starts the runner's backfill over the last catch_up of the schedule's times with reprocess
-    none, so missed times run without anyone asking (Airflow's catchup). Output: catch_up_job."""
+    none, so missed times run without anyone asking (Airflow's catchup). Output: catch_up_job.
 
-    def __init__(self, name, runner, workflow, schedule, time_zone, body=None, *, catch_up=None, opts=None):
+    overlap ("allow", "skip", "queue" or "replace"), max_active and pause_after are the job's
+    overlap and failure settings (docs/proxy.md), as deploy.sh's --overlap, --max-active and
+    --pause-after."""
+
+    def __init__(self, name, runner, workflow, schedule, time_zone, body=None, *, catch_up=None,
+                 overlap=None, max_active=None, pause_after=None, opts=None):
         super().__init__("workflows-runner:index:ScheduledWorkflow", name, None, opts)
         _check(name, schedule, time_zone, catch_up)
+        settings = _policy_query(overlap, max_active, pause_after)
         text = _body(body)
         if isinstance(workflow, str):  # checked now, so the error names the argument before any deployment
             target = workflow_path(workflow, runner.project, runner.region)
-            path = pulumi.Output.from_input(_executions_path(target, time_zone))
+            path = pulumi.Output.from_input(_executions_path(target, time_zone, settings))
         else:
             target = pulumi.Output.from_input(workflow).apply(
                 lambda workflow: workflow_path(workflow, runner.project, runner.region))
-            path = target.apply(lambda target: _executions_path(target, time_zone))
+            path = target.apply(lambda target: _executions_path(target, time_zone, settings))
         job_id = f"{runner.prefix}-{name}"
         self.job = self._job(name, runner, job_id, schedule, time_zone, path, text)
         outputs = {"job": self.job.name}

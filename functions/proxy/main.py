@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 import claims
 import execution_body
 import ledger
+import policy
 import preview
 import request_limits
 import scheduled_time
@@ -53,7 +54,8 @@ REPROCESS_MODES = ("none", "failed", "completed")
 # The job settings the audit reads from a Scheduler job's URI (docs/alerts.md): accepted on every
 # delivery and otherwise ignored here; wfr's job_settings.py parses and checks them.
 AUDIT_SETTINGS = ("deadline", "since", "grace", "lookback")
-QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun", "requestId", *AUDIT_SETTINGS)
+QUERY_PARAMETERS = ("timezone", "reprocess", "backfill", "dryRun", "requestId", *AUDIT_SETTINGS,
+                    *policy.SETTINGS)
 # AIP-155 (https://google.aip.dev/155): a request id is a UUID, the same one for every retry of
 # one user action.
 _REQUEST_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", re.ASCII)
@@ -350,6 +352,7 @@ class _Query(NamedTuple):
     backfill: str
     dry_run: bool
     request_id: str
+    policy: policy.Policy
 
 
 def _query(request) -> _Query:
@@ -379,7 +382,8 @@ def _query(request) -> _Query:
     if "requestId" in args and not _REQUEST_ID.fullmatch(request_id):
         raise ApiError(400, "requestId must be a UUID such as 123e4567-e89b-12d3-a456-426614174000 "
                             "(AIP-155), the same for every retry of one action")
-    return _Query(zone, zone_name, reprocess, backfill, dry_run == "true", request_id.lower())
+    return _Query(zone, zone_name, reprocess, backfill, dry_run == "true", request_id.lower(),
+                  policy.from_args(args))
 
 
 def _read_json(request):
