@@ -88,9 +88,12 @@ class FakeCloud:
             "FAKE_GCLOUD_LOG": str(self.log_file),
             "DEPLOY_RETRY_SECONDS": "0",
         }
+        # A fresh deploy is about 90 gcloud calls (95 with one operator) (each check before a grant reads the policy
+        # again), each a Python start: some 5 s alone, over 60 s on a 2-core machine shared by
+        # several suites. A hang would still end, at the test's own timeout.
         result = subprocess.run(
             ["/bin/bash", str(self.checkout / "deploy.sh"), *args],
-            cwd=cwd or self.dir, env=env, capture_output=True, text=True, timeout=60,
+            cwd=cwd or self.dir, env=env, capture_output=True, text=True, timeout=180,
         )
         assert "Traceback" not in result.stderr, result.stderr
         for argv in self.calls():
