@@ -13,6 +13,7 @@ Usage:
               [--notification-channels LIST] [--dry-run]
   ./deploy.sh schedule WORKFLOW [--job NAME] --schedule CRON --time-zone TZ [--body JSON]
               [--catch-up DURATION] [--overlap MODE [--max-active N]] [--pause-after N]
+              [--deadline DURATION] [--since T] [--grace DURATION] [--lookback DURATION]
               [--project P] --region R [--prefix NAME] [--dry-run]
   ./deploy.sh unschedule NAME [--project P] --region R [--prefix NAME] [--dry-run]
   ./deploy.sh jobs [--project P] --region R [--prefix NAME]
@@ -65,6 +66,10 @@ Options:
                            (docs/proxy.md, "Overlap and failure policies")
   --max-active N           runs of the job active at once, 1-100 (default 1 with --overlap)
   --pause-after N          pause the job after N scheduled times in a row failed, 1-100
+  --deadline DURATION      the audit's settings, on the job's URI (docs/alerts.md): a time is late
+  --since T                when not succeeded by its time + deadline; times before since (RFC 3339,
+  --grace DURATION         default: when the job last changed) are not audited; missing after grace
+  --lookback DURATION      (default PT10M); a pass looks back lookback (default P2D)
   --delete-runs            destroy the runs bucket (the run ledger) too
   --dry-run                print the gcloud commands that would change something; run only
                            read-only lookups, or none at all without a gcloud login
@@ -102,6 +107,7 @@ readonly DURATION_RE='P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?'
 
 COMMAND=deploy PROJECT="" REGION="" PREFIX=workflows-runner ALLOWED="" OPERATORS="" BUILD_SA="" CHANNELS=""
 TARGET="" JOB="" SCHEDULE="" TIME_ZONE="" BODY="{}" CATCH_UP="" OVERLAP="" MAX_ACTIVE="" PAUSE_AFTER="" DELETE_RUNS=0
+DEADLINE="" SINCE="" GRACE="" LOOKBACK=""
 DRY_RUN=0 OFFLINE=0 ASSUME_PRESENT=0 ACCOUNT=""
 
 die() { printf 'deploy.sh: %s\n' "$*" >&2; exit 1; }
@@ -165,7 +171,7 @@ parse_args() {
       --delete-runs) only_for destroy "$arg"; DELETE_RUNS=1 ;;
       --project | --region | --prefix | --allowed-workflows | --operators | --build-service-account | \
         --notification-channels | --job | --schedule | --time-zone | --body | --catch-up | --overlap | --max-active | \
-        --pause-after)
+        --pause-after | --deadline | --since | --grace | --lookback)
         (($#)) || die "$arg needs a value (see --help)"
         value=$1; shift
         case $arg in
@@ -184,6 +190,10 @@ parse_args() {
           --overlap) only_for schedule "$arg"; OVERLAP=$value ;;
           --max-active) only_for schedule "$arg"; MAX_ACTIVE=$value ;;
           --pause-after) only_for schedule "$arg"; PAUSE_AFTER=$value ;;
+          --deadline) only_for schedule "$arg"; DEADLINE=$value ;;
+          --since) only_for schedule "$arg"; SINCE=$value ;;
+          --grace) only_for schedule "$arg"; GRACE=$value ;;
+          --lookback) only_for schedule "$arg"; LOOKBACK=$value ;;
         esac ;;
       -*) die "unknown option: $arg (see --help)" ;;
       *)
@@ -256,6 +266,14 @@ check_schedule_inputs() {
   local count='^([1-9][0-9]?|100)$'
   [[ -z $MAX_ACTIVE || $MAX_ACTIVE =~ $count ]] || die "invalid --max-active '$MAX_ACTIVE': a whole number from 1 to 100"
   [[ -z $PAUSE_AFTER || $PAUSE_AFTER =~ $count ]] || die "invalid --pause-after '$PAUSE_AFTER': a whole number from 1 to 100"
+  local flag value
+  for flag in deadline grace lookback; do
+    case $flag in deadline) value=$DEADLINE ;; grace) value=$GRACE ;; lookback) value=$LOOKBACK ;; esac
+    [[ -z $value || ($value =~ ^$DURATION_RE$ && $value =~ [0-9] && $value != *T) ]] ||
+      die "invalid --$flag '$value': an ISO 8601 duration in weeks, days, hours, minutes or seconds, e.g. PT2H"
+  done
+  [[ -z $SINCE || $SINCE =~ ^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$ ]] ||
+    die "invalid --since '$SINCE': an RFC 3339 date-time with an offset, e.g. 2026-03-01T00:00:00Z"
 }
 
 # Without a login (or without gcloud) only a dry run can go on: it prints the plan as if the
@@ -705,6 +723,17 @@ policy_query() {
   printf '%s' "$query"
 }
 
+# The audit's settings given to schedule, as the query they add to the job's URI (read back by
+# workflows_runner/job_settings.py; '+' in an offset is sent as %2B).
+audit_query() {
+  local query=""
+  [[ -z $DEADLINE ]] || query="$query&deadline=$DEADLINE"
+  [[ -z $SINCE ]] || query="$query&since=${SINCE//+/%2B}"
+  [[ -z $GRACE ]] || query="$query&grace=$GRACE"
+  [[ -z $LOOKBACK ]] || query="$query&lookback=$LOOKBACK"
+  printf '%s' "$query"
+}
+
 put_job() { # JOB CRON TIME-ZONE URI BODY PROXY-URL
   local verb=create headers=--headers
   if exists scheduler jobs describe "$1" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
@@ -736,7 +765,7 @@ cmd_schedule() {
   fi
   proxy_url=$(function_url "$FN_PROXY") || die "$FN_PROXY is not deployed in $PROJECT/$REGION: run ./deploy.sh first"
   put_job "$PREFIX-$JOB" "$SCHEDULE" "$TIME_ZONE" \
-    "$(executions_uri "$proxy_url" "$project" "$location" "$name" "$TIME_ZONE" "$(policy_query)")" "$BODY" "$proxy_url"
+    "$(executions_uri "$proxy_url" "$project" "$location" "$name" "$TIME_ZONE" "$(policy_query)")$(audit_query)" "$BODY" "$proxy_url"
   say "  it starts $project/$location/$name through $proxy_url"
   if [[ -z $CATCH_UP ]]; then
     if exists scheduler jobs describe "$PREFIX-$JOB-catch-up" --location="$REGION" --project="$PROJECT" --format='value(name)'; then

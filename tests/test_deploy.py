@@ -1041,3 +1041,27 @@ def test_destroy_removes_the_audit_job_metric_policy_function_and_grants(tmp_pat
     assert not state["jobs"] and not state["metrics"] and not state["alertPolicies"] and not state["functions"]
     assert member("audit") not in json.dumps(state["policies"]) and sa("audit") not in state["serviceAccounts"]
     assert "workflows_runner_auditReader in demo-proj" in result.stdout  # kept: its id stays reserved
+
+
+def test_schedule_writes_the_audit_settings_on_the_jobs_uri_as_wfr_reads_them(tmp_path):
+    from workflows_runner import job_settings
+    from datetime import datetime, timedelta, timezone
+    cloud = FakeCloud(tmp_path, **everything_exists())
+    result = cloud.run("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/GMT+5", "--region", R,
+                       "--deadline", "PT2H", "--since", "2026-03-01T00:00:00+01:00", "--grace", "PT15M",
+                       "--lookback", "P3D")
+    assert result.returncode == 0, result.stderr
+    uri = cloud.state["jobs"][f"projects/{P}/locations/{R}/jobs/{PRE}-nightly"]["httpTarget"]["uri"]
+    settings = job_settings.from_uri(uri)   # wfr's and the audit's one reader
+    assert (settings.timezone, settings.deadline, settings.grace, settings.lookback) == (
+        "Etc/GMT+5", timedelta(hours=2), timedelta(minutes=15), timedelta(days=3))
+    assert settings.since == datetime(2026, 2, 28, 23, 0, tzinfo=timezone.utc)
+
+
+@pytest.mark.parametrize("flag, value", [("--deadline", "2h"), ("--grace", "P1Y"), ("--lookback", "PT"),
+                                         ("--since", "2026-03-01"), ("--since", "2026-03-01T00:00:00")])
+def test_bad_audit_settings_are_refused_before_any_call(tmp_path, flag, value):
+    cloud = FakeCloud(tmp_path, **everything_exists())
+    result = cloud.run("schedule", "nightly", "--schedule", "0 1 * * *", "--time-zone", "Etc/UTC", "--region", R,
+                       flag, value)
+    assert result.returncode == 1 and f"invalid {flag}" in result.stderr and cloud.calls() == []

@@ -28,7 +28,8 @@ SCENARIOS = {
                    build="builder@shared-proj.iam.gserviceaccount.com", jobs=[
         dict(workflow="projects/data-proj/locations/asia-east1/workflows/etl", job="etl-5min", schedule="*/5 * * * *",
              time_zone="Etc/GMT+5", body='{"full": true, "tables": ["a", "b"]}', catch_up="PT36H"),
-        dict(workflow="orders", schedule="15 2 * * 1-5", time_zone="America/New_York", body="{}"),
+        dict(workflow="orders", schedule="15 2 * * 1-5", time_zone="America/New_York", body="{}",
+             deadline="PT2H", since="2026-03-01T00:00:00+01:00", grace="PT15M", lookback="P3D"),
         dict(workflow="orders", job="orders-eu", schedule="15 2 * * 1-5", time_zone="Europe/Paris",
              body='{"region": "eu"}', overlap="queue", max_active=2, pause_after=3),
         dict(workflow="orders", job="orders-us", schedule="15 3 * * *", time_zone="Etc/UTC", body="{}",
@@ -58,7 +59,8 @@ def dry_run_output(cloud, scenario):
                "channels": "--notification-channels"}
     outputs = [dry_run(*[item for key, flag in options.items() if key in scenario for item in (flag, scenario[key])])]
     for job in scenario["jobs"]:
-        extra = [item for key in ("job", "catch_up", "overlap", "max_active", "pause_after") if key in job
+        extra = [item for key in ("job", "catch_up", "overlap", "max_active", "pause_after", "deadline", "since",
+                                  "grace", "lookback") if key in job
                  for item in (f"--{key.replace('_', '-')}", str(job[key]))]
         outputs.append(dry_run("schedule", job["workflow"], "--schedule", job["schedule"], "--time-zone",
                                job["time_zone"], "--body", job["body"], *extra))
@@ -81,7 +83,8 @@ def pulumi_plan(scenario):
             ScheduledWorkflow(job.get("job", job["workflow"].rsplit("/", 1)[-1]), runner=runner, workflow=job["workflow"],
                               schedule=job["schedule"], time_zone=job["time_zone"], body=job["body"],
                               catch_up=job.get("catch_up"), overlap=job.get("overlap"),
-                              max_active=job.get("max_active"), pause_after=job.get("pause_after"))
+                              max_active=job.get("max_active"), pause_after=job.get("pause_after"),
+                              **{key: job[key] for key in ("deadline", "since", "grace", "lookback") if key in job})
     return plan_of_pulumi(declare(program), MOCK_URL)
 
 

@@ -60,6 +60,21 @@ def _policy_query(overlap, max_active, pause_after):
     return query + (f"&pauseAfter={pause_after}" if pause_after is not None else "")
 
 
+def _audit_query(deadline, since, grace, lookback):
+    """The audit's settings (docs/alerts.md) as deploy.sh's audit_query writes them, after the
+    policy settings; checked as deploy.sh checks them."""
+    settings = {"deadline": deadline, "since": since, "grace": grace, "lookback": lookback}
+    for key in ("deadline", "grace", "lookback"):
+        value = settings[key]
+        if value is not None and not (isinstance(value, str) and spec.DURATION.fullmatch(value)
+                                      and any(c.isdigit() for c in value) and not value.endswith("T")):
+            raise RunnerConfigError(key, "an ISO 8601 duration in weeks, days, hours, minutes or seconds, e.g. PT2H", value)
+    if since is not None and not (isinstance(since, str) and spec.RFC3339.fullmatch(since)):
+        raise RunnerConfigError("since", "an RFC 3339 date-time with an offset, e.g. 2026-03-01T00:00:00Z", since)
+    # '+' in a query string means a space: an offset's + is sent as %2B.
+    return "".join(f"&{key}={value.replace('+', '%2B')}" for key, value in settings.items() if value is not None)
+
+
 def _check(name, schedule, time_zone, catch_up):
     if not spec.JOB_NAME.fullmatch(name):
         raise RunnerConfigError("name", "at most 100 letters, digits, hyphens and underscores", name)
@@ -83,13 +98,15 @@ class ScheduledWorkflow(pulumi.ComponentResource):
 
     overlap ("allow", "skip", "queue" or "replace"), max_active and pause_after are the job's
     overlap and failure settings (docs/proxy.md), as deploy.sh's --overlap, --max-active and
-    --pause-after."""
+    --pause-after. deadline, since, grace, lookback: the audit's settings (docs/alerts.md), as
+    --deadline, --since, --grace and --lookback."""
 
     def __init__(self, name, runner, workflow, schedule, time_zone, body=None, *, catch_up=None,
-                 overlap=None, max_active=None, pause_after=None, opts=None):
+                 overlap=None, max_active=None, pause_after=None, deadline=None, since=None, grace=None,
+                 lookback=None, opts=None):
         super().__init__("workflows-runner:index:ScheduledWorkflow", name, None, opts)
         _check(name, schedule, time_zone, catch_up)
-        settings = _policy_query(overlap, max_active, pause_after)
+        settings = _policy_query(overlap, max_active, pause_after) + _audit_query(deadline, since, grace, lookback)
         text = _body(body)
         if isinstance(workflow, str):  # checked now, so the error names the argument before any deployment
             target = workflow_path(workflow, runner.project, runner.region)

@@ -222,5 +222,7 @@ MEMBER = re.compile(r"(user|group|serviceAccount|domain):[^,\s]+", re.ASCII)
 BUILD_EMAIL = re.compile(r"[a-z0-9-]+@[a-z0-9.-]+\.gserviceaccount\.com", re.ASCII)
 # ISO 8601 durations in weeks, days, hours, minutes, seconds: the backfill's lookback.
 DURATION = re.compile(r"P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?", re.ASCII)
+# The audit's `since`, as deploy.sh checks it: RFC 3339 with an offset.
+RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})", re.ASCII)
 # The catch-up job's schedule: daily, at a quiet minute.
 CATCH_UP_SCHEDULE = "17 3 * * *"
