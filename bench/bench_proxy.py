@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from tests.serving import free_port, serve_function, wait_for_port  # noqa: E402
 
 REQUESTS, WARMUP, IMPORT_RUNS = 2000, 200, 15
+OVERLAP_REQUESTS = 500  # pairs: a delivery without a policy and one with overlap=skip (issue 26)
 CONTENDERS, ROUNDS = 10, 100
 BUCKET = "bench-runs"
 PATH = "/v1/projects/bench-project/locations/us-central1/workflows/bench/executions"
@@ -65,8 +66,11 @@ def percentile(samples: list[float], fraction: float) -> float:
 
 
 def post(connection: http.client.HTTPConnection, body: bytes, headers: dict) -> float:
+    headers = dict(headers)
+    query = headers.pop("X-Path-Query", "")  # not a header: the query of the job's URI
     began = time.perf_counter()
-    connection.request("POST", PATH, body, {"Content-Type": "application/json", **headers})
+    connection.request("POST", PATH + (f"?{query}" if query else ""), body,
+                       {"Content-Type": "application/json", **headers})
     response = connection.getresponse()
     response.read()
     elapsed = time.perf_counter() - began
@@ -133,6 +137,7 @@ def latency() -> None:
                     direct_ms.append(d)
                     proxy_ms.append(p)
             contention_ms = contended(int(url.rsplit(":", 1)[1]), start + timedelta(days=30))
+            plain_ms, skip_ms = overlap(via, start + timedelta(days=60))
     finally:
         for process in (stand_in, objects):
             process.terminate()
@@ -151,6 +156,53 @@ def latency() -> None:
           f"(one starts it, the others answer its execution):")
     print(f"  {'contended':10} {percentile(contention_ms, .5):8.3f} {percentile(contention_ms, .99):8.3f}   "
           f"ratio p50 vs uncontended proxy {percentile(contention_ms, .5) / percentile(proxy_ms, .5):.2f}x")
+    print_overlap(plain_ms, skip_ms)
+
+
+def overlap(via: http.client.HTTPConnection, start: datetime) -> tuple[list[float], list[float]]:
+    """OVERLAP_REQUESTS deliveries of a job without a policy and as many of a job with
+    overlap=skip, alternating. The stand-in lists no active execution, so every skip delivery
+    takes its slot (over the previous run's, judged ended) and starts: the policy's whole cost
+    (slot listing, executions.list, slot write, slot record) on top of a start."""
+    plain, skip = [], []
+    for number in range(WARMUP // 4 + OVERLAP_REQUESTS):
+        schedule_time = (start + timedelta(minutes=number)).isoformat().replace("+00:00", "Z")
+        headers = {"X-CloudScheduler": "true", "X-CloudScheduler-ScheduleTime": schedule_time}
+        a = post(via, b'{"table": "plain"}', headers)
+        b = post(via, b'{"table": "skip"}', {**headers, "X-Path-Query": "overlap=skip"})
+        if number >= WARMUP // 4:
+            plain.append(a)
+            skip.append(b)
+    return plain, skip
+
+
+def print_overlap(plain: list[float], skip: list[float]) -> None:
+    ratio = percentile(skip, .5) / percentile(plain, .5)
+    print(f"overlap=skip over no policy: {len(plain)} deliveries each, alternating, each starting its run:")
+    print(f"  {'':10} {'p50 ms':>8} {'p99 ms':>8}")
+    for name, samples in (("no policy", plain), ("skip", skip)):
+        print(f"  {name:10} {percentile(samples, .5):8.3f} {percentile(samples, .99):8.3f}")
+    print(f"  ratio p50 skip / no policy {ratio:.2f}x   target: <= 1.5x -> {'met' if ratio <= 1.5 else 'NOT met'}")
+
+
+def overlap_only() -> None:
+    """Just the overlap comparison (--overlap)."""
+    port, storage_port = free_port(), free_port()
+    stand_in = subprocess.Popen([sys.executable, __file__, "--stand-in", str(port)])
+    objects = storage_process(storage_port)
+    try:
+        wait_for_port(port, stand_in)
+        env = {"WORKFLOWS_API": f"http://127.0.0.1:{port}", "ALLOWED_WORKFLOWS": "*/*/*",
+               "RUNS_BUCKET": BUCKET, "STORAGE_API": f"http://127.0.0.1:{storage_port}"}
+        with tempfile.TemporaryDirectory() as folder, \
+                serve_function("proxy", "proxy", env=env, log_path=Path(folder) / "proxy.log") as url:
+            via = http.client.HTTPConnection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+            plain, skip = overlap(via, datetime(2024, 1, 1, tzinfo=timezone.utc))
+    finally:
+        for process in (stand_in, objects):
+            process.terminate()
+            process.wait()
+    print_overlap(plain, skip)
 
 
 def import_ms(*statements: str) -> list[float]:
@@ -187,6 +239,8 @@ def cold_start() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--stand-in"]:
         ThreadingHTTPServer(("127.0.0.1", int(sys.argv[2])), StandIn).serve_forever()
+    elif sys.argv[1:2] == ["--overlap"]:
+        overlap_only()
     else:
         latency()
         cold_start()

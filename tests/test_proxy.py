@@ -231,6 +231,12 @@ def expected_digest(workflow: str, label: str, argument: dict) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
+def expected_job_digest(workflow: str, argument: dict) -> str:
+    """docs/proxy.md's job identity (the run identity less the time), written out independently."""
+    canonical = json.dumps({"workflow": workflow, "argument": argument}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 # --- what Google receives -------------------------------------------------------------------
 
 def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, workflows, storage_server):
@@ -243,7 +249,8 @@ def test_scheduler_call_becomes_the_exact_create_request_google_expects(proxy, w
     assert isinstance(create.body["argument"], str)
     assert json.loads(create.body["argument"]) == {"b": 1, "a": "x", "scheduleTime": "2019-10-12T09:20:50.52+02:00"}
     assert create.body["labels"] == {"schedule_time": "2019-10-12t07-20-50-520z", "run_digest": digest,
-                                     "trigger": "scheduler", "scheduler_job": "daily-report", "attempt": "1"}
+                                     "trigger": "scheduler", "scheduler_job": "daily-report", "attempt": "1",
+                                     "job_digest": expected_job_digest(WORKFLOW, {"a": "x", "b": 1})}
     execution = response.json()
     assert execution["started"] is True
     assert execution == {**workflows.executions[0], "started": True}
@@ -322,7 +329,8 @@ def test_header_wins_over_body_which_wins_over_arrival(proxy, workflows):
     assert sent_argument(workflows)["scheduleTime"] == "2019-12-31T19:00:00-05:00"
     assert workflows.creates()[-1].body["labels"] == {
         "schedule_time": "2020-01-01t00-00-00z", "trigger": "explicit", "attempt": "1",
-        "run_digest": expected_digest(WORKFLOW, "2020-01-01t00-00-00z", {})}
+        "run_digest": expected_digest(WORKFLOW, "2020-01-01t00-00-00z", {}),
+        "job_digest": expected_job_digest(WORKFLOW, {})}
 
     before = datetime.now(timezone.utc)
     proxy.post(body={"n": 1})

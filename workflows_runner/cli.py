@@ -102,7 +102,7 @@ def parser() -> argparse.ArgumentParser:
     status = _command(sub, "status", "the state of every scheduled time of a window", commands.status)
     status.add_argument("workflow", metavar="WORKFLOW", help="workflow id, or projects/P/locations/L/workflows/W")
     _window_flags(status)
-    status.add_argument("--only", help="comma-separated states to list: missing,running,succeeded,failed,cancelled")
+    status.add_argument("--only", help="comma-separated states to list: missing,running,succeeded,failed,cancelled,skipped")
     _format(status, ("table", "json", "csv"))
 
     backfill = sub.add_parser("backfill", help="start, show, cancel and list backfills",

@@ -1,6 +1,6 @@
 """wfr's exit statuses, one table for every command (docs/cli.md, "Exit status").
 
-    0  success (for status: every time succeeded; for a backfill: every time succeeded or skipped)
+    0  success (for status: every time succeeded or was skipped by its job's overlap policy; for a backfill: every time succeeded or skipped)
     1  an error: bad input, a refused or failed call, an unreachable API
     2  bad usage (argparse)
     3  a time failed or was cancelled; a backfill's outcome is failed or error

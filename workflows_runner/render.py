@@ -18,13 +18,13 @@ from .status import STATES, Status, TimeStatus
 if TYPE_CHECKING:
     from .backfills import Progress
 
-SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "missing": "·"}
+SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "skipped": "↷", "missing": "·"}
 STYLE = {"succeeded": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
-         "missing": "dim"}
+         "skipped": "magenta", "missing": "dim"}
 OUTCOME_STYLE = {"succeeded": "green", "failed": "bold red", "error": "bold red", "cancelled": "yellow",
                  "running": "cyan"}
 # A grid cell that stands for several times shows the one needing attention first.
-SEVERITY = ("failed", "cancelled", "missing", "running", "succeeded")
+SEVERITY = ("failed", "cancelled", "missing", "skipped", "running", "succeeded")
 
 
 def status_json(status: Status, times: list[TimeStatus]) -> dict[str, Any]:

@@ -23,10 +23,11 @@ from .cloud import Cloud, MetadataPatch, decode_job_body
 from .errors import ApiError, WfrError
 from .identity import parse_instant, run_argument, run_digests
 
-# The five states of a scheduled time, in the order totals list them.
-STATES = ("succeeded", "failed", "cancelled", "running", "missing")
+# The states of a scheduled time, in the order totals list them. `skipped`: the proxy did not
+# start it, maxActive runs of its job being active (overlap=skip, docs/proxy.md).
+STATES = ("succeeded", "failed", "cancelled", "running", "skipped", "missing")
 _STATE_OF = {"SUCCEEDED": "succeeded", "FAILED": "failed", "UNAVAILABLE": "failed",
-             "CANCELLED": "cancelled", "CLAIMED": "running", "ACTIVE": "running", "QUEUED": "running"}
+             "CANCELLED": "cancelled", "SKIPPED": "skipped", "CLAIMED": "running", "ACTIVE": "running", "QUEUED": "running"}
 _ENDED_UNSUCCESSFULLY = frozenset({"FAILED", "CANCELLED", ledger.UNAVAILABLE})
 RANGE_PAGE = 10_000        # the range function's largest page
 BULK_THRESHOLD = 20        # above this many unsettled records, list executions instead of getting each

@@ -141,8 +141,8 @@ def should_start(reprocess: str, newest_state) -> bool:
     QUEUED, so the older ones have ended and the newest decides)."""
     if reprocess == "none":
         return False
-    if reprocess == "failed":
-        return newest_state in ("FAILED", "CANCELLED")
+    if reprocess == "failed":  # a skipped time never ran: `failed` takes it, as `completed` does
+        return newest_state in ("FAILED", "CANCELLED", ledger.SKIPPED)
     return newest_state not in ("ACTIVE", "QUEUED")
 
 

@@ -12,6 +12,9 @@ from datetime import datetime, timedelta, timezone
 
 PREFIX = "runs"
 CLAIMED = "CLAIMED"
+# A scheduled time not started because maxActive runs of its job were active (overlap=skip): an
+# attempt with no execution, `blockedBy` naming the executions that were (docs/ledger.md).
+SKIPPED = "SKIPPED"
 # Workflows' terminal states. UNAVAILABLE ("execution data is unavailable", Execution.state in
 # the Executions API reference) is not one: it is asked again, and the proxy also writes it when
 # an execution it recorded as running has left Workflows' history.

@@ -33,6 +33,7 @@ import policy
 import preview
 import request_limits
 import scheduled_time
+import slots
 from workflows_api import ApiError
 
 # One time-zone database for every piece (docs/range.md#time-zone-data): the pinned tzdata package,
@@ -75,7 +76,7 @@ _LABEL_VALUE = re.compile(r"[a-z0-9_-]{1,63}", re.ASCII)  # Google's label value
 # The label keys the proxy sets (docs/proxy.md): a caller's labels never override them.
 RESERVED_LABELS = frozenset({scheduled_time.SCHEDULE_TIME_LABEL, scheduled_time.RUN_DIGEST_LABEL,
                              scheduled_time.TRIGGER_LABEL, scheduled_time.JOB_LABEL,
-                             claims.BACKFILL_LABEL, claims.ATTEMPT_LABEL})
+                             claims.BACKFILL_LABEL, claims.ATTEMPT_LABEL, slots.JOB_LABEL})
 
 request_limits.install(MAX_BODY_BYTES, (413, "INVALID_ARGUMENT", f"the body is larger than {MAX_BODY_BYTES} bytes"))
 
@@ -133,7 +134,7 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
                        create_until=began + deadline_seconds - min(RELEASE_RESERVE_SECONDS, deadline_seconds / 5),
                        lease=timedelta(seconds=deadline_seconds + _seconds(
                            "LEASE_MARGIN_SECONDS", claims.DEFAULT_LEASE_MARGIN_SECONDS)),
-                       request_id=query.request_id)
+                       request_id=query.request_id, policy=query.policy)
     if query.request_id:
         log["requestId"] = query.request_id
     if query.dry_run:
@@ -142,7 +143,12 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
         element = settled.element(body)
         log["scheduleTime"] = element.schedule_time
         log.update(element.notes())
-        execution = claims.start(element.run)
+        # The job's overlap policy governs scheduled deliveries only (docs/proxy.md).
+        execution = policy.start(element.run, settled.policy) if scheduled is not None else claims.start(element.run)
+        if execution.get("skipped"):
+            log.update(outcome="skipped", blockedBy=execution["blockedBy"],
+                       message=f"skipped: {settled.policy.max_active} run(s) of the job active")
+            return 200, execution
         log.update(outcome="started" if execution["started"] else "existing",
                    execution=execution.get("name"), message=_summary(execution))
         return 200, execution
@@ -241,6 +247,7 @@ class _Request:
     create_until: float
     lease: timedelta
     request_id: str
+    policy: policy.Policy
     claimed: dict = field(default_factory=dict)  # claims.Run.claimed_here, for every element
 
     def element(self, body) -> _Element:
@@ -268,7 +275,8 @@ class _Request:
         digest = scheduled_time.run_digest(self.parent, instant, rest)
         labels = {scheduled_time.SCHEDULE_TIME_LABEL: scheduled_time.to_label(instant),
                   scheduled_time.RUN_DIGEST_LABEL: digest,
-                  scheduled_time.TRIGGER_LABEL: trigger}
+                  scheduled_time.TRIGGER_LABEL: trigger,
+                  slots.JOB_LABEL: slots.job_digest(self.parent, rest)}
         if self.job:
             labels[scheduled_time.JOB_LABEL] = self.job
         if self.backfill:

@@ -2,13 +2,19 @@
 and failure policies"): `overlap=allow|skip|queue|replace`, `maxActive=N`, `pauseAfter=N`.
 
 The proxy's one reader of these settings; workflows_runner/job_settings.py is wfr's, held to the
-same table by tests/test_job_settings.py. Nothing here does I/O.
+same table by tests/test_job_settings.py; and what a scheduled delivery does under it (start).
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from typing import NamedTuple
 
+import claims
+import ledger
+import slots
+import storage_api
+import workflows_api
 from workflows_api import ApiError
 
 OVERLAP_MODES = ("allow", "skip", "queue", "replace")
@@ -53,3 +59,40 @@ def from_args(args) -> Policy:
         max_active = 1
     pause_after = _count(args, "pauseAfter", PAUSE_AFTER_LIMIT) if "pauseAfter" in args else 0
     return Policy(overlap, max_active, pause_after)
+
+
+def start(run, policy: Policy) -> dict:
+    """A scheduled delivery's run under the job's policy: {**Execution, "started": bool}, or the
+    skipped record's answer when maxActive runs are active (docs/proxy.md)."""
+    if not policy.limits:
+        return claims.start(run)
+    job = run.labels[slots.JOB_LABEL]
+    slot = slots.acquire(run.bucket, run.parent, job, run.prefix, policy.max_active, run.lease, run.deadline)
+    if slot is None:  # a slot is held for this very run: a repeated delivery, answered by its claim
+        return claims.start(run)
+    if isinstance(slot, slots.Blocked):
+        return skip(run, slot.by)
+    try:
+        execution = claims.start(run)
+    except BaseException:
+        slots.release(slot, run.deadline)
+        raise
+    if execution.get("started") and execution.get("name"):
+        slots.record(slot, execution["name"], run.deadline)
+    else:  # an existing run answered: counted by the job label, if active
+        slots.release(slot, run.deadline)
+    return execution
+
+
+def skip(run, blocked_by: tuple[str, ...]) -> dict:
+    """Record the time as skipped (attempt 1, state SKIPPED, the executions that blocked it) and
+    answer 200, so Cloud Scheduler does not retry. A run that has an attempt already is answered
+    by its claim instead."""
+    metadata = {"state": ledger.SKIPPED, "blockedBy": ",".join(blocked_by)[:ledger.ERROR_CHARS]}
+    content = dataclasses.replace(run.content, attempt=1).content()
+    try:
+        workflows_api.with_retries(lambda: storage_api.insert_object(
+            run.bucket, ledger.object_name(run.prefix, 1), content, metadata, run.deadline, "0"), run.deadline)
+    except storage_api.PreconditionFailed:
+        return claims.start(run)
+    return {"state": ledger.SKIPPED, "blockedBy": list(blocked_by), "started": False, "skipped": True}

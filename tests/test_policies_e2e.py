@@ -1,0 +1,162 @@
+"""Overlap policies end to end on the local stack (docs/proxy.md, "Overlap and failure
+policies"): real deliveries as Cloud Scheduler sends them, through the proxy, to a target whose
+runs last a few seconds. Oracles: the Executions API's own listing (each run's argument says
+which case and trial it belongs to), and `wfr status --format json`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from localcloud import stack as local_stack
+
+AUTH = {"Authorization": "Bearer localcloud"}
+RUN_SECONDS = 3
+TARGET = """\
+main:
+  params: [input]
+  steps:
+    - nap:
+        call: sys.sleep
+        args:
+          seconds: ${input.seconds}
+    - done:
+        return: ok
+"""
+WORKFLOW = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/target"
+BASE = datetime(2026, 1, 5, tzinfo=timezone.utc)
+
+
+def z(instant: datetime) -> str:
+    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class World:
+    def __init__(self, stack, state: Path):
+        self.stack, self.state = stack, state
+
+    def deliver(self, case: str, instant: datetime, query: str = "overlap=skip") -> dict:
+        """What Cloud Scheduler sends for one scheduled time of the job whose body names `case`."""
+        answer = requests.post(f"{self.stack.proxy_url}/v1/{WORKFLOW}/executions?timezone=Etc/UTC&{query}",
+                               data=json.dumps({"case": case, "seconds": RUN_SECONDS}), timeout=60, headers={
+            **AUTH, "Content-Type": "application/json", "X-CloudScheduler": "true",
+            "X-CloudScheduler-JobName": f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/jobs/{case}",
+            "X-CloudScheduler-ScheduleTime": z(instant)})
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+
+    def executions(self, case: str) -> list[dict]:
+        """Every execution Workflows has of the case's job, read from their arguments."""
+        runs, params = [], {"view": "FULL", "pageSize": 1000}
+        while True:
+            page = requests.get(f"{self.stack.api.url}/v1/{WORKFLOW}/executions", params=params, headers=AUTH,
+                                timeout=30).json()
+            runs += [e for e in page.get("executions", []) if json.loads(e["argument"]).get("case") == case]
+            if not page.get("nextPageToken"):
+                return runs
+            params["pageToken"] = page["nextPageToken"]
+
+    def wait(self, execution: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = requests.get(f"{self.stack.api.url}/v1/{execution}", headers=AUTH, timeout=10).json()
+            if found["state"] not in ("ACTIVE", "QUEUED") or time.monotonic() > deadline:
+                return found
+            time.sleep(0.1)
+
+    def status(self, case: str, first: datetime, last: datetime) -> dict[str, dict]:
+        done = subprocess.run([str(Path(sys.executable).parent / "wfr"), "--local-state", str(self.state), "status",
+                               "target", "--start", z(first), "--stop", z(last + timedelta(minutes=1)), "--step", "* * * * *",
+                               "--params", json.dumps({"case": case, "seconds": RUN_SECONDS}), "--format", "json"],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode in (0, 3, 4, 5), done.stderr
+        return {z(datetime.fromisoformat(t["scheduleTime"])): t for t in json.loads(done.stdout)["times"]}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from localcloud import up as local_up
+    folder = tmp_path_factory.mktemp("workflows")
+    (folder / "target.yaml").write_text(TARGET)
+    state = tmp_path_factory.mktemp("state")
+    stack = local_stack.start(state, folder, jobs=[], api_log=lambda entry: None, scheduler_log=lambda entry: None)
+    (state / "endpoints.json").write_text(json.dumps(local_up.endpoints(stack)))
+    try:
+        yield World(stack, state)
+    finally:
+        stack.stop()
+
+
+def test_a_time_delivered_while_the_previous_run_is_active_is_skipped(world):
+    t1, t2, t3 = (BASE + timedelta(minutes=k) for k in range(3))
+    first = world.deliver("skip", t1)
+    assert first["started"] is True
+    second = world.deliver("skip", t2)
+    assert second["skipped"] is True and second["blockedBy"] == [first["name"]]
+    assert [e["name"] for e in world.executions("skip")] == [first["name"]]   # no execution for t2
+    assert world.deliver("skip", t2)["started"] is False                       # a retry changes nothing
+    world.wait(first["name"])
+    third = world.deliver("skip", t3)                                          # the slot is free again
+    assert third["started"] is True
+    world.wait(third["name"])
+    states = world.status("skip", t1, t3)
+    assert [states[z(t)]["state"] for t in (t1, t2, t3)] == ["succeeded", "skipped", "succeeded"]
+    assert len(world.executions("skip")) == 2
+
+
+def test_reprocess_none_leaves_a_skipped_time_alone_failed_and_completed_take_it(world):
+    """The proxy's reprocess rule and its dry-run preview agree on a skipped time."""
+    t1, t2 = BASE + timedelta(hours=1), BASE + timedelta(hours=1, minutes=1)
+    first = world.deliver("reprocess", t1)
+    assert world.deliver("reprocess", t2)["skipped"] is True
+    world.wait(first["name"])
+    url = f"{world.stack.proxy_url}/v1/{WORKFLOW}/executions"
+    body = {"case": "reprocess", "seconds": RUN_SECONDS, "scheduleTime": z(t2)}
+    for mode, expected in (("none", False), ("failed", True), ("completed", True)):
+        preview = requests.post(url, params={"reprocess": mode, "dryRun": "true"}, json=body, headers=AUTH, timeout=30)
+        assert preview.json()["runs"][0]["wouldStart"] is expected, (mode, preview.text)
+    assert requests.post(url, params={"reprocess": "none"}, json=body, headers=AUTH, timeout=30).json()["started"] is False
+    rerun = requests.post(url, params={"reprocess": "failed"}, json=body, headers=AUTH, timeout=30).json()
+    assert rerun["started"] is True and rerun["labels"]["attempt"] == "2"
+    world.wait(rerun["name"])
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_five_distinct_times_delivered_at_once_start_exactly_one_run(world, trial):
+    case = f"race-{trial}"
+    times = [BASE + timedelta(days=1 + trial, minutes=k) for k in range(5)]
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda instant: world.deliver(case, instant), times))
+    assert sum(a.get("started") is True for a in answers) == 1, answers
+    assert sum(a.get("skipped") is True for a in answers) == 4, answers
+    assert len(world.executions(case)) == 1
+
+
+def test_runs_started_by_backfills_and_reruns_count_toward_max_active(world):
+    url = f"{world.stack.proxy_url}/v1/{WORKFLOW}/executions"
+    backfilled = requests.post(url, params={"backfill": "bf-1"}, headers=AUTH, timeout=30, json={
+        "case": "counted", "seconds": RUN_SECONDS, "scheduleTime": z(BASE + timedelta(days=9))}).json()
+    assert backfilled["started"] is True
+    answer = world.deliver("counted", BASE + timedelta(days=10))
+    assert answer["skipped"] is True and answer["blockedBy"] == [backfilled["name"]]
+    world.wait(backfilled["name"])
+
+
+def test_max_active_two_lets_two_run_at_once(world):
+    times = [BASE + timedelta(days=20, minutes=k) for k in range(3)]
+    answers = [world.deliver("two", instant, "overlap=skip&maxActive=2") for instant in times]
+    assert [a.get("started") for a in answers] == [True, True, False] and answers[2]["skipped"] is True
+
+
+def test_without_a_setting_overlapping_runs_both_start(world):
+    times = [BASE + timedelta(days=30, minutes=k) for k in range(2)]
+    answers = [world.deliver("allow", instant, "overlap=allow") for instant in times]
+    assert all(a["started"] for a in answers)
+    assert sum(e["state"] == "ACTIVE" for e in world.executions("allow")) == 2
