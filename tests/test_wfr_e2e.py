@@ -84,8 +84,8 @@ def test_status_json_matches_an_independent_count(up, mixed):
                                 "step": "0 1 * * *", "timezone": "Europe/Stockholm"}
     assert [t["scheduleTime"] for t in report["times"]] == DAYS
     assert {t["scheduleTime"]: (t["state"], t["attempts"]) for t in report["times"]} == expected
-    assert report["totals"] == {"succeeded": 6, "failed": 2, "cancelled": 0, "running": 0, "missing": 2}
-    assert report["totals"] == dict(Counter(s for s, _ in expected.values()), cancelled=0, running=0)
+    assert report["totals"] == {"succeeded": 6, "failed": 2, "cancelled": 0, "running": 0, "skipped": 0, "missing": 2}
+    assert report["totals"] == dict(Counter(s for s, _ in expected.values()), cancelled=0, running=0, skipped=0)
     newest = {json.loads(r["argument"])["scheduleTime"]: r["name"] for r in
               sorted(up.executions("nightly"), key=lambda r: r["createTime"])
               if json.loads(r["argument"]).get("case") == "mixed"}
@@ -200,7 +200,7 @@ def test_the_terminal_shows_a_line_per_time_a_grid_and_totals(up, mixed):
                                                 "failed", "succeeded", "succeeded", "missing", "missing"]
     grid = [line for line in lines if re.fullmatch(r"2024-03-[0-9]{2}  \S", line)]
     assert [g.split()[1] for g in grid] == ["✓", "✓", "✓", "✗", "✓", "✗", "✓", "✓", "·", "·"]
-    assert lines[-1] == "10 times: 6 succeeded, 2 failed, 0 cancelled, 0 running, 2 missing"
+    assert lines[-1] == "10 times: 6 succeeded, 2 failed, 0 cancelled, 0 running, 0 skipped, 2 missing"
     assert process.returncode == 3
 
 
