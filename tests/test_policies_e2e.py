@@ -160,3 +160,15 @@ def test_without_a_setting_overlapping_runs_both_start(world):
     answers = [world.deliver("allow", instant, "overlap=allow") for instant in times]
     assert all(a["started"] for a in answers)
     assert sum(e["state"] == "ACTIVE" for e in world.executions("allow")) == 2
+
+
+def test_replace_cancels_the_running_run_and_the_new_time_runs(world):
+    t1, t2 = BASE + timedelta(days=40), BASE + timedelta(days=40, minutes=1)
+    first = world.deliver("replace", t1, "overlap=replace")
+    assert first["started"] is True
+    second = world.deliver("replace", t2, "overlap=replace")
+    assert second["started"] is True and second["name"] != first["name"]
+    assert world.wait(first["name"])["state"] == "CANCELLED"
+    assert world.wait(second["name"])["state"] == "SUCCEEDED"
+    states = world.status("replace", t1, t2)
+    assert [states[z(t)]["state"] for t in (t1, t2)] == ["cancelled", "succeeded"]

@@ -8,5 +8,13 @@ import sys
 
 
 def warning(message: str, **fields) -> None:
-    sys.stdout.write(json.dumps({"severity": "WARNING", "message": message, **fields}) + "\n")
+    _write("WARNING", message, fields)
+
+
+def info(message: str, **fields) -> None:
+    _write("INFO", message, fields)
+
+
+def _write(severity: str, message: str, fields: dict) -> None:
+    sys.stdout.write(json.dumps({"severity": severity, "message": message, **fields}) + "\n")
     sys.stdout.flush()

@@ -10,8 +10,11 @@ import dataclasses
 import re
 from typing import NamedTuple
 
+from urllib.parse import quote
+
 import claims
 import ledger
+import log_lines
 import slots
 import storage_api
 import workflows_api
@@ -23,6 +26,7 @@ SETTINGS = ("overlap", "maxActive", "pauseAfter")
 # over that many of the job's latest times.
 MAX_ACTIVE_LIMIT = 100
 PAUSE_AFTER_LIMIT = 100
+REPLACE_TRIES = 3  # cancel-then-take rounds before a replace gives up (a new holder won meanwhile)
 _COUNT = re.compile(r"[1-9][0-9]{0,2}", re.ASCII)
 
 
@@ -70,6 +74,8 @@ def start(run, policy: Policy) -> dict:
     slot = slots.acquire(run.bucket, run.parent, job, run.prefix, policy.max_active, run.lease, run.deadline)
     if slot is None:  # a slot is held for this very run: a repeated delivery, answered by its claim
         return claims.start(run)
+    if isinstance(slot, slots.Blocked) and policy.overlap == "replace":
+        slot = _replace(run, policy, slot)
     if isinstance(slot, slots.Blocked):
         return skip(run, slot.by)
     try:
@@ -82,6 +88,33 @@ def start(run, policy: Policy) -> dict:
     else:  # an existing run answered: counted by the job label, if active
         slots.release(slot, run.deadline)
     return execution
+
+
+def _replace(run, policy: Policy, blocked: "slots.Blocked"):
+    """overlap=replace: cancel the job's active runs, then take the slot they held. A slot still
+    being started by another delivery (no execution yet) cannot be cancelled: then the time is
+    skipped, as the answer says (blockedBy)."""
+    for _ in range(REPLACE_TRIES):
+        for name in blocked.by:
+            if name.startswith("projects/"):
+                cancel(name, run.deadline)
+        slot = slots.acquire(run.bucket, run.parent, run.labels[slots.JOB_LABEL], run.prefix, policy.max_active,
+                             run.lease, run.deadline)
+        if not isinstance(slot, slots.Blocked):
+            return slot
+        blocked = slot
+    return blocked
+
+
+def cancel(name: str, deadline: float) -> None:
+    """executions.cancel; 400 FAILED_PRECONDITION means it ended already, which is as good."""
+    try:
+        workflows_api.with_retries(lambda: workflows_api.call(
+            "POST", f"/v1/{quote(name, safe='/:')}:cancel", deadline, json_body=b"{}"), deadline)
+    except ApiError as error:
+        if error.code not in (400, 404):
+            raise
+    log_lines.info(f"overlap=replace cancelled {name}", event="replaced", execution=name)
 
 
 def skip(run, blocked_by: tuple[str, ...]) -> dict:
