@@ -172,3 +172,45 @@ def test_replace_cancels_the_running_run_and_the_new_time_runs(world):
     assert world.wait(second["name"])["state"] == "SUCCEEDED"
     states = world.status("replace", t1, t2)
     assert [states[z(t)]["state"] for t in (t1, t2)] == ["cancelled", "succeeded"]
+
+
+def _spans(runs: list[dict]) -> list[tuple[datetime, datetime, str]]:
+    """(start, end, scheduleTime) of each run, by start, from the Executions API."""
+    def at(text: str) -> datetime:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return sorted((at(r["startTime"]), at(r["endTime"]), json.loads(r["argument"])["scheduleTime"]) for r in runs)
+
+
+def _most_at_once(spans) -> int:
+    edges = sorted([(s, 1) for s, _, _ in spans] + [(e, -1) for _, e, _ in spans])  # an end before a start at a tie
+    most = active = 0
+    for _, step in edges:
+        active += step
+        most = max(most, active)
+    return most
+
+
+def test_queue_runs_three_times_delivered_a_second_apart_in_order_none_overlapping(world):
+    times = [BASE + timedelta(days=50, minutes=k) for k in range(3)]
+
+    def deliver(k: int) -> dict:
+        time.sleep(k)
+        return world.deliver("queue", times[k], "overlap=queue")
+    with ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(deliver, range(3)))
+    assert all(a["started"] for a in answers), answers
+    runs = [world.wait(a["name"]) for a in answers]
+    assert all(r["state"] == "SUCCEEDED" for r in runs)
+    spans = _spans(runs)
+    assert [datetime.fromisoformat(s) for _, _, s in spans] == times        # in order
+    assert _most_at_once(spans) == 1                                         # none overlapping
+
+
+def test_queue_with_max_active_two_runs_five_at_once_never_more_than_two(world):
+    times = [BASE + timedelta(days=51, minutes=k) for k in range(5)]
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda t: world.deliver("queue-2", t, "overlap=queue&maxActive=2"), times))
+    assert all(a["started"] for a in answers), answers
+    runs = [world.wait(a["name"]) for a in answers]
+    assert all(r["state"] == "SUCCEEDED" for r in runs)
+    assert _most_at_once(_spans(runs)) == 2

@@ -17,6 +17,7 @@ import ledger
 import log_lines
 import slots
 import storage_api
+import waiting
 import workflows_api
 from workflows_api import ApiError
 
@@ -76,6 +77,10 @@ def start(run, policy: Policy) -> dict:
         return claims.start(run)
     if isinstance(slot, slots.Blocked) and policy.overlap == "replace":
         slot = _replace(run, policy, slot)
+    elif isinstance(slot, slots.Blocked) and policy.overlap == "queue":
+        slot = waiting.wait(run, policy.max_active, slot)
+        if slot is None:
+            return claims.start(run)
     if isinstance(slot, slots.Blocked):
         return skip(run, slot.by)
     try:
