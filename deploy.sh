@@ -480,8 +480,8 @@ ensure_role() { # PROJECT executions|backfill|reader|audit
       permissions=workflows.executions.get ;;
     audit)  # the state of runs the ledger does not show ended yet; viewer would show workflow sources
       id=$AUDIT_ROLE_ID title="workflows-runner audit reader"
-      description="Read and list executions: the audit learns the state of runs not yet settled"
-      permissions=workflows.executions.get,workflows.executions.list ;;
+      description="Read and list executions, pause a job: the audit learns the state of runs not yet settled and applies pauseAfter"
+      permissions=cloudscheduler.jobs.pause,workflows.executions.get,workflows.executions.list ;;
   esac
   if exists iam roles describe "$id" --project="$1" --format='value(name)'; then
     say "= role projects/$1/roles/$id exists"

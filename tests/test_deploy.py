@@ -161,8 +161,8 @@ FRESH_PROJECT_CALLS = [
     *project_check_and_grant("audit", "roles/cloudscheduler.viewer"),
     ["iam", "roles", "describe", "workflows_runner_auditReader", f"--project={P}", "--format=value(name)"],
     ["iam", "roles", "create", "workflows_runner_auditReader", f"--project={P}", "--title=workflows-runner audit reader",
-     "--description=Read and list executions: the audit learns the state of runs not yet settled",
-     "--permissions=workflows.executions.get,workflows.executions.list", "--stage=GA", "--format=none"],
+     "--description=Read and list executions, pause a job: the audit learns the state of runs not yet settled and applies pauseAfter",
+     "--permissions=cloudscheduler.jobs.pause,workflows.executions.get,workflows.executions.list", "--stage=GA", "--format=none"],
     *project_check_and_grant("audit", AUDIT_ROLE),
     ["storage", "buckets", "describe", BUCKET, "--format=value(name)"],
     ["storage", "buckets", "create", BUCKET, f"--project={P}", f"--location={R}",
@@ -222,7 +222,8 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
         "buckets": {BUCKET: {"location": R.upper(), "objects": 3}},
         "roles": {EXECUTIONS_ROLE: {"includedPermissions": [], "stage": "GA"},
                   BACKFILL_ROLE: {"includedPermissions": [], "stage": "GA"},
-                  AUDIT_ROLE: {"includedPermissions": ["workflows.executions.get", "workflows.executions.list"]}},
+                  AUDIT_ROLE: {"includedPermissions": ["cloudscheduler.jobs.pause", "workflows.executions.get",
+                                                       "workflows.executions.list"]}},
         "policies": {
             f"projects/{P}": {"roles/owner": ["user:dev@example.com"],
                               EXECUTIONS_ROLE: [member("proxy")],
@@ -963,7 +964,9 @@ def test_the_audit_account_gets_only_what_a_pass_needs(cloud):
     assert cloud.run("--project", P, "--region", R).returncode == 0
     state = cloud.state
     assert project_roles(state, member("audit")) == [AUDIT_ROLE, "roles/cloudscheduler.viewer"]
-    assert state["roles"][AUDIT_ROLE]["includedPermissions"] == ["workflows.executions.get", "workflows.executions.list"]
+    # pauseAfter: the audit pauses a job (docs/proxy.md), and may do nothing else to jobs.
+    assert state["roles"][AUDIT_ROLE]["includedPermissions"] == ["cloudscheduler.jobs.pause", "workflows.executions.get",
+                                                                 "workflows.executions.list"]
     # Listings name the bucket, not an object, so they take an unconditioned objectViewer; writes
     # only under runs/ (learned states) and alerts/ (its records).
     assert [role for role, who in state["policies"][BUCKET].items() if member("audit") in who] == [

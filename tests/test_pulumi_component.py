@@ -269,7 +269,7 @@ def test_custom_roles_hold_only_the_calls_made(program):
         (P, "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
                                         "workflows.executions.get", "workflows.executions.list"),
         (P, "wfr_test_backfill"): ("workflows.executions.create", "workflows.executions.get"),
-        (P, "wfr_test_auditReader"): ("workflows.executions.get", "workflows.executions.list"),
+        (P, "wfr_test_auditReader"): ("cloudscheduler.jobs.pause", "workflows.executions.get", "workflows.executions.list"),
         ("other-proj", "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
                                                    "workflows.executions.get", "workflows.executions.list"),
         ("other-proj", "wfr_test_executionReader"): ("workflows.executions.get",)}

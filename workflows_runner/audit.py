@@ -130,10 +130,39 @@ def audit_job(cloud: Cloud, job: dict[str, Any], now: datetime, log: Log) -> tup
         if succeeded:
             prefix = alerts.workflow_prefix(workflow) + f"{ledger.instant_key(instant)}/{digest}/"
             to_resolve += [record for name, record in existing.items() if name.startswith(prefix)]
+    if settings.pause_after:
+        raised += _pause_if_failing(cloud, job, settings, texts, instants, newest, now, log)
     resolved = alerts.resolve(cloud, to_resolve, stamp)
     for alert in resolved:
         log(alerts.log_entry(alert, "alert_resolved"))
     return len(texts), raised, len(resolved)
+
+
+def _pause_if_failing(cloud: Cloud, job: dict[str, Any], settings: job_settings.JobSettings, texts: list[str],
+                      instants: list[datetime], newest: dict[datetime, ledger.Record], now: datetime,
+                      log: Log) -> list[alerts.Alert]:
+    """pauseAfter=N (docs/proxy.md): when the job's last N scheduled times whose runs ended all
+    ended unsuccessfully, pause the Scheduler job and raise `paused` for the last of them. The
+    alert is raised first (ifGenerationMatch=0), and only its winner pauses: a job resumed by an
+    operator is not paused again for the same failures, only for N new ones. Times still running,
+    skipped or missing are passed over."""
+    ended = [(text, newest[instant]) for text, instant in zip(texts, instants)
+             if instant in newest and (newest[instant].settled and newest[instant].state != "SKIPPED")]
+    last = ended[-settings.pause_after:]
+    if len(last) < settings.pause_after or any(r.state not in ENDED_UNSUCCESSFULLY for _, r in last):
+        return []
+    if job.get("state") not in (None, "ENABLED"):
+        return []
+    text, record = last[-1]
+    alert = alerts.Alert(kind="paused", job=job["name"], workflow=settings.workflow, scheduleTime=text,
+                         attempt=None, execution=record.execution,
+                         error=f"paused after {settings.pause_after} consecutive failed scheduled times",
+                         raisedAt=_rfc3339(now))
+    if not alerts.raise_once(cloud, alert, record.digest):
+        return []
+    cloud.set_job_paused(job["name"], True)
+    log(alerts.log_entry(alert, "alert"))
+    return [alert]
 
 
 def _judge(job: str, workflow: str, text: str, instant: datetime, attempts: list[ledger.Record],

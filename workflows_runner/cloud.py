@@ -193,6 +193,13 @@ class Cloud:
             raise WfrError("this target has no Cloud Scheduler endpoint")
         return self._api("scheduler", "GET", f"{self.target.scheduler_root}/v1/{name}")
 
+    def set_job_paused(self, name: str, paused: bool) -> dict[str, Any]:
+        """jobs.pause or jobs.resume (cloudscheduler v1): the job as it is then."""
+        if not self.target.scheduler_root:
+            raise WfrError("this target has no Cloud Scheduler endpoint")
+        verb = "pause" if paused else "resume"
+        return self._api("scheduler", "POST", f"{self.target.scheduler_root}/v1/{name}:{verb}", json={})
+
     def jobs(self) -> Iterator[dict[str, Any]]:
         """Every Scheduler job of the target's project and location, page by page."""
         if not self.target.scheduler_root:

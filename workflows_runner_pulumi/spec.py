@@ -62,8 +62,8 @@ READER_ROLE = CustomRole(
 # once); roles/workflows.viewer would also show every workflow's source.
 AUDIT_ROLE = CustomRole(
     "auditReader", "workflows-runner audit reader",
-    "Read and list executions: the audit learns the state of runs not yet settled",
-    ("workflows.executions.get", "workflows.executions.list"))
+    "Read and list executions, pause a job: the audit learns the state of runs not yet settled and applies pauseAfter",
+    ("cloudscheduler.jobs.pause", "workflows.executions.get", "workflows.executions.list"))
 
 # (account, role) on the project; a CustomRole is created in the project first.
 PROJECT_ROLES = (
