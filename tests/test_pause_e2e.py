@@ -41,6 +41,9 @@ def stack(tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     started = local_stack.start(state, folder, jobs=[job], log_dir=state / "logs", audit=True,
                                 api_log=lambda entry: None, scheduler_log=lambda entry: None)
+    from localcloud import up as local_up
+    (state / "endpoints.json").write_text(json.dumps(local_up.endpoints(started)))
+    started.state_dir = state
     try:
         yield started, hours
     finally:
@@ -84,3 +87,25 @@ def test_two_consecutive_failed_times_pause_the_job_within_one_audit_pass(stack)
     requests.post(f"{stack.scheduler.url}/v1/{JOB}:resume", headers=AUTH, json={}, timeout=10)
     assert requests.post(stack.audit_url, headers=AUTH, timeout=120).json()["raised"]["paused"] == 0
     assert job_state(stack) == "ENABLED" and len(paused_alerts(stack)) == 1
+
+
+def test_wfr_resume_resumes_a_paused_job_after_its_dry_run(stack):
+    import subprocess
+    import sys
+    from pathlib import Path
+    stack, _ = stack
+
+    def wfr(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(Path(sys.executable).parent / "wfr"), "--local-state", str(stack.state_dir), *args],
+                              capture_output=True, text=True, timeout=120)
+    refused = wfr("resume", "failing")
+    assert refused.returncode == 1 and "not PAUSED" in refused.stderr   # enabled: nothing to resume
+    requests.post(f"{stack.scheduler.url}/v1/{JOB}:pause", headers=AUTH, json={}, timeout=10)
+    dry = wfr("resume", "failing", "--backfill", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    # The paused alert was raised moments ago; an hourly schedule had no time since.
+    assert "nothing to backfill" in dry.stdout and "nothing resumed" in dry.stdout
+    assert job_state(stack) == "PAUSED"
+    done = wfr("resume", "failing", "--backfill")
+    assert done.returncode == 0, done.stderr
+    assert job_state(stack) == "ENABLED" and "resumed" in done.stdout

@@ -92,7 +92,7 @@ def _command(sub, name: str, help_: str, run) -> argparse.ArgumentParser:
 
 
 def parser() -> argparse.ArgumentParser:
-    from . import alert_commands, backfill_commands as bf, commands
+    from . import alert_commands, backfill_commands as bf, commands, resume_commands
     top = argparse.ArgumentParser(prog="wfr", description="Scheduled runs, re-runs and backfills "
                                   "of Google Cloud Workflows (docs/cli.md).")
     top.add_argument("--version", action="version", version=f"wfr {_version()}", help="print wfr's version")
@@ -104,6 +104,13 @@ def parser() -> argparse.ArgumentParser:
     _window_flags(status)
     status.add_argument("--only", help="comma-separated states to list: missing,running,succeeded,failed,cancelled,skipped")
     _format(status, ("table", "json", "csv"))
+
+    resume = _command(sub, "resume", "resume a job its pauseAfter paused; --backfill the times it missed",
+                      resume_commands.resume)
+    resume.add_argument("job", metavar="JOB", help="the Scheduler job (its id, PREFIX- added on Google, or full name)")
+    resume.add_argument("--backfill", action="store_true",
+                        help="also backfill (reprocess none) the times since its pause, after printing the dry run")
+    resume.add_argument("--dry-run", action="store_true", help="print what would happen; resume and start nothing")
 
     backfill = sub.add_parser("backfill", help="start, show, cancel and list backfills",
                               description="start, show, cancel and list backfills")
