@@ -214,3 +214,19 @@ def test_queue_with_max_active_two_runs_five_at_once_never_more_than_two(world):
     runs = [world.wait(a["name"]) for a in answers]
     assert all(r["state"] == "SUCCEEDED" for r in runs)
     assert _most_at_once(_spans(runs)) == 2
+
+
+def test_a_skipped_time_is_never_late(world):
+    """The audit's `late` (docs/alerts.md) does not apply to a time its job's policy skipped."""
+    from workflows_runner import ledger, status
+    t1, t2 = BASE + timedelta(days=60), BASE + timedelta(days=60, minutes=1)
+    first = world.deliver("late", t1)
+    assert world.deliver("late", t2)["skipped"] is True
+    world.wait(first["name"])
+    records = [r for r in (ledger.parse(item) for item in requests.get(
+        f"{world.stack.storage.url}/storage/v1/b/{local_stack.RUNS_BUCKET}/o", headers=AUTH, timeout=10,
+        params={"prefix": f"runs/{local_stack.PROJECT}/{local_stack.LOCATION}/target/{ledger.instant_key(t2)}"}).json()["items"])
+        if r is not None]
+    (skipped,) = records
+    assert skipped.state == "SKIPPED"
+    assert status.is_late(skipped, t2 + timedelta(minutes=1), datetime.now(timezone.utc)) is False

@@ -188,6 +188,8 @@ def is_late(newest: ledger.Record, due: datetime, now: datetime) -> bool:
             return parse_instant(newest.end_time or "") > due
         except ValueError:
             return False  # a record written by hand: no end time to judge
+    if newest.state == "SKIPPED":  # not run on purpose (overlap=skip): nothing was due
+        return False
     return newest.state not in _ENDED_UNSUCCESSFULLY and now >= due
 
 
