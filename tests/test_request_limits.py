@@ -1,5 +1,5 @@
-"""What a request may cost before either function answers: slow bodies, huge bodies and huge
-request lines, sent over raw sockets to both functions under functions-framework.
+"""What a request may cost before a function answers: slow bodies, huge bodies and huge
+request lines, sent over raw sockets to each function under functions-framework.
 
 The limits live in functions/*/request_limits.py (twins). Memory while a refused 200 MB body is
 sent is measured in bench/bench_limits.py, not here.
@@ -19,15 +19,18 @@ NORMAL = {  # a request each function answers itself, and what it answers
     "range": (b"/", b'{"start":"2022-01-01T00:00:00Z","stop":"2022-01-01T00:03:00Z","step":"* * * * *"}', 200),
     # not on the allowlist: the proxy reads the body and answers without calling Workflows
     "proxy": (b"/v1/projects/other-project/locations/europe-west1/workflows/w/executions", b"{}", 403),
+    # a path the audit does not serve: answered without a pass
+    "audit": (b"/nothing", b"{}", 404),
 }
-TOO_LARGE = {"range": 400, "proxy": 413}
-LIMITS = load_module("range", "request_limits")  # the proxy's is its twin (tests/test_twins.py)
+TOO_LARGE = {"range": 400, "proxy": 413, "audit": 413}
+TARGETS = {"range": "expand_range", "proxy": "proxy", "audit": "audit_pass"}
+LIMITS = load_module("range", "request_limits")  # the others are its twins (tests/test_twins.py)
 
 
 @pytest.fixture(scope="module", params=sorted(NORMAL))
 def function(request):
     env = {"ALLOWED_WORKFLOWS": "my-project/*/*", "WORKFLOWS_API": "http://127.0.0.1:9"}
-    with serve_function(request.param, "expand_range" if request.param == "range" else "proxy", env=env) as url:
+    with serve_function(request.param, TARGETS[request.param], env=env) as url:
         yield request.param, urlsplit(url).port
 
 

@@ -23,12 +23,16 @@ import sys
 import threading
 from urllib.parse import urlsplit
 
+import request_limits
 from workflows_runner import audit
 from workflows_runner.cloud import Cloud
 from workflows_runner.errors import ApiError, WfrError
 from workflows_runner.target import EXECUTIONS_ROOT, SCHEDULER_ROOT, STORAGE_ROOT, Target
 
 LOCAL_TOKEN = "localcloud"  # localcloud's bearer token, sent to loopback roots only
+MAX_BODY_BYTES = 1024  # a pass takes no input: Cloud Scheduler's POST carries an empty body
+# What gunicorn refuses, and bodies too large or too slow, answered in Google's error shape.
+request_limits.install(MAX_BODY_BYTES, (413, "INVALID_ARGUMENT", f"the body is larger than {MAX_BODY_BYTES} bytes"))
 _log_lock = threading.Lock()
 
 

@@ -1,7 +1,8 @@
 """What a request may cost before the function sees it: body size, body read time, request line.
 
-Twin of functions/range/request_limits.py (each function deploys alone, so each holds a copy);
-tests/test_request_limits.py runs its checks against both, and tests/test_twins.py keeps them identical.
+One of three twins, functions/{range,proxy,audit}/request_limits.py (each function deploys
+alone, so each holds a copy); tests/test_request_limits.py runs its checks against them, and
+tests/test_twins.py keeps them identical.
 
 functions-framework 3.10.2 leaves three doors open, all read in its installed source:
 - `read_request`, an after-request hook, calls `request.get_data()`, so a body the function
