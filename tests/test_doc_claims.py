@@ -184,12 +184,16 @@ def test_the_exit_statuses_cli_md_lists_are_wfrs():
     quoted = {int(code): meaning.strip().rstrip(".") for code, meaning in re.findall(r"`([0-9]+)` ([^;`]+)", said)}
     assert quoted == {
         exits.OK: "every time succeeded (or the window is empty)", exits.FAILED: "a time failed or was cancelled",
-        exits.MISSING: "a time is missing (none failed)", exits.RUNNING: "times are still running (none failed or missing)",
+        exits.MISSING: "a time is missing (none failed)", exits.RUNNING: "times are still running or queued (none failed or missing)",
         exits.ERROR: "an error (bad input, a refused or failed call)", exits.USAGE: "bad usage",
         exits.INTERRUPTED: "Ctrl-C"}, quoted
     assert exits.of_totals({"failed": 1, "missing": 1}) == exits.FAILED
     assert exits.of_totals({"missing": 1, "running": 1}) == exits.MISSING
     assert exits.of_totals({"running": 1}) == exits.RUNNING and exits.of_totals({}) == exits.OK
+    # A queued time is pending like a running one: not a failure, and less than a missing time.
+    assert exits.of_totals({"succeeded": 3, "queued": 1}) == exits.RUNNING
+    assert exits.of_totals({"missing": 1, "queued": 1}) == exits.MISSING
+    assert exits.of_totals({"cancelled": 1, "queued": 1}) == exits.FAILED
 
 
 @pytest.mark.parametrize("doc, text, source", QUOTED, ids=[f"{d}:{s}" for d, _, s in QUOTED])

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from tests.waiting_records import write_waiting
 from tests.wfr_stack import ROOT, WFR, Up
 from workflows_runner import identity, ledger, target
 from workflows_runner.cloud import Cloud
@@ -84,8 +85,9 @@ def test_status_json_matches_an_independent_count(up, mixed):
                                 "step": "0 1 * * *", "timezone": "Europe/Stockholm"}
     assert [t["scheduleTime"] for t in report["times"]] == DAYS
     assert {t["scheduleTime"]: (t["state"], t["attempts"]) for t in report["times"]} == expected
-    assert report["totals"] == {"succeeded": 6, "failed": 2, "cancelled": 0, "running": 0, "skipped": 0, "missing": 2}
-    assert report["totals"] == dict(Counter(s for s, _ in expected.values()), cancelled=0, running=0, skipped=0)
+    assert report["totals"] == {"succeeded": 6, "failed": 2, "cancelled": 0, "running": 0, "queued": 0, "skipped": 0,
+                                "missing": 2}
+    assert report["totals"] == dict(Counter(s for s, _ in expected.values()), cancelled=0, running=0, queued=0, skipped=0)
     newest = {json.loads(r["argument"])["scheduleTime"]: r["name"] for r in
               sorted(up.executions("nightly"), key=lambda r: r["createTime"])
               if json.loads(r["argument"]).get("case") == "mixed"}
@@ -200,8 +202,44 @@ def test_the_terminal_shows_a_line_per_time_a_grid_and_totals(up, mixed):
                                                 "failed", "succeeded", "succeeded", "missing", "missing"]
     grid = [line for line in lines if re.fullmatch(r"2024-03-[0-9]{2}  \S", line)]
     assert [g.split()[1] for g in grid] == ["✓", "✓", "✓", "✗", "✓", "✗", "✓", "✓", "·", "·"]
-    assert lines[-1] == "10 times: 6 succeeded, 2 failed, 0 cancelled, 0 running, 0 skipped, 2 missing"
+    assert lines[-1] == "10 times: 6 succeeded, 2 failed, 0 cancelled, 0 running, 0 queued, 0 skipped, 2 missing"
     assert process.returncode == 3
+
+
+def test_a_time_waiting_for_a_slot_is_queued_pending_not_missing_nor_failed(up):
+    """overlap=queue writes a waiting time as attempt 1 in state WAITING, with no execution
+    (docs/ledger.md). Written here by hand: day 1 ran, day 2 waits, day 3 never ran."""
+    params = {"case": "queued"}
+    assert up.post_run("nightly", {**params, "scheduleTime": DAYS[0]}, timezone="Europe/Stockholm").status_code == 200
+    up.settle("nightly")
+    waiting = write_waiting(up.endpoints["storage"], up.endpoints["bucket"], up.workflow("nightly"), DAYS[1], params,
+                            timezone="Europe/Stockholm")
+    three = ["--start", "2024-03-01T00:00:00", "--stop", "2024-03-04T00:00:00", "--step", "0 1 * * *",
+             "--timezone", "Europe/Stockholm", "--params", json.dumps(params)]
+    done = up.wfr("status", "nightly", *three, "--format", "json")
+    report = json.loads(done.stdout)
+    assert [(t["scheduleTime"], t["state"], t["attempts"], t["execution"], t["error"], t["late"]) for t in report["times"]] \
+        == [(DAYS[0], "succeeded", 1, report["times"][0]["execution"], None, False),
+            (DAYS[1], "queued", 1, None, None, False), (DAYS[2], "missing", 0, None, None, False)]
+    assert report["totals"] == {"succeeded": 1, "failed": 0, "cancelled": 0, "running": 0, "queued": 1, "skipped": 0,
+                                "missing": 1}
+    assert done.returncode == 4                      # missing decides over queued
+    # Queued is pending, as running is: exit 5 while it waits, never 3 (failed) or 4 (missing).
+    two = [*three[:2], "--stop", "2024-03-03T00:00:00", *three[4:]]
+    only = up.wfr("status", "nightly", *two, "--only", "queued", "--format", "csv")
+    assert [(r["scheduleTime"], r["state"], r["attempts"], r["execution"]) for r in csv.DictReader(io.StringIO(only.stdout))] \
+        == [(DAYS[1], "queued", "1", "")]
+    assert only.returncode == 5
+    table = up.wfr("status", "nightly", *two)
+    row = next(line for line in table.stdout.splitlines() if line.startswith(DAYS[1]))
+    assert row.split()[1:4] == ["◷", "queued", "1"]
+    assert " ".join(table.stdout.split()).endswith(   # the totals (wrapped to the tests' COLUMNS)
+        "2 times: 1 succeeded, 0 failed, 0 cancelled, 0 running, 1 queued, 0 skipped, 0 missing")
+    assert table.returncode == 5
+    # Nothing was asked of Workflows for it, and nothing written to it: still WAITING, no execution.
+    [item] = [i for i in ledger_items(up) if i["name"] == waiting]
+    assert item["metadata"]["state"] == "WAITING" and "execution" not in item["metadata"]
+    assert up.wfr("status", "nightly", *two, "--only", "queued,nope").returncode == 1
 
 
 def test_rerun_failed_reruns_each_failed_time_with_its_original_argument(up):

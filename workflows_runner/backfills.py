@@ -121,9 +121,11 @@ class Backfill:
 def would_start(status: Status, reprocess: str, order: str = "asc") -> list[TimeStatus]:
     """The dry run: the times a backfill of `status`'s window would start, in its order, by the
     proxy's rules over the ledger: none starts the missing times; failed also those whose newest
-    attempt is recorded FAILED or CANCELLED (not UNAVAILABLE); completed all but the running ones."""
+    attempt is recorded FAILED or CANCELLED (not UNAVAILABLE); completed all but the running and
+    queued ones (a queued time is in hand: its waiter starts or skips it)."""
     starting = [t for t in status.times if t.state == "missing" or (
-        t.rerun_by_failed if reprocess == "failed" else reprocess == "completed" and t.state != "running")]
+        t.rerun_by_failed if reprocess == "failed" else
+        reprocess == "completed" and t.state not in ("running", "queued"))]
     return starting[::-1] if order == "desc" else starting
 
 

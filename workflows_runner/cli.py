@@ -93,6 +93,7 @@ def _command(sub, name: str, help_: str, run) -> argparse.ArgumentParser:
 
 def parser() -> argparse.ArgumentParser:
     from . import alert_commands, backfill_commands as bf, commands, resume_commands
+    from .status import STATES
     top = argparse.ArgumentParser(prog="wfr", description="Scheduled runs, re-runs and backfills "
                                   "of Google Cloud Workflows (docs/cli.md).")
     top.add_argument("--version", action="version", version=f"wfr {_version()}", help="print wfr's version")
@@ -102,7 +103,7 @@ def parser() -> argparse.ArgumentParser:
     status = _command(sub, "status", "the state of every scheduled time of a window", commands.status)
     status.add_argument("workflow", metavar="WORKFLOW", help="workflow id, or projects/P/locations/L/workflows/W")
     _window_flags(status)
-    status.add_argument("--only", help="comma-separated states to list: missing,running,succeeded,failed,cancelled,skipped")
+    status.add_argument("--only", help=f"comma-separated states to list: {','.join(STATES)}")
     _format(status, ("table", "json", "csv"))
 
     resume = _command(sub, "resume", "resume a job its pauseAfter paused; --backfill the times it missed",

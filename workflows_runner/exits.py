@@ -5,7 +5,7 @@
     2  bad usage (argparse)
     3  a time failed or was cancelled; a backfill's outcome is failed or error
     4  a time is missing (none failed)
-    5  times are still running (none failed or missing)
+    5  times are still pending: running, or queued for a slot of their job (none failed or missing)
     130 Ctrl-C (a followed backfill: cancelled; detaching is 0)
 """
 from __future__ import annotations
@@ -21,6 +21,6 @@ def of_totals(totals: Mapping[str, int]) -> int:
         return FAILED
     if totals.get("missing"):
         return MISSING
-    if totals.get("running"):
+    if totals.get("running") or totals.get("queued"):  # both pending: a queued time will start or be skipped
         return RUNNING
     return OK

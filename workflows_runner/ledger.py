@@ -19,6 +19,10 @@ TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 # What a record says when its execution left Workflows' history (executions.get answered 404)
 # before its end was recorded (docs/ledger.md, write 4): its outcome is unknown for good.
 UNAVAILABLE = "UNAVAILABLE"
+# A scheduled time waiting for a free slot of its job (overlap=queue): attempt 1 with no execution,
+# taken over (CLAIMED, then its execution) when a slot frees, or rewritten SKIPPED past the queue's
+# bound. Twin of functions/proxy/ledger.py's WAITING (docs/ledger.md).
+WAITING = "WAITING"
 PARTS = 4  # at most this many ranged listings in flight for one window
 GONE = "the execution left Workflows' history before its end was recorded"
 _NAME = re.compile(r"runs/([^/]+)/([^/]+)/([^/]+)/([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z)"
@@ -32,7 +36,8 @@ class Record:
     instant: datetime
     digest: str
     attempt: int
-    state: str               # CLAIMED, ACTIVE, QUEUED, SUCCEEDED, FAILED, CANCELLED, UNAVAILABLE
+    state: str               # CLAIMED, ACTIVE, QUEUED, SUCCEEDED, FAILED, CANCELLED, UNAVAILABLE,
+                             # SKIPPED, WAITING
     execution: str | None
     create_time: str | None
     end_time: str | None

@@ -18,13 +18,16 @@ from .status import STATES, Status, TimeStatus
 if TYPE_CHECKING:
     from .backfills import Progress
 
-SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "skipped": "↷", "missing": "·"}
+# ◷ (a clock face) for queued: DejaVu Sans and Sans Mono have it, as they have the others.
+SYMBOL = {"succeeded": "✓", "failed": "✗", "cancelled": "⊘", "running": "▶", "queued": "◷", "skipped": "↷",
+          "missing": "·"}
 STYLE = {"succeeded": "green", "failed": "bold red", "cancelled": "yellow", "running": "cyan",
-         "skipped": "magenta", "missing": "dim"}
+         "queued": "blue", "skipped": "magenta", "missing": "dim"}
 OUTCOME_STYLE = {"succeeded": "green", "failed": "bold red", "error": "bold red", "cancelled": "yellow",
                  "running": "cyan"}
 # A grid cell that stands for several times shows the one needing attention first.
-SEVERITY = ("failed", "cancelled", "missing", "skipped", "running", "succeeded")
+# Queued before running: a time held back by its job's runs is nearer to trouble than one running.
+SEVERITY = ("failed", "cancelled", "missing", "skipped", "queued", "running", "succeeded")
 
 
 def status_json(status: Status, times: list[TimeStatus]) -> dict[str, Any]:

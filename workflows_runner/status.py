@@ -24,10 +24,13 @@ from .errors import ApiError, WfrError
 from .identity import parse_instant, run_argument, run_digests
 
 # The states of a scheduled time, in the order totals list them. `skipped`: the proxy did not
-# start it, maxActive runs of its job being active (overlap=skip, docs/proxy.md).
-STATES = ("succeeded", "failed", "cancelled", "running", "skipped", "missing")
+# start it, maxActive runs of its job being active (overlap=skip, docs/proxy.md). `queued`: it
+# waits for a free slot of its job (overlap=queue, ledger state WAITING); not Workflows' own
+# QUEUED, an execution created but held by its concurrency quota, which has started: running.
+STATES = ("succeeded", "failed", "cancelled", "running", "queued", "skipped", "missing")
 _STATE_OF = {"SUCCEEDED": "succeeded", "FAILED": "failed", "UNAVAILABLE": "failed",
-             "CANCELLED": "cancelled", "SKIPPED": "skipped", "CLAIMED": "running", "ACTIVE": "running", "QUEUED": "running"}
+             "CANCELLED": "cancelled", "SKIPPED": "skipped", ledger.WAITING: "queued",
+             "CLAIMED": "running", "ACTIVE": "running", "QUEUED": "running"}
 _ENDED_UNSUCCESSFULLY = frozenset({"FAILED", "CANCELLED", ledger.UNAVAILABLE})
 RANGE_PAGE = 10_000        # the range function's largest page
 BULK_THRESHOLD = 20        # above this many unsettled records, list executions instead of getting each
@@ -182,7 +185,8 @@ def _claims_resolved(cloud: Cloud, workflow: str,
 
 def is_late(newest: ledger.Record, due: datetime, now: datetime) -> bool:
     """A claimed time is late when its newest attempt has not succeeded by `due` and has not
-    failed: still claimed, queued or running after it, or succeeded after it (docs/alerts.md)."""
+    failed: still waiting for a slot (WAITING), claimed, queued or running after it, or succeeded
+    after it (docs/alerts.md)."""
     if newest.state == "SUCCEEDED":
         try:
             return parse_instant(newest.end_time or "") > due

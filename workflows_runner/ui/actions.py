@@ -66,7 +66,7 @@ def duplicate(status: status_.Status, found: list[backfills.Backfill]) -> backfi
 
 
 def _one_time(cloud: Cloud, form: Mapping[str, str]) -> tuple[status_.Status, status_.TimeStatus]:
-    """The selected window's time `form["time"]`, which must have run and not be running."""
+    """The selected window's time `form["time"]`, which must have run and not be running or queued."""
     status = load(cloud, Selection.from_form(form))
     wanted = form.get("time") or ""
     t = next((t for t in status.times if t.schedule_time == wanted), None)
@@ -76,6 +76,8 @@ def _one_time(cloud: Cloud, form: Mapping[str, str]) -> tuple[status_.Status, st
         raise WfrError(f"{wanted} never ran: start it with Backfill missing")
     if t.state == "running":
         raise WfrError(f"{wanted} is still running (attempt {t.attempts})")
+    if t.state == "queued":
+        raise WfrError(f"{wanted} is queued: it waits for a free slot of its job (overlap=queue)")
     return status, t
 
 

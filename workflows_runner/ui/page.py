@@ -104,7 +104,7 @@ def actions(status: Status, selection: Selection, token: str, found: list[backfi
 def live(status: Status, found: list[backfills_.Backfill], selection: Selection, token: str,
          now: datetime) -> str:
     """What changes while runs go on: refreshed as a whole by the script while `data-live` is 1."""
-    active = bool(status.totals["running"]) or any(b.active for b in found)
+    active = bool(status.totals["running"] or status.totals["queued"]) or any(b.active for b in found)
     w = status.window
 
     def cancel(b: backfills_.Backfill) -> str:

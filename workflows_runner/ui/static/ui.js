@@ -30,7 +30,8 @@
     if (!form) return;
     const state = cell.dataset.state;
     const why = state === "missing" ? "Never ran: use Backfill missing."
-      : state === "running" ? "Still running." : "";
+      : state === "running" ? "Still running."
+      : state === "queued" ? "Waiting for a free slot of its job." : "";
     form.elements.time.value = cell.dataset.time;
     const button = form.querySelector("button");
     button.dataset.rerunTime = cell.dataset.time;
