@@ -9,6 +9,7 @@ differently. The oracles: the alert records listed from storage, and the log lin
 the function's own log file (each alert logged exactly once across all passes)."""
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -280,3 +281,29 @@ def test_the_grid_marks_late_and_alerted_cells(world, first_passes):
     assert marks[z(t[4])] == ()
     assert marks[z(t[6])] == ()   # before since: never alerted
     assert 'data-alert=""' in cell(hourly.times[-1], now) and 'data-late="false"' in cell(hourly.times[-1], now)
+
+
+def test_a_queued_time_is_neither_missing_nor_failed_and_late_past_its_deadline(world):
+    """A time waiting for a slot (overlap=queue: ledger state WAITING, no execution, written here
+    by hand as docs/ledger.md describes it) is claimed: no `missing` and no `failed`; still queued
+    past its deadline it is `late`, as a running one is (docs/alerts.md). Beside it, a time of the
+    same job with no attempt is `missing`, so the pass did look at the window."""
+    from tests.waiting_records import write_waiting
+    t = world.t
+    path = f"/v1/projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/target/executions"
+    body = {"control": world.control.url, "job": "queued"}
+    job = {"name": f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/jobs/queued",
+           "schedule": f"0 {t[3].hour},{t[2].hour} * * *", "timeZone": "Etc/UTC",
+           "httpTarget": {"uri": f"{world.stack.proxy_url}{path}?timezone=Etc/UTC&overlap=queue&deadline=PT1M"
+                                 f"&since={z(t[3])}&grace=PT5M&lookback=P1D",
+                          "httpMethod": "POST", "body": base64.b64encode(json.dumps(body).encode()).decode()}}
+    created = requests.post(f"{world.stack.scheduler.url}/v1/projects/{local_stack.PROJECT}/locations/"
+                            f"{local_stack.LOCATION}/jobs", json=job, headers=AUTH, timeout=30)
+    assert created.status_code == 200, created.text
+    write_waiting(world.stack.storage.url, local_stack.RUNS_BUCKET,
+                  f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/target", z(t[2]), body,
+                  job=job["name"])
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: world.audit(), range(2)))
+    assert sorted(key(a) for a in world.records() if a["job"].endswith("/jobs/queued")) == [
+        ("late", "queued", z(t[2]), None), ("missing", "queued", z(t[3]), None)]

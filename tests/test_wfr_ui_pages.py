@@ -17,6 +17,7 @@ import requests
 from localcloud import stack as local_stack
 from localcloud import up as local_up
 from tests.test_wfr_ui import ARTIFACTS, PARENT, ROOT, WFR, browser, start_ui, stop_ui, with_path  # noqa: F401
+from tests.waiting_records import write_waiting
 
 AUTH = {"Authorization": "Bearer localcloud"}
 ZONE = "Europe/Stockholm"
@@ -218,4 +219,62 @@ def test_an_error_keeps_the_form_filled_in(stack_ui, browser):
     page.click('form.pick button[type="submit"]')
     page.wait_for_selector("table.month")
     shoot(browser, with_path(url, "/", **asked), "error")
+    page.close()
+
+
+@pytest.mark.timeout(180)
+def test_a_queued_time_has_its_own_colour_symbol_and_title_and_cannot_be_rerun(stack_ui, browser):
+    """A time waiting for a slot of its job (overlap=queue: ledger state WAITING, written here by
+    hand as docs/ledger.md describes it) is `queued` in the cells, totals and legend, in the month
+    calendar and in the hours grid, as `wfr status` says; it is not re-run from the page."""
+    stack, state, url = stack_ui
+    params = {"case": "queued", "failFor": [MARCH[2]]}
+    start_runs(stack, MARCH[:5], params)
+    for when in MARCH[5:7]:
+        write_waiting(stack.storage.url, local_stack.RUNS_BUCKET, f"{PARENT}/example", when, params, timezone=ZONE)
+    page = browser.new_page(viewport=SIZES["wide"])
+    page.goto(with_path(url, "/", **month_window(params)))
+    expected = json.loads(wfr(state, "status", "example", *sum(([f"--{k}", v] for k, v in month_window(params).items()
+                                                                if k != "workflow"), []), "--format", "json").stdout)
+    assert cells(page) == {t["scheduleTime"]: t["state"] for t in expected["times"]}
+    assert [cells(page)[when] for when in MARCH[4:8]] == ["succeeded", "queued", "queued", "missing"]
+    queued = page.locator(f'.cell[data-time="{MARCH[5]}"]')
+    assert queued.inner_text() == "◷" and queued.get_attribute("data-attempts") == "1"
+    assert queued.get_attribute("data-execution") == ""
+    assert queued.get_attribute("title") == f"{MARCH[5]}  ◷ queued, attempt 1, -"
+    totals = page.eval_on_selector_all("[data-total]", "ts => Object.fromEntries(ts.map(t => [t.dataset.total, +t.querySelector('b').textContent]))")
+    assert totals == expected["totals"] and totals["queued"] == 2
+    assert "◷ queued" in page.inner_text(".legend")
+    # Distinct from every other state at a glance: its colours are its own.
+    looks = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.legend .key')].map(k => {
+        const s = getComputedStyle(k); return [k.className, [s.backgroundColor, s.color, s.borderTopStyle, s.borderTopColor].join()]; }))""")
+    assert len(set(looks.values())) == len(looks) == 7, looks
+    assert page.get_attribute("#live", "data-live") == "1"      # refreshed until it starts or is skipped
+    shoot(browser, page.url, "queued-calendar")
+    # Picked, it says why it cannot be re-run; a request the page would not send is refused too.
+    queued.click()
+    button = page.locator(f'button[data-rerun-time="{MARCH[5]}"]')
+    assert button.is_disabled() and "free slot" in page.inner_text('[data-reason="rerun-time"]')
+    assert page.inner_text('#detail dd[data-field="state"]') == "◷ queued"
+    page.screenshot(path=str(ARTIFACTS / "wfr-ui-queued-picked-wide.png"), full_page=True)
+    before = len(executions_of(stack, MARCH[5], params))
+    button.evaluate("b => b.disabled = false")
+    button.click()
+    page.wait_for_selector(".error")
+    assert "is queued" in page.inner_text(".error")
+    assert len(executions_of(stack, MARCH[5], params)) == before == 0
+    page.close()
+
+    # The hours grid (several times a day) shows it alike.
+    day = [f"2024-03-02T{h:02d}:00:00+01:00" for h in (1, 7, 13, 19)]
+    hourly = {"case": "queued-hours"}
+    start_runs(stack, day[:2], hourly)
+    write_waiting(stack.storage.url, local_stack.RUNS_BUCKET, f"{PARENT}/example", day[2], hourly, timezone=ZONE)
+    window = {"workflow": "example", "start": "2024-03-01T00:00:00", "stop": "2024-03-03T00:00:00",
+              "step": "0 1,7,13,19 * * *", "timezone": ZONE, "params": json.dumps(hourly)}
+    page = browser.new_page(viewport=SIZES["wide"])
+    page.goto(with_path(url, "/", **window))
+    assert page.locator("table.hours").count() == 1
+    assert [cells(page)[when] for when in day] == ["succeeded", "succeeded", "queued", "missing"]
+    shoot(browser, page.url, "queued-hours")
     page.close()
