@@ -112,9 +112,10 @@ def test_dry_run_and_rerun_failed_follow_the_proxy_on_unavailable_runs():
     from workflows_runner.backfills import would_start
     from workflows_runner.rerun import failed_records
     from workflows_runner.status import Status, TimeStatus, Window
-    recorded = {"00": None, "01": "FAILED", "02": "CANCELLED", "03": "UNAVAILABLE", "04": "SUCCEEDED", "05": "ACTIVE"}
+    recorded = {"00": None, "01": "FAILED", "02": "CANCELLED", "03": "UNAVAILABLE", "04": "SUCCEEDED", "05": "ACTIVE",
+                "06": "WAITING"}
     shown = {None: "missing", "FAILED": "failed", "CANCELLED": "cancelled", "UNAVAILABLE": "failed",
-             "SUCCEEDED": "succeeded", "ACTIVE": "running"}
+             "SUCCEEDED": "succeeded", "ACTIVE": "running", "WAITING": "queued"}
     times = [TimeStatus(f"2024-01-01T{hour}:00:00Z", datetime(2024, 1, 1, int(hour), tzinfo=timezone.utc),
                         shown[state], 0 if state is None else 1, None, record=None if state is None else f"r{hour}",
                         recorded=state) for hour, state in recorded.items()]
@@ -122,6 +123,23 @@ def test_dry_run_and_rerun_failed_follow_the_proxy_on_unavailable_runs():
     hours = lambda starting: [t.schedule_time[11:13] for t in starting]  # noqa: E731
     assert hours(would_start(status, "none")) == ["00"]
     assert hours(would_start(status, "failed")) == ["00", "01", "02"]
+    # Neither a running time nor a queued one (overlap=queue: its waiter starts or skips it).
     assert hours(would_start(status, "completed")) == ["00", "01", "02", "03", "04"]
     assert hours(would_start(status, "failed", order="desc")) == ["02", "01", "00"]
     assert failed_records(times) == ["r01", "r02"]
+
+
+def test_a_grid_cell_of_several_times_shows_the_one_needing_attention_first():
+    """docs/cli.md: a cell standing for several times shows the worst; a queued time (held back
+    by its job's runs) comes before a running one, after skipped and missing."""
+    from rich.console import Console
+    from workflows_runner.status import Status, TimeStatus, Window
+    pairs = [("running", "queued"), ("succeeded", "running"), ("queued", "skipped"), ("missing", "queued"),
+             ("queued", "succeeded"), ("failed", "queued"), ("cancelled", "missing"), ("succeeded", "succeeded"),
+             ("queued", "queued"), ("running", "running")]
+    states = [state for pair in pairs for state in pair]
+    times = [TimeStatus(f"2024-01-01T{n // 60:02d}:{n % 60:02d}:00Z", datetime(2024, 1, 1, n // 60, n % 60, tzinfo=timezone.utc),
+                        state, 1, None) for n, state in enumerate(states)]
+    console = Console(width=22, record=True, color_system=None)   # room for 10 cells: 2 times a cell
+    render.status_grid(console, Status("projects/p/locations/l/workflows/w", Window("a", "b", "* * * * *"), {}, times))
+    assert console.export_text().splitlines()[-1] == "2024-01-01  ◷▶↷·◷✗⊘✓◷▶"
