@@ -307,3 +307,16 @@ def test_a_queued_time_is_neither_missing_nor_failed_and_late_past_its_deadline(
         list(pool.map(lambda _: world.audit(), range(2)))
     assert sorted(key(a) for a in world.records() if a["job"].endswith("/jobs/queued")) == [
         ("late", "queued", z(t[2]), None), ("missing", "queued", z(t[3]), None)]
+    # wfr status and the grid say the same of it: queued, and late (the table: "◷ queued, late").
+    from workflows_runner import status, target
+    from workflows_runner.cloud import Cloud
+    from workflows_runner.ui.grid import cell
+    from localcloud import up as local_up
+    (world.state / "endpoints.json").write_text(json.dumps(local_up.endpoints(world.stack)))
+    read = status.read(Cloud(target.local(world.state)),
+                       f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/workflows/target",
+                       status.Window(z(t[3]), z(t[2] + timedelta(minutes=1)), job["schedule"], "Etc/UTC"), body,
+                       deadline=timedelta(minutes=1))
+    assert [(x.state, x.late) for x in read.times] == [("missing", False), ("queued", True)]
+    html = cell(read.times[1], datetime.now(timezone.utc))
+    assert 'class="cell s-queued late"' in html and 'data-late="true"' in html and "◷ queued, attempt 1, -, late" in html
