@@ -247,7 +247,9 @@ def test_a_queued_time_has_its_own_colour_symbol_and_title_and_cannot_be_rerun(s
     assert "◷ queued" in page.inner_text(".legend")
     # Distinct from every other state at a glance: its colours are its own.
     looks = page.evaluate("""() => Object.fromEntries([...document.querySelectorAll('.legend .key')].map(k => {
-        const s = getComputedStyle(k); return [k.className, [s.backgroundColor, s.color, s.borderTopStyle, s.borderTopColor].join()]; }))""")
+        const s = getComputedStyle(k);
+        return [k.className, [s.backgroundColor, s.color, s.borderTopStyle, s.borderTopColor].join()];
+    }))""")
     assert len(set(looks.values())) == len(looks) == 7, looks
     assert page.get_attribute("#live", "data-live") == "1"      # refreshed until it starts or is skipped
     shoot(browser, page.url, "queued-calendar")

@@ -138,8 +138,8 @@ def test_a_grid_cell_of_several_times_shows_the_one_needing_attention_first():
              ("queued", "succeeded"), ("failed", "queued"), ("cancelled", "missing"), ("succeeded", "succeeded"),
              ("queued", "queued"), ("running", "running")]
     states = [state for pair in pairs for state in pair]
-    times = [TimeStatus(f"2024-01-01T{n // 60:02d}:{n % 60:02d}:00Z", datetime(2024, 1, 1, n // 60, n % 60, tzinfo=timezone.utc),
-                        state, 1, None) for n, state in enumerate(states)]
+    times = [TimeStatus(f"2024-01-01T00:{n:02d}:00Z", datetime(2024, 1, 1, 0, n, tzinfo=timezone.utc), state, 1, None)
+             for n, state in enumerate(states)]
     console = Console(width=22, record=True, color_system=None)   # room for 10 cells: 2 times a cell
     render.status_grid(console, Status("projects/p/locations/l/workflows/w", Window("a", "b", "* * * * *"), {}, times))
     assert console.export_text().splitlines()[-1] == "2024-01-01  ◷▶↷·◷✗⊘✓◷▶"
