@@ -230,3 +230,88 @@ def test_a_skipped_time_is_never_late(world):
     (skipped,) = records
     assert skipped.state == "SKIPPED"
     assert status.is_late(skipped, t2 + timedelta(minutes=1), datetime.now(timezone.utc)) is False
+
+
+def _active(world, case: str) -> list[str]:
+    return sorted(e["name"] for e in world.executions(case) if e["state"] in ("ACTIVE", "QUEUED"))
+
+
+def _cancel(world, execution: str) -> None:
+    requests.post(f"{world.stack.api.url}/v1/{execution}:cancel", json={}, headers=AUTH, timeout=10).raise_for_status()
+    assert world.wait(execution)["state"] == "CANCELLED"
+
+
+def _unrecord_slot(world, execution: str) -> None:
+    """Put the slot that names `execution` back to the moment between executions.create and the
+    slot's record: taken for its run (within its lease), no execution written yet. The slot
+    layout is docs/proxy.md's: runs/_slots/P/L/W/JOB_DIGEST/k, metadata run, lease, execution."""
+    storage = f"{world.stack.storage.url}/storage/v1/b/{local_stack.RUNS_BUCKET}/o"
+    items = requests.get(storage, params={"prefix": "runs/_slots/"}, headers=AUTH, timeout=10).json()["items"]
+    (slot,) = [item for item in items if item["metadata"].get("execution") == execution]
+    metadata = {key: value for key, value in slot["metadata"].items() if key != "execution"}
+    boundary = "b0undary"
+    body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n"
+            f"{json.dumps({'name': slot['name'], 'metadata': metadata})}\r\n"
+            f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}--\r\n")
+    requests.post(storage.replace("/storage/", "/upload/storage/"), data=body, timeout=10,
+                  params={"uploadType": "multipart", "ifGenerationMatch": slot["generation"]},
+                  headers={**AUTH, "Content-Type": f"multipart/related; boundary={boundary}"}).raise_for_status()
+
+
+def test_a_run_whose_slot_does_not_name_it_yet_is_counted_once(world):
+    """maxActive=2: between a run's executions.create and its slot's record, the run is both its
+    slot's (taken, nothing recorded) and an ACTIVE execution of the job: one run, not two."""
+    t1, t2 = BASE + timedelta(days=70), BASE + timedelta(days=70, minutes=1)
+    first = world.deliver("once", t1, "overlap=skip&maxActive=2")
+    assert first["started"] is True
+    _unrecord_slot(world, first["name"])
+    second = world.deliver("once", t2, "overlap=skip&maxActive=2")
+    assert second["started"] is True, second
+    assert _active(world, "once") == sorted([first["name"], second["name"]])
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_five_distinct_times_delivered_at_once_under_max_active_two_start_exactly_two(world, trial):
+    case = f"race-two-{trial}"
+    times = [BASE + timedelta(days=71 + trial, minutes=k) for k in range(5)]
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda instant: world.deliver(case, instant, "overlap=skip&maxActive=2"), times))
+    assert sum(a.get("started") is True for a in answers) == 2, answers
+    assert sum(a.get("skipped") is True for a in answers) == 3, answers
+    assert len(_active(world, case)) == 2
+
+
+def test_a_retried_delivery_of_a_failed_time_counts_runs_without_a_slot(world):
+    """reprocess=failed: Cloud Scheduler's retry of a time whose run ended CANCELLED re-runs it
+    only while fewer than maxActive runs of the job are active, a backfilled run included, even
+    though the time's own slot still names it."""
+    query, case = "overlap=skip&reprocess=failed", "retry-own-slot"
+    t0, t1 = BASE + timedelta(days=80), BASE + timedelta(days=80, minutes=1)
+    first = world.deliver(case, t1, query)
+    _cancel(world, first["name"])
+    backfilled = requests.post(f"{world.stack.proxy_url}/v1/{WORKFLOW}/executions", params={"backfill": "bf-2"},
+                               headers=AUTH, timeout=30,
+                               json={"case": case, "seconds": RUN_SECONDS, "scheduleTime": z(t0)}).json()
+    assert backfilled["started"] is True
+    again = world.deliver(case, t1, query)
+    assert again["started"] is False and again["name"] == first["name"], again
+    assert _active(world, case) == [backfilled["name"]]
+    world.wait(backfilled["name"])
+    rerun = world.deliver(case, t1, query)                              # a slot is free now: it re-runs
+    assert rerun["started"] is True and rerun["labels"]["attempt"] == "2"
+    world.wait(rerun["name"])
+
+
+def test_a_retried_delivery_of_a_failed_time_is_held_to_max_active(world):
+    """reprocess=failed: while another time of the job holds the slot, the retry of a time whose
+    run ended CANCELLED starts nothing (it answers the time's run as it is)."""
+    query, case = "overlap=skip&reprocess=failed", "retry-blocked"
+    t1, t2 = BASE + timedelta(days=81), BASE + timedelta(days=81, minutes=1)
+    first = world.deliver(case, t1, query)
+    _cancel(world, first["name"])
+    second = world.deliver(case, t2, query)
+    assert second["started"] is True
+    again = world.deliver(case, t1, query)
+    assert again["started"] is False and again["name"] == first["name"], again
+    assert _active(world, case) == [second["name"]]
+    world.wait(second["name"])

@@ -73,14 +73,14 @@ def start(run, policy: Policy) -> dict:
         return claims.start(run)
     job = run.labels[slots.JOB_LABEL]
     slot = slots.acquire(run.bucket, run.parent, job, run.prefix, policy.max_active, run.lease, run.deadline)
-    if slot is None:  # a slot is held for this very run: a repeated delivery, answered by its claim
-        return claims.start(run)
+    if slot is None:  # this very run is active or being started under a slot: a repeated delivery
+        return _existing(run)
     if isinstance(slot, slots.Blocked) and policy.overlap == "replace":
         slot = _replace(run, policy, slot)
     elif isinstance(slot, slots.Blocked) and policy.overlap == "queue":
         slot = waiting.wait(run, policy.max_active, slot)
         if slot is None:
-            return claims.start(run)
+            return _existing(run)
     if isinstance(slot, slots.Blocked):
         return skip(run, slot.by)
     try:
@@ -132,5 +132,11 @@ def skip(run, blocked_by: tuple[str, ...]) -> dict:
         workflows_api.with_retries(lambda: storage_api.insert_object(
             run.bucket, ledger.object_name(run.prefix, 1), content, metadata, run.deadline, "0"), run.deadline)
     except storage_api.PreconditionFailed:
-        return claims.start(run)
+        return _existing(run)
     return {"state": ledger.SKIPPED, "blockedBy": list(blocked_by), "started": False, "skipped": True}
+
+
+def _existing(run) -> dict:
+    """The time's run as its claim answers it, never a new attempt: a time that holds no free
+    slot (blocked, or its own run active) must not start one through reprocess=failed|completed."""
+    return claims.start(dataclasses.replace(run, reprocess="none"))

@@ -9,7 +9,8 @@ slot's generation when its holder has ended): of concurrent deliveries exactly o
 slot, so maxActive=1 starts one run. A slot is free when its recorded execution is no longer
 active, or when nothing was recorded by its lease's end (a holder that died between slot and
 create). Active runs of the job that hold no slot (backfills, re-runs, runs started under
-overlap=allow) take slots' places: executions.list by the job label counts them.
+overlap=allow) take slots' places: executions.list by the job label counts them, and its
+run_digest labels tell which of them a slot's holder started before recording it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import ledger
+import scheduled_time
 import storage_api
 import workflows_api
 from storage_api import PreconditionFailed
@@ -26,6 +28,12 @@ from storage_api import PreconditionFailed
 JOB_LABEL = "job_digest"
 SLOTS = "runs/_slots"
 TRIES = 5   # slot writes lost to concurrent deliveries before this one gives up (and is blocked)
+BEING_STARTED = "(a run being started)"
+# executions.list reads labels only in the FULL view (BASIC has name, times, state and revision:
+# https://cloud.google.com/workflows/docs/reference/executions/rest/v1/projects.locations.workflows.executions/list),
+# which pages by 100; the `fields` system parameter keeps each answer to names and labels
+# (https://cloud.google.com/apis/docs/system-parameters).
+LIST_PARAMS = {"pageSize": "100", "view": "FULL", "fields": "executions(name,labels),nextPageToken"}
 
 
 def job_digest(workflow: str, argument: dict) -> str:
@@ -56,21 +64,26 @@ def prefix(workflow: str, job: str) -> str:
 
 def acquire(bucket: str, workflow: str, job: str, run_prefix: str, max_active: int, lease: timedelta,
             deadline: float) -> Slot | Blocked | None:
-    """A free slot of the job, taken; Blocked when maxActive runs are active; None when a slot is
-    held for this very run (a repeated delivery: the run's claim answers it)."""
+    """A free slot of the job, taken; Blocked when maxActive runs are active; None when this very
+    run holds a slot and is active or being started (a repeated delivery: the run's claim answers
+    it). A slot naming this run whose execution has ended is no answer: a re-run under reprocess
+    is one more run of the job, and takes a slot like any other (that one first)."""
     for _ in range(TRIES):
-        listing = _retrying(lambda: storage_api.list_objects_dated(bucket, prefix(workflow, job), deadline), deadline)
+        listing, active = _look(bucket, workflow, job, deadline)
         now = listing.server_time or datetime.now(timezone.utc)
         held = {item["name"].rsplit("/", 1)[-1]: item for item in listing.value}
-        if any((item.get("metadata") or {}).get("run") == run_prefix for item in held.values()):
+        holders = {k: _holder(item, active, now, lease) for k, item in held.items()}
+        busy = {k: holder for k, holder in holders.items() if holder is not None}
+        owns = [k for k, item in held.items() if _run(item) == run_prefix]
+        if any(k in busy for k in owns):
             return None
-        active = _active(workflow, job, deadline)
-        busy = {k: item for k, item in held.items() if _busy(item, active, now, lease)}
-        holders = {(item.get("metadata") or {}).get("execution") for item in busy.values()}
-        others = sorted(active - holders)
+        own = owns[0] if owns else None
+        others = sorted(set(active) - set(busy.values()))
         if len(busy) + len(others) >= max_active:
-            return Blocked(tuple(sorted(filter(None, holders))) + tuple(others) or ("(a run being started)",))
-        index = next(str(k) for k in range(max_active) if str(k) not in busy)
+            named = sorted(h for h in busy.values() if h != BEING_STARTED)
+            return Blocked(tuple(named) + tuple(others) or (BEING_STARTED,))
+        index = own if own is not None and int(own) < max_active else \
+            next(str(k) for k in range(max_active) if str(k) not in busy)
         generation = str(held[index]["generation"]) if index in held else "0"
         try:
             resource = _retrying(lambda: storage_api.insert_object(
@@ -100,30 +113,51 @@ def release(slot: Slot, deadline: float) -> None:
         pass
 
 
-def _busy(item: dict, active: set[str], now: datetime, lease: timedelta) -> bool:
+def _look(bucket: str, workflow: str, job: str, deadline: float) -> tuple[storage_api.Dated, dict[str, str]]:
+    """The job's slots, then its active executions: in that order, never at once. A slot whose
+    execution is recorded is free when that execution is not active; only a list asked after
+    the slot was read proves it (asked before, it may predate an execution recorded since)."""
+    listing = _retrying(lambda: storage_api.list_objects_dated(bucket, prefix(workflow, job), deadline), deadline)
+    return listing, _active(workflow, job, deadline)
+
+
+def _run(item: dict) -> str | None:
+    return (item.get("metadata") or {}).get("run")
+
+
+def _holder(item: dict, active: dict[str, str], now: datetime, lease: timedelta) -> str | None:
+    """Who keeps the slot busy: its execution, or BEING_STARTED; None when it is free."""
     metadata = item.get("metadata") or {}
     if metadata.get("execution"):
-        return metadata["execution"] in active
-    try:  # taken, no execution recorded yet: busy until its lease ends (storage's clock)
+        return metadata["execution"] if metadata["execution"] in active else None
+    # Taken, no execution recorded yet. If its run's execution is active already (created, not
+    # yet recorded), that is the holder, counted once: claims allow one active attempt per run.
+    digest = (metadata.get("run") or "").rstrip("/").rsplit("/", 1)[-1]
+    started = next((name for name, run_digest in active.items() if digest and run_digest == digest), None)
+    if started is not None:
+        return started
+    try:  # else busy until its lease ends (storage's clock): its holder may still create
         created = datetime.fromisoformat(item["timeCreated"].replace("Z", "+00:00"))
         held_for = timedelta(seconds=float(metadata.get("lease") or lease.total_seconds()))
     except (KeyError, ValueError):
-        return True
-    return now - created <= held_for
+        return BEING_STARTED
+    return BEING_STARTED if now - created <= held_for else None
 
 
-def _active(workflow: str, job: str, deadline: float) -> set[str]:
-    """The job's executions now ACTIVE or QUEUED, whoever started them (one executions.list,
-    AIP-160 filter on the job label and state)."""
-    params = {"filter": f'labels.{JOB_LABEL}="{job}" AND (state="ACTIVE" OR state="QUEUED")',
-              "pageSize": "1000", "view": "BASIC"}
-    names: set[str] = set()
+def _active(workflow: str, job: str, deadline: float) -> dict[str, str]:
+    """The job's executions now ACTIVE or QUEUED, whoever started them, by name, with their
+    run_digest labels (executions.list, AIP-160 filter on the job label and state)."""
+    params = {"filter": f'labels.{JOB_LABEL}="{job}" AND (state="ACTIVE" OR state="QUEUED")', **LIST_PARAMS}
+    found: dict[str, str] = {}
     while True:
         page = _retrying(lambda: workflows_api.call("GET", f"/v1/{workflow}/executions", deadline, params=params),
                          deadline)
-        names.update(e["name"] for e in page.get("executions") or () if isinstance(e, dict) and e.get("name"))
+        for execution in page.get("executions") or ():
+            if isinstance(execution, dict) and execution.get("name"):
+                labels = execution.get("labels") if isinstance(execution.get("labels"), dict) else {}
+                found[execution["name"]] = str(labels.get(scheduled_time.RUN_DIGEST_LABEL) or "")
         if not page.get("nextPageToken"):
-            return names
+            return found
         params = {**params, "pageToken": page["nextPageToken"]}
 
 
