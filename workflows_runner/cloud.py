@@ -191,7 +191,12 @@ class Cloud:
     def job(self, name: str) -> dict[str, Any]:
         if not self.target.scheduler_root:
             raise WfrError("this target has no Cloud Scheduler endpoint")
-        return self._api("scheduler", "GET", f"{self.target.scheduler_root}/v1/{name}")
+        try:
+            return self._api("scheduler", "GET", f"{self.target.scheduler_root}/v1/{name}")
+        except ApiError as error:
+            if error.code == 404:   # a typo, or another project or location: say which was asked
+                raise WfrError(f"job {name.rsplit('/', 1)[-1]} not found ({name})") from None
+            raise
 
     def set_job_paused(self, name: str, paused: bool) -> dict[str, Any]:
         """jobs.pause or jobs.resume (cloudscheduler v1): the job as it is then."""
