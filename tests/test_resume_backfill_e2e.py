@@ -88,7 +88,8 @@ class World:
                               capture_output=True, text=True, timeout=120)
 
     def job_state(self, job: str) -> str:
-        return requests.get(f"{self.stack.scheduler.url}/v1/{ROOT}/jobs/{job}", headers=AUTH, timeout=10).json()["state"]
+        answer = requests.get(f"{self.stack.scheduler.url}/v1/{ROOT}/jobs/{job}", headers=AUTH, timeout=10)
+        return answer.json()["state"]
 
     def deliver(self, instant: datetime) -> str:
         """What Cloud Scheduler sends for one time of the job `flaky`; the run's execution."""

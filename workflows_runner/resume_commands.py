@@ -79,7 +79,8 @@ def _dry_run(cloud: Cloud, console: Console, job: str, paused: alerts.Alert, sto
         console.print(f"  ... and {len(starting) - SHOWN} more")
     ran = [t for t in times if t.state != "missing"]
     if ran:
-        console.print(f"and leave alone the {len(ran)} that already have a run (first: {ran[0].schedule_time} {ran[0].state})")
+        first = ran[0]
+        console.print(f"and leave alone the {len(ran)} that already have a run (first: {first.schedule_time} {first.state})")
 
 
 def _start(cloud: Cloud, console: Console, args: argparse.Namespace, start: str, stop: str) -> None:
