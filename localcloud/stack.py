@@ -1,7 +1,7 @@
 """The whole local stack on loopback, as `make run`, the end-to-end tests and the benchmarks use it.
 
 The Executions API with every file of workflows/ deployed (backfill with RANGE_URL and PROXY_URL
-set, as deploy.sh sets them on Google), both functions served by functions-framework in their
+set, queue with PROXY_URL, as deploy.sh sets them on Google), both functions served by functions-framework in their
 own processes, Cloud Storage with the run ledger's bucket, the proxy pointed at the local API and
 storage, and optionally the scheduler and the audit function (run from its assembled source,
 exactly as deploy.sh uploads it: assemble_source).
@@ -26,6 +26,9 @@ from .google_http import LogSink, stdout_log
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKFILL = ROOT / "workflows" / "backfill.yaml"   # always the project's own, beside any workflows folder
+QUEUE = ROOT / "workflows" / "queue.yaml"         # the queue's waiter (overlap=queue), likewise
+# A waiting time is delivered again every second here (20 s on Google): docs/localcloud.md.
+QUEUE_POLL_SECONDS = "1"
 RUNS_BUCKET = f"{PROJECT}-runs"  # deploy.sh names it PROJECT-PREFIX-runs
 
 
@@ -165,8 +168,9 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
     range_port, proxy_port = ports.range or free_port(), ports.proxy or free_port()
     range_url, proxy_url = f"http://127.0.0.1:{range_port}", f"http://127.0.0.1:{proxy_port}"
     server = api.start(workflows_dir, state_dir, port=ports.api, project=PROJECT, location=LOCATION,
-                       env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url, **(backfill_env or {})}},
-                       files={"backfill": BACKFILL}, log=api_log)
+                       env={"backfill": {"RANGE_URL": range_url, "PROXY_URL": proxy_url, **(backfill_env or {})},
+                            "queue": {"PROXY_URL": proxy_url}},
+                       files={"backfill": BACKFILL, "queue": QUEUE}, log=api_log)
     stack = Stack(api=server, range_url=range_url, proxy_url=proxy_url)
     try:
         # The run ledger's bucket is made through the API, as deploy.sh makes it on Google.
@@ -187,7 +191,9 @@ def start(state_dir: str | Path, workflows_dir: str | Path = ROOT / "workflows",
         stack.processes.append(start_function(
             "proxy", "proxy", proxy_port, log=log_file("proxy"),
             env={"WORKFLOWS_API": server.url, "GOOGLE_CLOUD_PROJECT": PROJECT, "RUNS_BUCKET": RUNS_BUCKET,
-                 "STORAGE_API": stack.storage.url, **(proxy_env or {})}))
+                 "STORAGE_API": stack.storage.url,
+                 "QUEUE_WORKFLOW": f"projects/{PROJECT}/locations/{LOCATION}/workflows/queue",
+                 "QUEUE_POLL_SECONDS": QUEUE_POLL_SECONDS, **(proxy_env or {})}))
         audit_url = f"http://127.0.0.1:{ports.audit or free_port()}" if audit else None
         if jobs is not None:
             configs = [{**job, "uri": job["uri"].format(proxy=proxy_url, audit=audit_url)} for job in jobs]

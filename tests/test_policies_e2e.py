@@ -5,6 +5,7 @@ which case and trial it belongs to), and `wfr status --format json`."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -42,10 +43,10 @@ class World:
     def __init__(self, stack, state: Path):
         self.stack, self.state = stack, state
 
-    def deliver(self, case: str, instant: datetime, query: str = "overlap=skip") -> dict:
+    def deliver(self, case: str, instant: datetime, query: str = "overlap=skip", seconds: int = RUN_SECONDS) -> dict:
         """What Cloud Scheduler sends for one scheduled time of the job whose body names `case`."""
         answer = requests.post(f"{self.stack.proxy_url}/v1/{WORKFLOW}/executions?timezone=Etc/UTC&{query}",
-                               data=json.dumps({"case": case, "seconds": RUN_SECONDS}), timeout=60, headers={
+                               data=json.dumps({"case": case, "seconds": seconds}), timeout=60, headers={
             **AUTH, "Content-Type": "application/json", "X-CloudScheduler": "true",
             "X-CloudScheduler-JobName": f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/jobs/{case}",
             "X-CloudScheduler-ScheduleTime": z(instant)})
@@ -62,6 +63,39 @@ class World:
             if not page.get("nextPageToken"):
                 return runs
             params["pageToken"] = page["nextPageToken"]
+
+    def settled(self, case: str, count: int, timeout: float = 90) -> list[dict]:
+        """The case's executions once `count` exist and all have ended (the queue's waiters start
+        the waiting ones)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self.executions(case)
+            if (len(runs) >= count and all(r["state"] not in ("ACTIVE", "QUEUED") for r in runs)) \
+                    or time.monotonic() > deadline:
+                assert len(runs) == count, [json.loads(r["argument"])["scheduleTime"] for r in runs]
+                return runs
+            time.sleep(0.5)
+
+    def objects(self, prefix: str) -> list[dict]:
+        return requests.get(f"{self.stack.storage.url}/storage/v1/b/{local_stack.RUNS_BUCKET}/o", headers=AUTH,
+                            params={"prefix": prefix}, timeout=10).json().get("items", [])
+
+    def record_state(self, case: str, instant: datetime) -> str:
+        """The newest ledger attempt's state of the case's run at `instant`."""
+        items = self.objects(f"runs/{local_stack.PROJECT}/{local_stack.LOCATION}/target/"
+                             f"{instant.strftime('%Y-%m-%dT%H:%M:%S')}.000000Z/")
+        return max(items, key=lambda item: item["name"])["metadata"].get("state", "CLAIMED")
+
+    def queue_entries(self, case: str) -> list[str]:
+        return [item["name"] for item in self.objects(f"runs/_queue/{local_stack.PROJECT}/{local_stack.LOCATION}/target/")
+                if self._job_of(item) == case]
+
+    def _job_of(self, item: dict) -> str | None:
+        run = item["metadata"]["run"]
+        record = self.objects(run)
+        return json.loads(requests.get(
+            f"{self.stack.storage.url}/storage/v1/b/{local_stack.RUNS_BUCKET}/o/{requests.utils.quote(record[0]['name'], safe='')}",
+            params={"alt": "media"}, headers=AUTH, timeout=10).json()["argument"]).get("case") if record else None
 
     def wait(self, execution: str, timeout: float = 60) -> dict:
         deadline = time.monotonic() + timeout
@@ -198,22 +232,61 @@ def test_queue_runs_three_times_delivered_a_second_apart_in_order_none_overlappi
         return world.deliver("queue", times[k], "overlap=queue")
     with ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(deliver, range(3)))
-    assert all(a["started"] for a in answers), answers
-    runs = [world.wait(a["name"]) for a in answers]
+    # The first starts; the others are answered at once, queued (their waiters deliver them again).
+    assert answers[0]["started"] is True and [a.get("queued") for a in answers[1:]] == [True, True], answers
+    assert [world.record_state("queue", t) for t in times[1:]] == ["WAITING", "WAITING"]
+    runs = world.settled("queue", 3)
     assert all(r["state"] == "SUCCEEDED" for r in runs)
     spans = _spans(runs)
     assert [datetime.fromisoformat(s) for _, _, s in spans] == times        # in order
     assert _most_at_once(spans) == 1                                         # none overlapping
+    # Each started within the documented bound after the slot freed (two polls of 1 s locally),
+    # far inside the 60 s the proxy's own request may last.
+    assert all((start - end).total_seconds() < 10 for (_, end, _), (start, _, _) in zip(spans, spans[1:])), spans
+    assert "WAITING" not in [world.record_state("queue", t) for t in times]   # each taken over by its run
+    assert world.queue_entries("queue") == []
 
 
 def test_queue_with_max_active_two_runs_five_at_once_never_more_than_two(world):
     times = [BASE + timedelta(days=51, minutes=k) for k in range(5)]
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda t: world.deliver("queue-2", t, "overlap=queue&maxActive=2"), times))
-    assert all(a["started"] for a in answers), answers
-    runs = [world.wait(a["name"]) for a in answers]
+    # At most two start at once (fewer when a delivery finds an earlier time queued: it queues behind).
+    started = sum(bool(a.get("started")) for a in answers)
+    assert 1 <= started <= 2 and sum(bool(a.get("queued")) for a in answers) == 5 - started, answers
+    runs = world.settled("queue-2", 5)
     assert all(r["state"] == "SUCCEEDED" for r in runs)
     assert _most_at_once(_spans(runs)) == 2
+    # The queued ones started oldest first.
+    queued = {t for t, a in zip(times, answers) if a.get("queued")}
+    order = [datetime.fromisoformat(s) for _, _, s in _spans(runs)]
+    assert [t for t in order if t in queued] == sorted(queued)
+
+
+def test_queue_a_repeated_delivery_of_a_waiting_time_neither_starts_it_nor_queues_it_twice(world):
+    times = [BASE + timedelta(days=52, minutes=k) for k in range(2)]
+    assert world.deliver("queue-again", times[0], "overlap=queue")["started"] is True
+    first = world.deliver("queue-again", times[1], "overlap=queue")
+    again = world.deliver("queue-again", times[1], "overlap=queue")   # Cloud Scheduler's retry
+    assert first["queued"] is True and again["queued"] is True and "waiter" in first and "waiter" not in again
+    assert len(world.queue_entries("queue-again")) == 1
+    runs = world.settled("queue-again", 2)
+    assert sorted(datetime.fromisoformat(json.loads(r["argument"])["scheduleTime"]) for r in runs) == times
+    assert "WAITING" not in [world.record_state("queue-again", t) for t in times]
+
+
+def test_queue_is_bounded_past_it_a_time_is_skipped_and_says_so(world):
+    source = (Path(__file__).resolve().parent.parent / "functions" / "proxy" / "job_queue.py").read_text()
+    MAX_QUEUED = int(re.search(r"^MAX_QUEUED = (\d+)", source, re.M)[1])  # noqa: N806 (the proxy's constant)
+    times = [BASE + timedelta(days=53, minutes=k) for k in range(MAX_QUEUED + 2)]
+    answers = [world.deliver("queue-full", t, "overlap=queue", seconds=1) for t in times]
+    assert answers[0]["started"] is True
+    assert [a.get("queued") for a in answers[1:-1]] == [True] * MAX_QUEUED
+    assert answers[-1]["skipped"] is True and any("queue is full" in b for b in answers[-1]["blockedBy"]), answers[-1]
+    assert world.record_state("queue-full", times[-1]) == "SKIPPED"
+    runs = world.settled("queue-full", MAX_QUEUED + 1, timeout=120)
+    assert all(r["state"] == "SUCCEEDED" for r in runs) and _most_at_once(_spans(runs)) == 1
+    assert [datetime.fromisoformat(s) for _, _, s in _spans(runs)] == times[:-1]
 
 
 def test_a_skipped_time_is_never_late(world):

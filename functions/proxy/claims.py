@@ -88,8 +88,10 @@ class _Refused(NamedTuple):
     monotonic: float
 
 
-def start(run: Run) -> dict:
-    """The execution answered for this run: {**Execution, "started": bool}."""
+def start(run: Run, take_waiting: bool = False) -> dict:
+    """The execution answered for this run: {**Execution, "started": bool}. A run waiting in its
+    job's queue (its newest attempt WAITING) is answered as waiting, or with `take_waiting` (its
+    turn came and a slot is held for it) started under that attempt."""
     # Most runs are new (a delivery, a backfilled time): claim attempt 1 before reading anything,
     # and read the run's attempts only when that claim loses.
     number, generation, metageneration = 1, "0", None
@@ -105,6 +107,11 @@ def start(run: Run) -> dict:
             continue
         own = next((a for a in attempts if run.request_id and a.request_id == run.request_id), None)
         newest = own or max(attempts, key=lambda a: a.number)
+        if newest.state == ledger.WAITING:
+            if not take_waiting:
+                return {**ledger.as_execution(newest), "started": False, "queued": True}
+            number, generation, metageneration = newest.number, newest.generation, newest.metageneration
+            continue
         if newest.state == CLAIMED:
             if not _lease_over(run, newest, now):
                 answer = _await_winner(run, newest)
@@ -139,7 +146,7 @@ def start(run: Run) -> dict:
 def should_start(reprocess: str, newest_state) -> bool:
     """Judge the newest attempt of the run (no mode starts one while the newest is ACTIVE or
     QUEUED, so the older ones have ended and the newest decides)."""
-    if reprocess == "none":
+    if reprocess == "none" or newest_state == ledger.WAITING:  # a waiting time starts from the queue
         return False
     if reprocess == "failed":  # a skipped time never ran: `failed` takes it, as `completed` does
         return newest_state in ("FAILED", "CANCELLED", ledger.SKIPPED)

@@ -15,6 +15,9 @@ CLAIMED = "CLAIMED"
 # A scheduled time not started because maxActive runs of its job were active (overlap=skip): an
 # attempt with no execution, `blockedBy` naming the executions that were (docs/ledger.md).
 SKIPPED = "SKIPPED"
+# A scheduled time waiting in its job's queue for a free slot (overlap=queue): an attempt with no
+# execution yet, taken over (CLAIMED, then its execution) when the time starts (docs/ledger.md).
+WAITING = "WAITING"
 # Workflows' terminal states. UNAVAILABLE ("execution data is unavailable", Execution.state in
 # the Executions API reference) is not one: it is asked again, and the proxy also writes it when
 # an execution it recorded as running has left Workflows' history.

@@ -28,6 +28,7 @@ from werkzeug.exceptions import HTTPException
 
 import claims
 import execution_body
+import job_queue
 import ledger
 import policy
 import preview
@@ -144,7 +145,14 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
         log["scheduleTime"] = element.schedule_time
         log.update(element.notes())
         # The job's overlap policy governs scheduled deliveries only (docs/proxy.md).
-        execution = policy.start(element.run, settled.policy) if scheduled is not None else claims.start(element.run)
+        if scheduled is None:
+            execution = claims.start(element.run)
+        else:
+            execution = policy.start(element.run, settled.policy, _redelivery(request, parent, body))
+        if execution.get("queued"):
+            log.update({key: execution[key] for key in ("position", "waiter") if key in execution})
+            log.update(outcome="queued", message=f"queued: {settled.policy.max_active} run(s) of the job active or earlier times waiting")
+            return 200, execution
         if execution.get("skipped"):
             log.update(outcome="skipped", blockedBy=execution["blockedBy"],
                        message=f"skipped: {settled.policy.max_active} run(s) of the job active")
@@ -153,6 +161,17 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
                    execution=execution.get("name"), message=_summary(execution))
         return 200, execution
     return _start_array(settled, _array(body, MAX_ELEMENTS), log)
+
+
+def _redelivery(request, parent: str, body: dict) -> job_queue.Redelivery:
+    """What the queue's waiter sends again for this delivery: Cloud Scheduler's request as it came."""
+    headers = {"Content-Type": "application/json"}
+    for name in ("X-CloudScheduler-ScheduleTime", "X-CloudScheduler-JobName"):
+        if request.headers.get(name) is not None:
+            headers[name] = request.headers[name]
+    query = request.query_string.decode("latin-1")
+    return job_queue.Redelivery(f"/v1/{parent}/executions" + (f"?{query}" if query else ""), headers,
+                                json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
 
 def _array(body, limit: int) -> list:

@@ -19,7 +19,7 @@ from workflows_api import ApiError, send, upstream_error
 GOOGLE_API = "https://storage.googleapis.com"
 API = "Cloud Storage API"
 # Only the fields the ledger reads: listings stay small (the `fields` system parameter).
-OBJECT_FIELDS = "name,generation,metageneration,timeCreated,metadata"
+OBJECT_FIELDS = "name,generation,metageneration,timeCreated,updated,metadata"
 
 
 class PreconditionFailed(Exception):
