@@ -50,10 +50,11 @@ class Entry:
 
 @dataclass(frozen=True)
 class Redelivery:
-    """What the waiter sends again: the delivery's path and query, Cloud Scheduler's headers, and
-    the body as JSON text (sent as bytes, so its values reach the proxy exactly as they came)."""
+    """What the waiter sends again: the delivery's path and query, Cloud Scheduler's two headers,
+    and the body as JSON text (sent as bytes, so its values reach the proxy exactly as they came)."""
     path: str
-    headers: dict
+    schedule_time: str
+    job_name: str
     body: str
 
 
@@ -111,8 +112,9 @@ def enqueue(run, position: int, redelivery: Redelivery) -> dict:
             run.bucket, entry_name(run), b"{}", {"run": run.prefix}, run.deadline, "0")))
     except PreconditionFailed:
         return answer(position)  # a concurrent delivery of the same time queued it, with its waiter
-    argument = json.dumps({"path": redelivery.path, "headers": redelivery.headers, "body": redelivery.body,
-                           "pollSeconds": poll_seconds()}, ensure_ascii=False, separators=(",", ":"))
+    argument = json.dumps({"path": redelivery.path, "scheduleTime": redelivery.schedule_time,
+                           "jobName": redelivery.job_name, "body": redelivery.body, "pollSeconds": poll_seconds()},
+                          ensure_ascii=False, separators=(",", ":"))
     body = json.dumps({"argument": argument, "labels": {WAITER_LABEL: run.digest}}).encode()
     try:
         # Sent again after a lost answer: two waiters of one time are harmless (the ledger starts it once).

@@ -165,12 +165,10 @@ def _handle(request, log: dict, began: float) -> tuple[int, dict]:
 
 def _redelivery(request, parent: str, body: dict) -> job_queue.Redelivery:
     """What the queue's waiter sends again for this delivery: Cloud Scheduler's request as it came."""
-    headers = {"Content-Type": "application/json"}
-    for name in ("X-CloudScheduler-ScheduleTime", "X-CloudScheduler-JobName"):
-        if request.headers.get(name) is not None:
-            headers[name] = request.headers[name]
     query = request.query_string.decode("latin-1")
-    return job_queue.Redelivery(f"/v1/{parent}/executions" + (f"?{query}" if query else ""), headers,
+    return job_queue.Redelivery(f"/v1/{parent}/executions" + (f"?{query}" if query else ""),
+                                request.headers.get("X-CloudScheduler-ScheduleTime", ""),
+                                request.headers.get("X-CloudScheduler-JobName", ""),
                                 json.dumps(body, ensure_ascii=False, separators=(",", ":")))
 
 
