@@ -13,9 +13,9 @@ from typing import NamedTuple
 from urllib.parse import quote
 
 import claims
+import job_queue
 import ledger
 import log_lines
-import job_queue
 import slots
 import storage_api
 import workflows_api
