@@ -80,7 +80,8 @@ def _dry_run(cloud: Cloud, console: Console, job: str, paused: alerts.Alert, sto
     ran = [t for t in times if t.state != "missing"]
     if ran:
         first = ran[0]
-        console.print(f"and leave alone the {len(ran)} that already have a run (first: {first.schedule_time} {first.state})")
+        console.print(f"and leave alone the {len(ran)} that already have a run "
+                      f"(first: {first.schedule_time} {first.state})")
 
 
 def _start(cloud: Cloud, console: Console, args: argparse.Namespace, start: str, stop: str) -> None:
