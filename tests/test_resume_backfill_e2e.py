@@ -175,13 +175,15 @@ def test_resume_backfill_runs_once_each_time_missed_while_paused_and_leaves_the_
     # The upstream is back; a minute passes while the job is paused: nothing delivers it.
     world.upstream.down = False
     missed = minute_of(datetime.now(timezone.utc)) + MINUTE
-    sleep_until(missed + timedelta(seconds=3))     # the scheduler ticks every 0.5 s
+    sleep_until(missed + timedelta(seconds=GRACE + 1))   # past its grace; the scheduler ticks every 0.5 s
     before = world.runs()
     ran = sorted(before)                           # every time that has a run: the failed ones, and any delivered
     assert missed not in before and all(t < missed for t in ran)
     status = json.loads(world.wfr("status", "target", "--job", "flaky", "--start", z(failed[0]),
                                   "--stop", z(missed + timedelta(seconds=1)), "--format", "json").stdout)
     assert {datetime.fromisoformat(t["scheduleTime"]): t["state"] for t in status["times"]}[missed] == "missing"
+    pass_ = requests.post(world.stack.audit_url, headers=AUTH, timeout=120).json()
+    assert pass_["raised"] == {"missing": 1, "late": 0, "failed": 0, "paused": 0}, pass_   # the paused time
 
     dry = world.wfr("resume", "flaky", "--backfill", "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -211,6 +213,22 @@ def test_resume_backfill_runs_once_each_time_missed_while_paused_and_leaves_the_
         assert [e["state"] for e in after[instant]] == ["FAILED"]
     started = [t for t, runs in after.items() if any(e["labels"].get("backfill") == backfill_id for e in runs)]
     assert sorted(started) == listed                          # the dry run listed exactly what ran
+
+    # The next audit pass resolves the missed time's alert; the paused alert's time is still failed.
+    assert requests.post(world.stack.audit_url, headers=AUTH, timeout=120).json()["resolved"] == 1
+    alerts = {(a["kind"], datetime.fromisoformat(a["scheduleTime"])): a
+              for a in json.loads(world.wfr("alerts", "--format", "json").stdout)}
+    assert alerts["missing", missed]["resolvedAt"] is not None
+    assert [a["resolvedAt"] for (kind, _), a in alerts.items() if kind == "paused"] == [None]
+    # Re-running the failed times (what the resume left alone) resolves the paused alert with its time.
+    rerun = world.wfr("rerun", "target", "--failed", "--job", "flaky", "--start", z(failed[0]), "--stop", z(missed))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for instant in ran:
+        attempts = sorted((e["labels"]["attempt"], world.wait(e["name"])["state"]) for e in world.runs()[instant])
+        assert attempts == [("1", "FAILED"), ("2", "SUCCEEDED")]
+    requests.post(world.stack.audit_url, headers=AUTH, timeout=120)
+    paused = [a for a in json.loads(world.wfr("alerts", "--format", "json").stdout) if a["kind"] == "paused"]
+    assert [a["resolvedAt"] is not None for a in paused] == [True]
 
 
 def test_unknown_job_is_one_line_naming_it(world):
