@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -143,7 +144,8 @@ def world(tmp_path_factory):
     jobs = [{"name": "flaky", "schedule": "* * * * *", "body": {"upstream": upstream.url},
              "uri": "{proxy}" + path + f"&since={z(first)}&grace=PT{GRACE}S&pauseAfter=2", **common},
             # No pauseAfter: paused by hand only. Its time never comes during the test.
-            {"name": "plain", "schedule": "0 0 1 1 *", "body": {"plain": True}, "uri": "{proxy}" + path, **common}]
+            {"name": "plain", "schedule": "0 0 1 1 *", "body": {"plain": True}, "uri": "{proxy}" + path, **common},
+            {"name": "yearly", "schedule": "0 0 1 1 *", "body": {"yearly": True}, "uri": "{proxy}" + path, **common}]
     state = tmp_path_factory.mktemp("state")
     stack = local_stack.start(state, folder, jobs=jobs, log_dir=state / "logs", audit=True,
                               api_log=lambda entry: None, scheduler_log=lambda entry: None)
@@ -253,3 +255,38 @@ def test_backfill_of_a_job_its_policy_did_not_pause_is_refused_before_resuming(w
     done = world.wfr("resume", "plain")                       # without --backfill: any paused job
     assert done.returncode == 0 and "resumed job plain" in done.stdout
     assert world.job_state("plain") == "ENABLED"
+
+
+def test_a_backfill_that_cannot_start_after_the_resume_says_so_and_how_to_start_it(world, tmp_path):
+    """The resume is done when the backfill's create fails (here: a backfill workflow that is not
+    deployed), so the error says the job is resumed and prints the command that starts the rest."""
+    from workflows_runner import alerts, target
+    from workflows_runner.cloud import Cloud
+    from workflows_runner.identity import run_digests
+    # As the audit would have raised it: paused last 31 December, before the job's yearly time.
+    last_failed = datetime(2025, 12, 31, tzinfo=timezone.utc)
+    alert = alerts.Alert(kind="paused", job=f"{ROOT}/jobs/yearly", workflow=WORKFLOW, scheduleTime=z(last_failed),
+                         attempt=None, execution=None, error="paused after 2 consecutive failed scheduled times",
+                         raisedAt="2025-12-31T12:00:00Z")
+    (digest,) = run_digests(WORKFLOW, [last_failed], {"yearly": True})
+    assert alerts.raise_once(Cloud(target.local(world.state)), alert, digest)
+    requests.post(f"{world.stack.scheduler.url}/v1/{ROOT}/jobs/yearly:pause", headers=AUTH, json={}, timeout=10)
+    endpoints = json.loads((world.state / "endpoints.json").read_text())
+    (tmp_path / "endpoints.json").write_text(json.dumps({**endpoints, "backfillWorkflow": "not-deployed"}))
+    broken = subprocess.run([str(WFR), "--local-state", str(tmp_path), "resume", "yearly", "--backfill"],
+                            capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 1 and "  2026-01-01T00:00:00+00:00\n" in broken.stdout, broken.stdout
+    assert broken.stdout.splitlines()[0] == ("job yearly was paused at 2025-12-31T12:00:00Z by its pauseAfter policy "
+                                             "(its last failed time: 2025-12-31T00:00:00Z)")   # one line on a pipe
+    assert world.job_state("yearly") == "ENABLED"
+    (line,) = broken.stderr.splitlines()
+    assert line.startswith("wfr: job yearly is resumed, but the backfill of the times it missed did not start: ")
+    command = shlex.split(line.split("; start it with: ")[1])
+    assert command[:5] == ["wfr", "backfill", "start", "target", "--job"]
+    assert command[-2:] == ["--local-state", str(tmp_path)]
+    started = world.wfr(*command[1:-2], "--no-follow")                 # the printed command, on the whole stack
+    assert started.returncode == 0, started.stderr
+    backfill_id = re.search(r"^backfill (\S+) started", started.stdout, re.MULTILINE)[1]
+    assert world.wfr("backfill", "show", backfill_id, "--follow").returncode in (0, 3)   # it ends
+    (run,) = world.runs()[datetime(2026, 1, 1, tzinfo=timezone.utc)]
+    assert run["labels"]["backfill"] == backfill_id and json.loads(run["argument"])["yearly"] is True

@@ -32,10 +32,10 @@ def resume(args: argparse.Namespace, console: Console) -> int:
     if paused is not None:
         _dry_run(cloud, console, args.job, paused, _now())
     if args.dry_run:
-        console.print(f"dry run: job {args.job} would be resumed; nothing resumed or started")
+        console.print(f"dry run: job {args.job} would be resumed; nothing resumed or started", soft_wrap=True)
         return exits.OK
     cloud.set_job_paused(name, False)
-    console.print(f"resumed job {args.job}: Cloud Scheduler delivers its times from now on")
+    console.print(f"resumed job {args.job}: Cloud Scheduler delivers its times from now on", soft_wrap=True)
     if paused is not None:
         # The window ends after the resume, not at the dry run: a time that fell due in between
         # was neither delivered (paused) nor would be backfilled. A time both delivered and
@@ -64,24 +64,24 @@ def _window(cloud: Cloud, job: str, start: str, stop: str) -> selection_.Chosen 
 
 def _dry_run(cloud: Cloud, console: Console, job: str, paused: alerts.Alert, stop: str) -> None:
     console.print(f"job {job} was paused at {paused.raisedAt} by its pauseAfter policy "
-                  f"(its last failed time: {paused.scheduleTime})")
+                  f"(its last failed time: {paused.scheduleTime})", soft_wrap=True)
     picked = _window(cloud, job, paused.raisedAt, stop)
     if picked is None:
-        console.print("no time of its schedule fell between its pause and now: nothing to backfill")
+        console.print("no time of its schedule fell between its pause and now: nothing to backfill", soft_wrap=True)
         return
     result = status_.read(cloud, picked.workflow, picked.window, picked.params)
     times, starting = result.times, backfills.would_start(result, "none")
     console.print(f"{len(times)} of its times fell between its pause and now; the backfill (reprocess none) "
-                  f"would start the {len(starting)} that never ran:")
+                  f"would start the {len(starting)} that never ran:", soft_wrap=True)
     for t in starting[:SHOWN]:
-        console.print(f"  {t.schedule_time}")
+        console.print(f"  {t.schedule_time}", soft_wrap=True)
     if len(starting) > SHOWN:
-        console.print(f"  ... and {len(starting) - SHOWN} more")
+        console.print(f"  ... and {len(starting) - SHOWN} more", soft_wrap=True)
     ran = [t for t in times if t.state != "missing"]
     if ran:
         first = ran[0]
         console.print(f"and leave alone the {len(ran)} that already have a run "
-                      f"(first: {first.schedule_time} {first.state})")
+                      f"(first: {first.schedule_time} {first.state})", soft_wrap=True)
 
 
 def _start(cloud: Cloud, console: Console, args: argparse.Namespace, start: str, stop: str) -> None:
