@@ -208,6 +208,21 @@ def test_replace_cancels_the_running_run_and_the_new_time_runs(world):
     assert [states[z(t)]["state"] for t in (t1, t2)] == ["cancelled", "succeeded"]
 
 
+@pytest.mark.parametrize("trial", range(3))
+def test_replace_with_one_time_delivered_several_times_at_once_starts_it_once(world, trial):
+    """Cloud Scheduler may deliver a time more than once: under replace, the copies that find the
+    time's own slot taken after cancelling are answered by its run (200), and it runs once."""
+    case = f"replace-twice-{trial}"
+    t1, t2 = BASE + timedelta(days=42 + trial), BASE + timedelta(days=42 + trial, minutes=1)
+    first = world.deliver(case, t1, "overlap=replace")
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: world.deliver(case, t2, "overlap=replace"), range(4)))
+    assert len({a["name"] for a in answers}) == 1 and sum(a["started"] for a in answers) == 1, answers
+    assert world.wait(first["name"])["state"] == "CANCELLED"
+    assert [e["name"] for e in world.executions(case) if e["name"] != first["name"]] == [answers[0]["name"]]
+    world.wait(answers[0]["name"])
+
+
 def _spans(runs: list[dict]) -> list[tuple[datetime, datetime, str]]:
     """(start, end, scheduleTime) of each run, by start, from the Executions API."""
     def at(text: str) -> datetime:

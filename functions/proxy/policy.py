@@ -76,10 +76,10 @@ def start(run, policy: Policy, redelivery: "job_queue.Redelivery | None" = None)
         return _queue(run, policy, redelivery)
     job = run.labels[slots.JOB_LABEL]
     slot = slots.acquire(run.bucket, run.parent, job, run.prefix, policy.max_active, run.lease, run.deadline)
-    if slot is None:  # this very run is active or being started under a slot: a repeated delivery
-        return _existing(run)
     if isinstance(slot, slots.Blocked) and policy.overlap == "replace":
         slot = _replace(run, policy, slot)
+    if slot is None:  # this very run is active or being started under a slot: a repeated delivery
+        return _existing(run)
     if isinstance(slot, slots.Blocked):
         return skip(run, slot.by)
     return _start_in(run, slot)
