@@ -82,8 +82,8 @@ def acquire(bucket: str, workflow: str, job: str, run_prefix: str, max_active: i
         if len(busy) + len(others) >= max_active:
             named = sorted(h for h in busy.values() if h != BEING_STARTED)
             return Blocked(tuple(named) + tuple(others) or (BEING_STARTED,))
-        index = own if own is not None and int(own) < max_active else \
-            next(str(k) for k in range(max_active) if str(k) not in busy)
+        indexes = [str(k) for k in range(max_active)]
+        index = own if own in indexes else next(k for k in indexes if k not in busy)
         generation = str(held[index]["generation"]) if index in held else "0"
         try:
             resource = _retrying(lambda: storage_api.insert_object(
