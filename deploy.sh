@@ -22,7 +22,7 @@ Usage:
 
 deploy      enables the APIs, creates the service accounts and their roles, the runs bucket
             PROJECT-PREFIX-runs, the range, proxy and audit functions (2nd gen, private), the
-            backfill workflow, the job PREFIX-audit running an audit pass every 5 minutes, the
+            backfill and queue workflows, the job PREFIX-audit running an audit pass every 5 minutes, the
             log-based metric PREFIX-alerts and, with --notification-channels, an alert policy.
 schedule    creates or updates the Cloud Scheduler job PREFIX-NAME that starts WORKFLOW through
             the proxy, so that each run receives its scheduled time. WORKFLOW is a workflow id in
@@ -34,7 +34,7 @@ unschedule  deletes the job PREFIX-NAME and its catch-up job.
 jobs        lists the jobs that start workflows through the proxy, with their next run.
 migrate     points an existing Scheduler job that calls the Workflows Executions API at the
             proxy instead, keeping its schedule, zone, retry settings and body.
-destroy     removes what deploy created: jobs, workflow, functions, bindings, then the service
+destroy     removes what deploy created: jobs, workflows, functions, bindings, then the service
             accounts. The runs bucket stays unless --delete-runs.
 
 Options:
@@ -44,7 +44,7 @@ Options:
                            lowercase letters, digits and hyphens, at most 20 characters)
   --allowed-workflows LIST workflows the proxy may start: comma-separated
                            project/location/workflow, '*' per segment (default: P/R/*)
-  --operators LIST         principals who run wfr (status, backfills, re-runs, wfr ui): they get
+  --operators LIST         principals who run wfr (status, backfills, re-runs, resume, wfr ui): they get
                            what every wfr command needs (docs/deploy.md, "Least privilege"),
                            e.g. user:ana@example.com,group:ops@example.com
   --build-service-account EMAIL
@@ -100,8 +100,9 @@ readonly ALERTS_CONDITION_TITLE="audit alerts only"
 # Google's minimum for a function's build account (https://cloud.google.com/functions/docs/securing/build-custom-sa).
 readonly BUILD_ROLES="roles/logging.logWriter roles/artifactregistry.writer roles/storage.objectViewer"
 # What every wfr command and wfr ui call, besides the functions and the bucket (docs/deploy.md):
-# executions (start, follow, list and cancel backfills: the custom executionUser role), the
-# functions' URLs (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
+# executions (start, follow, list and cancel backfills: the custom executionUser role), resuming a
+# paused job (wfr resume: the custom jobResumer role), the functions' URLs
+# (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
 readonly OPERATOR_VIEWER_ROLES="roles/cloudfunctions.viewer roles/cloudscheduler.viewer"
 readonly DURATION_RE='P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+S)?)?'
 
@@ -228,7 +229,8 @@ check_inputs() {
 
 check_deploy_inputs() {
   local need segment='[^/,;[:space:]]+' entry member='(user|group|serviceAccount|domain):[^,[:space:]]+'
-  for need in functions/range/main.py functions/proxy/main.py functions/audit/main.py workflows/backfill.yaml; do
+  for need in functions/range/main.py functions/proxy/main.py functions/audit/main.py workflows/backfill.yaml \
+    workflows/queue.yaml; do
     [[ -f $need ]] || die "$need is missing: run deploy.sh from a complete checkout"
   done
   entry="$segment/$segment/$segment"
@@ -310,12 +312,14 @@ set_names() {
   SA_RANGE=$PREFIX-range SA_PROXY=$PREFIX-proxy SA_SCHEDULER=$PREFIX-scheduler SA_BACKFILL=$PREFIX-backfill
   SA_BUILD=$PREFIX-build FN_RANGE=$PREFIX-range FN_PROXY=$PREFIX-proxy WF_BACKFILL=$PREFIX-backfill
   SA_AUDIT=$PREFIX-audit FN_AUDIT=$PREFIX-audit JOB_AUDIT=$PREFIX-audit METRIC=$PREFIX-alerts
+  SA_QUEUE=$PREFIX-queue WF_QUEUE=$PREFIX-queue
   POLICY_NAME="$PREFIX alerts"
   BUCKET=$PROJECT-$PREFIX-runs
   # Custom role ids allow letters, digits, '_' and '.', not '-'.
   READER_ROLE_ID=${PREFIX//-/_}_executionReader
   EXECUTIONS_ROLE_ID=${PREFIX//-/_}_executionUser
   BACKFILL_ROLE_ID=${PREFIX//-/_}_backfill AUDIT_ROLE_ID=${PREFIX//-/_}_auditReader
+  RESUMER_ROLE_ID=${PREFIX//-/_}_jobResumer
 }
 
 # Bucket roles limited to a prefix (runs/: the ledger, docs/ledger.md; backfills/: the backfill's
@@ -463,7 +467,7 @@ allowed() {
 # The custom roles, where a predefined role is broader than the calls: roles/workflows.invoker
 # also sends callbacks and reads step entries, and Workflows roles can only be granted on a
 # project (https://cloud.google.com/iam/docs/roles-permissions/workflows).
-ensure_role() { # PROJECT executions|backfill|reader|audit
+ensure_role() { # PROJECT executions|backfill|reader|audit|resumer
   local id title description permissions
   case $2 in
     executions)
@@ -482,6 +486,11 @@ ensure_role() { # PROJECT executions|backfill|reader|audit
       id=$AUDIT_ROLE_ID title="workflows-runner audit reader"
       description="Read and list executions, pause a job: the audit learns the state of runs not yet settled and applies pauseAfter"
       permissions=cloudscheduler.jobs.pause,workflows.executions.get,workflows.executions.list ;;
+    resumer) # jobs.resume checks cloudscheduler.jobs.enable; there is no jobs.resume permission
+      # (https://cloud.google.com/scheduler/docs/reference/rest/v1beta1/projects.locations.jobs/resume)
+      id=$RESUMER_ROLE_ID title="workflows-runner job resumer"
+      description="Resume a paused Scheduler job, nothing else: wfr resume"
+      permissions=cloudscheduler.jobs.enable ;;
   esac
   if exists iam roles describe "$id" --project="$1" --format='value(name)'; then
     say "= role projects/$1/roles/$id exists"
@@ -584,6 +593,7 @@ cmd_deploy() {
   ensure_service_account "$SA_SCHEDULER" "workflows-runner Cloud Scheduler jobs"
   ensure_service_account "$SA_BACKFILL" "workflows-runner backfill workflow"
   ensure_service_account "$SA_AUDIT" "workflows-runner audit function"
+  ensure_service_account "$SA_QUEUE" "workflows-runner queue waiter"
   [[ -n $BUILD_SA ]] || ensure_service_account "$SA_BUILD" "workflows-runner function builds"
   local operators operator role
   IFS=, read -r -a operators <<<"$OPERATORS"
@@ -594,11 +604,15 @@ cmd_deploy() {
   # The backfill starts its own next link (a long backfill chains executions) and waits on runs.
   grant_project_role "$SA_BACKFILL" "projects/$PROJECT/roles/$BACKFILL_ROLE_ID"
   grant_project_role "$SA_BACKFILL" roles/logging.logWriter
+  # The queue waiter only sleeps and calls the proxy (its invoker grant below), and logs.
+  grant_project_role "$SA_QUEUE" roles/logging.logWriter
   if [[ -z $BUILD_SA ]]; then
     for role in $BUILD_ROLES; do grant_project_role "$SA_BUILD" "$role"; done
   fi
+  ensure_role "$PROJECT" resumer
   for operator in ${operators[@]+"${operators[@]}"}; do
     grant_project_member "$operator" "projects/$PROJECT/roles/$EXECUTIONS_ROLE_ID"
+    grant_project_member "$operator" "projects/$PROJECT/roles/$RESUMER_ROLE_ID"
     for role in $OPERATOR_VIEWER_ROLES; do grant_project_member "$operator" "$role"; done
   done
   # Broader than the calls, granted by earlier versions: taken back.
@@ -637,9 +651,11 @@ cmd_deploy() {
 
   deploy_function "$FN_RANGE" functions/range expand_range "$SA_RANGE" --clear-env-vars
   # ^;^ makes ';' the list separator: ALLOWED_WORKFLOWS itself contains commas. The timeout
-  # outlasts the proxy's own 60 s upstream deadline, so it answers a clean 503 first.
+  # outlasts the proxy's own 60 s upstream deadline, so it answers a clean 503 first. A queued
+  # time waits in an execution of QUEUE_WORKFLOW (docs/proxy.md), which executionUser may start.
   deploy_function "$FN_PROXY" functions/proxy proxy "$SA_PROXY" \
-    "--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=$PROJECT;ALLOWED_WORKFLOWS=$ALLOWED;RUNS_BUCKET=$BUCKET" --timeout=120s
+    "--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=$PROJECT;ALLOWED_WORKFLOWS=$ALLOWED;RUNS_BUCKET=$BUCKET;QUEUE_WORKFLOW=projects/$PROJECT/locations/$REGION/workflows/$WF_QUEUE" \
+    --timeout=120s
   local range_url proxy_url
   range_url=$(function_url "$FN_RANGE") || die "could not read the URL of $FN_RANGE"
   proxy_url=$(function_url "$FN_PROXY") || die "could not read the URL of $FN_PROXY"
@@ -647,6 +663,7 @@ cmd_deploy() {
   grant_invoker "$FN_RANGE" "$SA_BACKFILL"
   grant_invoker "$FN_PROXY" "$SA_BACKFILL"
   grant_invoker "$FN_PROXY" "$SA_SCHEDULER"
+  grant_invoker "$FN_PROXY" "$SA_QUEUE"
   # wfr status calls the range function; wfr rerun and wfr ui's re-runs call the proxy.
   for operator in ${operators[@]+"${operators[@]}"}; do
     grant_invoker_member "$FN_RANGE" "$operator"
@@ -668,6 +685,10 @@ cmd_deploy() {
   run workflows deploy "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" \
     --source=workflows/backfill.yaml --service-account="$(email "$SA_BACKFILL")" \
     --set-env-vars="RANGE_URL=$range_url,PROXY_URL=$proxy_url,RUNS_BUCKET=$BUCKET" --quiet
+  # The queue waiter re-delivers a queued time to the proxy (OIDC, audience PROXY_URL) until it starts.
+  run workflows deploy "$WF_QUEUE" --location="$REGION" --project="$PROJECT" \
+    --source=workflows/queue.yaml --service-account="$(email "$SA_QUEUE")" \
+    --set-env-vars="PROXY_URL=$proxy_url" --quiet
 
   if ((DRY_RUN)); then
     say "Dry run: nothing was changed. The [dry-run] lines are the commands a real run would make."
@@ -680,6 +701,7 @@ workflows-runner is deployed in $PROJECT ($REGION):
   proxy function    $FN_PROXY  $proxy_url  (may start: $ALLOWED)
   audit function    $FN_AUDIT  $audit_url  (job $JOB_AUDIT, metric $METRIC; docs/alerts.md)
   backfill workflow $WF_BACKFILL
+  queue workflow    $WF_QUEUE  (overlap=queue: a queued time waits in one of its executions)
   run ledger        gs://$BUCKET
 
 Schedule one of your workflows through the proxy:
@@ -845,7 +867,7 @@ EOF
 
 cmd_destroy() {
   say "Removing workflows-runner from project $PROJECT, region $REGION, prefix $PREFIX${ACCOUNT:+ (as $ACCOUNT)}"
-  local proxy_url="" fn sa project
+  local proxy_url="" fn sa project wf
   proxy_url=$(lookup functions describe "$FN_PROXY" --region="$REGION" --project="$PROJECT" --format='value(serviceConfig.uri)') || proxy_url=""
   ALLOWED=$(lookup functions describe "$FN_PROXY" --region="$REGION" --project="$PROJECT" \
     --format='value(serviceConfig.environmentVariables.ALLOWED_WORKFLOWS)') || ALLOWED=""
@@ -860,9 +882,11 @@ cmd_destroy() {
   if exists logging metrics describe "$METRIC" --project="$PROJECT" --format='value(name)'; then
     run logging metrics delete "$METRIC" --project="$PROJECT" --quiet
   fi
-  if exists workflows describe "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
-    run workflows delete "$WF_BACKFILL" --location="$REGION" --project="$PROJECT" --quiet
-  fi
+  for wf in "$WF_BACKFILL" "$WF_QUEUE"; do
+    if exists workflows describe "$wf" --location="$REGION" --project="$PROJECT" --format='value(name)'; then
+      run workflows delete "$wf" --location="$REGION" --project="$PROJECT" --quiet
+    fi
+  done
   # A function's invoker bindings go with it.
   for fn in "$FN_AUDIT" "$FN_PROXY" "$FN_RANGE"; do
     if exists functions describe "$fn" --region="$REGION" --project="$PROJECT" --format='value(name)'; then
@@ -892,6 +916,7 @@ cmd_destroy() {
   revoke_project_role "$SA_BACKFILL" roles/workflows.invoker
   revoke_project_role "$SA_BACKFILL" roles/logging.logWriter
   revoke_project_role "$SA_BACKFILL" roles/workflows.viewer
+  revoke_project_role "$SA_QUEUE" roles/logging.logWriter
   for role in $BUILD_ROLES roles/cloudbuild.builds.builder; do revoke_project_role "$SA_BUILD" "$role"; done
   revoke_project_role "$SA_AUDIT" roles/cloudscheduler.viewer
   revoke_project_role "$SA_AUDIT" "projects/$PROJECT/roles/$AUDIT_ROLE_ID"
@@ -900,13 +925,13 @@ cmd_destroy() {
     revoke_project_role "$SA_PROXY" roles/workflows.invoker "$project"
     revoke_project_role "$SA_BACKFILL" "projects/$project/roles/$READER_ROLE_ID" "$project"
   done
-  for sa in "$SA_RANGE" "$SA_PROXY" "$SA_SCHEDULER" "$SA_BACKFILL" "$SA_AUDIT" "$SA_BUILD"; do
+  for sa in "$SA_RANGE" "$SA_PROXY" "$SA_SCHEDULER" "$SA_BACKFILL" "$SA_AUDIT" "$SA_QUEUE" "$SA_BUILD"; do
     if exists iam service-accounts describe "$(email "$sa")" --project="$PROJECT" --format='value(email)'; then
       run iam service-accounts delete "$(email "$sa")" --project="$PROJECT" --quiet
     fi
   done
   # A deleted custom role id stays reserved for weeks, so a later deploy could not create it again.
-  say "Kept the custom roles $EXECUTIONS_ROLE_ID, $BACKFILL_ROLE_ID and $AUDIT_ROLE_ID in $PROJECT (operators may still hold the first)"
+  say "Kept the custom roles $EXECUTIONS_ROLE_ID, $BACKFILL_ROLE_ID, $AUDIT_ROLE_ID and $RESUMER_ROLE_ID in $PROJECT (operators may still hold the first and the last)"
   [[ -z $(other_projects) ]] || say "Kept the custom roles $EXECUTIONS_ROLE_ID and $READER_ROLE_ID (no service account left on them) in: $(other_projects | tr '\n' ' ')"
   if ((DRY_RUN)); then say "Dry run: nothing was changed."; else say "workflows-runner is removed from $PROJECT ($REGION)."; fi
 }

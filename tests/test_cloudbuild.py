@@ -67,4 +67,5 @@ def test_the_deploy_step_deploys_with_the_substitutions(tmp_path):
     assert all("--region=europe-north1" in argv and "--project=build-proj" in argv for argv in deploys)
     # The default (empty) allowlist substitution means the project's own workflows.
     assert ("--set-env-vars=^;^GOOGLE_CLOUD_PROJECT=build-proj;ALLOWED_WORKFLOWS=build-proj/europe-north1/*;"
-            "RUNS_BUCKET=build-proj-wr-ci-runs") in deploys[1]
+            "RUNS_BUCKET=build-proj-wr-ci-runs;QUEUE_WORKFLOW=projects/build-proj/locations/europe-north1/workflows/wr-ci-queue"
+            ) in deploys[1]

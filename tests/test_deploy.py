@@ -20,11 +20,12 @@ APIS = [
 ]
 ACCOUNTS = {"range": "range function", "proxy": "proxy function",
             "scheduler": "Cloud Scheduler jobs", "backfill": "backfill workflow", "audit": "audit function",
-            "build": "function builds"}
+            "queue": "queue waiter", "build": "function builds"}
 BUCKET = f"gs://{P}-{PRE}-runs"
 POLICY_FLAGS = ["--flatten=bindings[].members", "--format=value(bindings.role,bindings.members,bindings.condition.title)"]
 EXECUTIONS_ROLE = f"projects/{P}/roles/workflows_runner_executionUser"
 BACKFILL_ROLE = f"projects/{P}/roles/workflows_runner_backfill"
+RESUMER_ROLE = f"projects/{P}/roles/workflows_runner_jobResumer"
 BUILD_ROLES = ["roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer"]
 # Writes under runs/ only: an IAM condition on the object's resource name.
 LEDGER = f'expression=resource.name.startsWith("projects/_/buckets/{P}-{PRE}-runs/objects/runs/"),title=run ledger only'
@@ -48,9 +49,10 @@ def function_deploy(name, entry, *flags, source=None):
 
 
 RANGE_DEPLOY = function_deploy("range", "expand_range", "--clear-env-vars")
+QUEUE_WORKFLOW = f"projects/{P}/locations/{R}/workflows/{PRE}-queue"
 PROXY_DEPLOY = function_deploy(
-    "proxy", "proxy", f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS={P}/{R}/*;RUNS_BUCKET={P}-{PRE}-runs",
-    "--timeout=120s")
+    "proxy", "proxy", f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS={P}/{R}/*;RUNS_BUCKET={P}-{PRE}-runs;"
+    f"QUEUE_WORKFLOW={QUEUE_WORKFLOW}", "--timeout=120s")
 RANGE_URL = f"https://{PRE}-range-fake1234-{R}.a.run.app"
 PROXY_URL = f"https://{PRE}-proxy-fake1234-{R}.a.run.app"
 AUDIT_URL = f"https://{PRE}-audit-fake1234-{R}.a.run.app"
@@ -98,6 +100,13 @@ def workflow_deploy(range_url=RANGE_URL, proxy_url=PROXY_URL):
             f"--set-env-vars=RANGE_URL={range_url},PROXY_URL={proxy_url},RUNS_BUCKET={P}-{PRE}-runs", "--quiet"]
 
 
+def queue_deploy(proxy_url=PROXY_URL):
+    """The queue waiter (overlap=queue), deployed like the backfill: its own account, the proxy's URL."""
+    return ["workflows", "deploy", f"{PRE}-queue", f"--location={R}", f"--project={P}",
+            "--source=workflows/queue.yaml", f"--service-account={sa('queue')}",
+            f"--set-env-vars=PROXY_URL={proxy_url}", "--quiet"]
+
+
 def invoker_check_and_grant(function, caller):
     return [
         ["run", "services", "get-iam-policy", f"{PRE}-{function}", f"--region={R}", f"--project={P}", *POLICY_FLAGS],
@@ -138,6 +147,9 @@ BACKFILL_ROLE_CALLS = role_check_and_create(
     "workflows_runner_backfill", "workflows-runner backfill",
     "Start the backfill's next link and wait on runs, nothing else",
     "workflows.executions.create,workflows.executions.get")
+RESUMER_ROLE_CALLS = role_check_and_create(
+    "workflows_runner_jobResumer", "workflows-runner job resumer", "Resume a paused Scheduler job, nothing else: wfr resume",
+    "cloudscheduler.jobs.enable")
 
 
 # Written out by hand from the issues: the exact calls, in order, for a fresh project.
@@ -155,7 +167,9 @@ FRESH_PROJECT_CALLS = [
     *project_check_and_grant("proxy", EXECUTIONS_ROLE),
     *project_check_and_grant("backfill", BACKFILL_ROLE),
     *project_check_and_grant("backfill", "roles/logging.logWriter"),
+    *project_check_and_grant("queue", "roles/logging.logWriter"),
     *[call for role in BUILD_ROLES for call in project_check_and_grant("build", role)],
+    *RESUMER_ROLE_CALLS,
     # Earlier versions' broader roles (proxy and backfill invoker, backfill viewer, builds.builder)?
     *[["projects", "get-iam-policy", P, *POLICY_FLAGS]] * 4,
     *project_check_and_grant("audit", "roles/cloudscheduler.viewer"),
@@ -183,6 +197,7 @@ FRESH_PROJECT_CALLS = [
     *invoker_check_and_grant("range", "backfill"),
     *invoker_check_and_grant("proxy", "backfill"),
     *invoker_check_and_grant("proxy", "scheduler"),
+    *invoker_check_and_grant("proxy", "queue"),
     audit_deploy(),
     ["functions", "describe", f"{PRE}-audit", f"--region={R}", f"--project={P}", "--format=value(serviceConfig.uri)"],
     *invoker_check_and_grant("range", "audit"),
@@ -192,6 +207,7 @@ FRESH_PROJECT_CALLS = [
     ["logging", "metrics", "describe", METRIC, f"--project={P}", "--format=value(name)"],
     "METRIC CREATE",  # metric_put(cloud): the config file lies in the run's own checkout
     workflow_deploy(),
+    queue_deploy(),
 ]
 
 
@@ -201,7 +217,7 @@ def fresh_project_calls(cloud):
 
 def redeploys(cloud, range_url=RANGE_URL, proxy_url=PROXY_URL, audit_url=AUDIT_URL):
     return [RANGE_DEPLOY, PROXY_DEPLOY, audit_deploy(range_url, proxy_url), audit_job("update", audit_url),
-            metric_put(cloud, "update"), workflow_deploy(range_url, proxy_url)]
+            metric_put(cloud, "update"), workflow_deploy(range_url, proxy_url), queue_deploy(proxy_url)]
 
 
 def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
@@ -218,17 +234,18 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
         "jobs": {f"projects/{P}/locations/{R}/jobs/{PRE}-audit": {"httpTarget": {"uri": AUDIT_URL}}},
         "metrics": {f"projects/{P}/metrics/{METRIC}": {}},
 
-        "workflows": {f"projects/{P}/locations/{R}/workflows/{PRE}-backfill": {}},
+        "workflows": {f"projects/{P}/locations/{R}/workflows/{PRE}-backfill": {}, QUEUE_WORKFLOW: {}},
         "buckets": {BUCKET: {"location": R.upper(), "objects": 3}},
         "roles": {EXECUTIONS_ROLE: {"includedPermissions": [], "stage": "GA"},
                   BACKFILL_ROLE: {"includedPermissions": [], "stage": "GA"},
+                  RESUMER_ROLE: {"includedPermissions": ["cloudscheduler.jobs.enable"], "stage": "GA"},
                   AUDIT_ROLE: {"includedPermissions": ["cloudscheduler.jobs.pause", "workflows.executions.get",
                                                        "workflows.executions.list"]}},
         "policies": {
             f"projects/{P}": {"roles/owner": ["user:dev@example.com"],
                               EXECUTIONS_ROLE: [member("proxy")],
                               BACKFILL_ROLE: [member("backfill")],
-                              "roles/logging.logWriter": [member("backfill"), member("build")],
+                              "roles/logging.logWriter": [member("backfill"), member("queue"), member("build")],
                               "roles/artifactregistry.writer": [member("build")],
                               "roles/storage.objectViewer": [member("build")],
                               "roles/cloudscheduler.viewer": [member("audit")],
@@ -239,7 +256,7 @@ def everything_exists(range_url=RANGE_URL, proxy_url=PROXY_URL):
                      "roles/storage.objectCreator if backfill hand-overs only": [member("backfill")],
                      "roles/storage.objectViewer if backfill hand-overs only": [member("backfill")]},
             run_service + "range": {"roles/run.invoker": [member("backfill"), member("audit")]},
-            run_service + "proxy": {"roles/run.invoker": [member("scheduler"), member("backfill")]},
+            run_service + "proxy": {"roles/run.invoker": [member("scheduler"), member("backfill"), member("queue")]},
             run_service + "audit": {"roles/run.invoker": [member("scheduler")]},
         },
     }
@@ -280,7 +297,7 @@ def test_only_missing_apis_and_bindings_are_added(tmp_path):
     state["services"].remove("workflows.googleapis.com")
     state["services"].remove("cloudscheduler.googleapis.com")
     state["policies"][f"projects/{P}"]["roles/logging.logWriter"].remove(member("backfill"))
-    state["policies"][f"projects/{P}/locations/{R}/services/{PRE}-proxy"]["roles/run.invoker"].pop()
+    state["policies"][f"projects/{P}/locations/{R}/services/{PRE}-proxy"]["roles/run.invoker"].remove(member("backfill"))
     cloud = FakeCloud(tmp_path, **state)
     assert cloud.run("--region", R).returncode == 0
     assert cloud.changes() == [
@@ -324,7 +341,7 @@ def test_allowed_workflows_keep_their_commas(cloud):
     proxy = next(argv for argv in cloud.calls() if argv[:3] == ["functions", "deploy", f"{PRE}-proxy"])
     # gcloud's ^;^ prefix makes ';' the separator, so the list arrives whole.
     assert (f"--set-env-vars=^;^GOOGLE_CLOUD_PROJECT={P};ALLOWED_WORKFLOWS=demo-proj/*/*,other/us-east1/etl;"
-            f"RUNS_BUCKET={P}-{PRE}-runs") in proxy
+            f"RUNS_BUCKET={P}-{PRE}-runs;QUEUE_WORKFLOW={QUEUE_WORKFLOW}") in proxy
 
 
 def test_an_empty_allowlist_flag_means_the_default(cloud):
@@ -337,7 +354,7 @@ def test_a_new_service_account_is_retried_until_iam_sees_it(tmp_path):
     result = cloud.run("--region", R)
     assert result.returncode == 0, result.stderr
     bindings = [argv for argv in cloud.calls() if argv[:2] == ["projects", "add-iam-policy-binding"]]
-    assert len(bindings) == 8 + 2  # proxy 1, backfill 2, build 3, audit 2, and the first one's two retries
+    assert len(bindings) == 9 + 2  # proxy 1, backfill 2, queue 1, build 3, audit 2, and the first one's two retries
     assert bindings[0] == bindings[1] == bindings[2]
     assert result.stdout.count("retrying in 0s") == 2
 
@@ -544,10 +561,11 @@ def test_runs_from_any_directory(cloud, tmp_path):
     assert cloud.calls() == fresh_project_calls(cloud)
 
 
-def test_missing_sources_are_reported(cloud):
-    (cloud.checkout / "workflows" / "backfill.yaml").unlink()
+@pytest.mark.parametrize("source", ["workflows/backfill.yaml", "workflows/queue.yaml"])
+def test_missing_sources_are_reported(cloud, source):
+    (cloud.checkout / source).unlink()
     result = cloud.run("--project", P, "--region", R)
-    assert result.returncode == 1 and "workflows/backfill.yaml is missing" in result.stderr
+    assert result.returncode == 1 and f"{source} is missing" in result.stderr and cloud.calls() == []
 
 
 def test_deploy_sh_is_clean_under_shellcheck():
@@ -585,7 +603,7 @@ def test_a_deleted_member_with_the_same_email_does_not_count_as_granted(tmp_path
     # A '=' filter would match it once gcloud turns '=' into word matching; the exact line does not.
     state = everything_exists()
     state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [f"deleted:{member('backfill')}?uid=123"]
-    state["policies"][f"projects/{P}"]["roles/logging.logWriter"].append(member("build"))
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] += [member("queue"), member("build")]
     state["policies"][BUCKET]["roles/storage.objectUser if run ledger only"] = [f"{member('proxy')}x", member("audit")]
     # The same role and member without the condition is not the conditional grant either.
     state["policies"][BUCKET]["roles/storage.objectUser"] = [member("proxy")]
@@ -678,10 +696,14 @@ def test_the_runs_bucket_is_private_and_only_the_proxy_and_operators_write_its_l
     # On the project, storage only for the build account (Google's documented build roles).
     assert [(role, who) for role, members in state["policies"][f"projects/{P}"].items() for who in members
             if role.startswith("roles/storage")] == [("roles/storage.objectViewer", member("build"))]
-    # What every wfr command needs besides the bucket (docs/deploy.md, "Least privilege").
+    # What every wfr command needs besides the bucket (docs/deploy.md, "Least privilege"); wfr
+    # resume: jobs.resume checks cloudscheduler.jobs.enable, and Google has no jobs.resume permission
+    # (https://cloud.google.com/scheduler/docs/reference/rest/v1beta1/projects.locations.jobs/resume,
+    # https://cloud.google.com/iam/docs/roles-permissions/cloudscheduler).
+    assert state["roles"][RESUMER_ROLE]["includedPermissions"] == ["cloudscheduler.jobs.enable"]
     for operator in operators:
         assert project_roles(state, operator) == sorted(
-            [EXECUTIONS_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer"])
+            [EXECUTIONS_ROLE, RESUMER_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer"])
         for function in ("range", "proxy"):
             assert operator in state["policies"][f"projects/{P}/locations/{R}/services/{PRE}-{function}"]["roles/run.invoker"]
     proxy = state["functions"][f"projects/{P}/locations/{R}/functions/{PRE}-proxy"]["env"]
@@ -737,7 +759,7 @@ def test_dry_run_without_login_or_project_says_what_stands_for_the_project(tmp_p
 
 def test_dry_run_with_a_login_plans_only_what_is_missing(tmp_path):
     state = everything_exists()
-    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [member("build")]
+    state["policies"][f"projects/{P}"]["roles/logging.logWriter"] = [member("queue"), member("build")]
     cloud = FakeCloud(tmp_path, **state)
     result = cloud.run("--region", R, "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -944,7 +966,7 @@ def test_destroy_dry_run_without_login_plans_the_whole_teardown(tmp_path):
     assert plan[0][:4] == ["scheduler", "jobs", "delete", f"{PRE}-audit"]
     assert plan[1][:3] == ["logging", "metrics", "delete"] and plan[2][:3] == ["workflows", "delete", f"{PRE}-backfill"]
     assert [argv[3] for argv in plan if argv[:3] == ["iam", "service-accounts", "delete"]] == \
-        [sa(name) for name in ("range", "proxy", "scheduler", "backfill", "audit", "build")]
+        [sa(name) for name in ("range", "proxy", "scheduler", "backfill", "audit", "queue", "build")]
     assert f"(for each Scheduler job {PRE}-* that targets the proxy)" in result.stdout
     assert result.stdout.strip().splitlines()[-1] == "Dry run: nothing was changed."
 
@@ -983,6 +1005,25 @@ def test_the_audit_account_gets_only_what_a_pass_needs(cloud):
     job = state["jobs"][f"projects/{P}/locations/{R}/jobs/{PRE}-audit"]
     assert job["schedule"] == "*/5 * * * *" and job["httpTarget"]["uri"] == AUDIT_URL
     assert job["httpTarget"]["oidcToken"] == {"serviceAccountEmail": sa("scheduler"), "audience": AUDIT_URL}
+
+
+def test_the_queue_waiter_gets_only_what_it_needs_and_the_proxy_knows_where_it_is(cloud):
+    """overlap=queue: a queued time waits in an execution of PREFIX-queue, which the proxy starts
+    (executions.create, in the role it already holds) and which re-delivers it to the proxy."""
+    assert cloud.run("--project", P, "--region", R).returncode == 0
+    state = cloud.state
+    flags = state["workflows"][QUEUE_WORKFLOW]["flags"]
+    assert (flags["source"], flags["service-account"], flags["set-env-vars"]) == (
+        "workflows/queue.yaml", sa("queue"), f"PROXY_URL={PROXY_URL}")
+    proxy = state["functions"][f"projects/{P}/locations/{R}/functions/{PRE}-proxy"]["env"]
+    assert proxy["QUEUE_WORKFLOW"] == QUEUE_WORKFLOW
+    assert "workflows.executions.create" in state["roles"][EXECUTIONS_ROLE]["includedPermissions"]
+    # Its sys.log lines and the proxy's URL (OIDC), nothing else: no bucket, no other function.
+    assert project_roles(state, member("queue")) == ["roles/logging.logWriter"]
+    services = f"projects/{P}/locations/{R}/services/{PRE}-"
+    assert [name for name, policy in state["policies"].items() if member("queue") in json.dumps(policy)] == [
+        f"projects/{P}", services + "proxy"]
+    assert member("queue") in state["policies"][services + "proxy"]["roles/run.invoker"]
 
 
 def test_the_metric_counts_the_audits_alert_lines_by_kind_and_job(cloud):
@@ -1043,7 +1084,8 @@ def test_destroy_removes_the_audit_job_metric_policy_function_and_grants(tmp_pat
     state = cloud.state
     assert not state["jobs"] and not state["metrics"] and not state["alertPolicies"] and not state["functions"]
     assert member("audit") not in json.dumps(state["policies"]) and sa("audit") not in state["serviceAccounts"]
-    assert "workflows_runner_auditReader in demo-proj" in result.stdout  # kept: its id stays reserved
+    kept = next(line for line in result.stdout.splitlines() if line.startswith("Kept the custom roles"))
+    assert "workflows_runner_auditReader" in kept and "workflows_runner_jobResumer" in kept  # ids stay reserved
 
 
 def test_schedule_writes_the_audit_settings_on_the_jobs_uri_as_wfr_reads_them(tmp_path):

@@ -106,7 +106,8 @@ def test_every_call_parses_with_the_real_gcloud(tmp_path):
     for expected in ("scheduler jobs update", "scheduler jobs delete", "storage buckets create", "storage rm --recursive",
                      "iam roles create", "projects remove-iam-policy-binding", "iam service-accounts delete",
                      "logging metrics create", "logging metrics update", "logging metrics delete",
-                     "alpha monitoring policies"):
+                     "alpha monitoring policies", "workflows deploy workflows-runner-queue",
+                     "workflows delete workflows-runner-queue"):
         assert any(command.startswith(expected) for command in commands), expected
     config_dir = tmp_path / "empty-gcloud-config"
     config_dir.mkdir()

@@ -59,7 +59,7 @@ def test_the_runner_enables_the_apis_deploy_sh_enables_and_never_disables_them(p
     assert all(api.inputs["project"] == P and api.inputs["disableOnDestroy"] is False for api in apis)
 
 
-def test_six_service_accounts_named_from_the_prefix(program):
+def test_seven_service_accounts_named_from_the_prefix(program):
     accounts = {a.inputs["accountId"]: (a.inputs["displayName"], a.inputs["project"])
                 for a in program.of_type("gcp:serviceaccount/account:Account")}
     assert accounts == {
@@ -68,6 +68,7 @@ def test_six_service_accounts_named_from_the_prefix(program):
         f"{PRE}-scheduler": ("workflows-runner Cloud Scheduler jobs", P),
         f"{PRE}-backfill": ("workflows-runner backfill workflow", P),
         f"{PRE}-audit": ("workflows-runner audit function", P),
+        f"{PRE}-queue": ("workflows-runner queue waiter", P),
         f"{PRE}-build": ("workflows-runner function builds", P),
     }
 
@@ -98,7 +99,8 @@ def test_the_functions_are_2nd_gen_python312_with_deploy_sh_settings(program):
     assert proxy["serviceConfig"] == {
         "serviceAccountEmail": sa("proxy"), "timeoutSeconds": 120,
         "environmentVariables": {"GOOGLE_CLOUD_PROJECT": P, "ALLOWED_WORKFLOWS": ",".join(ALLOWED),
-                                 "RUNS_BUCKET": f"{P}-{PRE}-runs"}}
+                                 "RUNS_BUCKET": f"{P}-{PRE}-runs",
+                                 "QUEUE_WORKFLOW": f"projects/{P}/locations/{R}/workflows/{PRE}-queue"}}
     assert audit["buildConfig"]["entryPoint"] == "audit_pass"
     assert audit["serviceConfig"] == {
         "serviceAccountEmail": sa("audit"), "timeoutSeconds": 180,
@@ -148,9 +150,13 @@ def test_a_changed_source_file_changes_the_archive_name_and_an_unchanged_one_kee
     assert third["r-audit-source"] != second["r-audit-source"] and third["r-range-source"] == second["r-range-source"]
 
 
+def workflow(program, name):
+    [found] = [w.inputs for w in program.of_type("gcp:workflows/workflow:Workflow") if w.inputs["name"] == f"{PRE}-{name}"]
+    return found
+
+
 def test_the_backfill_workflow_gets_the_function_urls_and_runs_as_its_account(program):
-    [workflow] = program.of_type("gcp:workflows/workflow:Workflow")
-    inputs = workflow.inputs
+    inputs = workflow(program, "backfill")
     assert (inputs["name"], inputs["region"], inputs["project"], inputs["serviceAccount"]) == (
         f"{PRE}-backfill", R, P, sa("backfill"))
     assert inputs["sourceContents"] == (ROOT / "workflows/backfill.yaml").read_text()
@@ -158,6 +164,15 @@ def test_the_backfill_workflow_gets_the_function_urls_and_runs_as_its_account(pr
                                      "RUNS_BUCKET": f"{P}-{PRE}-runs"}
     assert inputs["userEnvVars"] == {"RANGE_URL": program.outputs["range_url"], "PROXY_URL": program.outputs["proxy_url"],
                                      "RUNS_BUCKET": program.outputs["bucket"]}
+
+
+def test_the_queue_waiter_gets_the_proxy_url_and_runs_as_its_account(program):
+    inputs = workflow(program, "queue")
+    assert (inputs["region"], inputs["project"], inputs["serviceAccount"]) == (R, P, sa("queue"))
+    assert inputs["sourceContents"] == (ROOT / "workflows/queue.yaml").read_text()
+    assert inputs["userEnvVars"] == {"PROXY_URL": mock_url(f"{PRE}-proxy")} == {"PROXY_URL": program.outputs["proxy_url"]}
+    assert inputs["deletionProtection"] is False
+    assert len(program.of_type("gcp:workflows/workflow:Workflow")) == 2
 
 
 def test_the_buckets_are_private_with_uniform_access_and_the_runs_ledger_is_never_force_destroyed(program):
@@ -227,6 +242,9 @@ def test_roles_are_granted_per_resource_and_nowhere_else(program):
         (project, P, executions, member("proxy"), None),
         (project, P, f"projects/{P}/roles/wfr_test_backfill", member("backfill"), None),
         (project, P, "roles/logging.logWriter", member("backfill"), None),
+        # The queue waiter: its log lines and the proxy, nothing else.
+        (project, P, "roles/logging.logWriter", member("queue"), None),
+        (run, f"{service}-proxy", "roles/run.invoker", member("queue"), None),
         *[(project, P, role, member("build"), None)
           for role in ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer")],
         # The audit: list the jobs, read executions (its own custom role), the ledger, the range function.
@@ -250,6 +268,7 @@ def test_roles_are_granted_per_resource_and_nowhere_else(program):
         # Operators: what every wfr command needs.
         *[grant for operator in OPERATORS for grant in (
             (project, P, executions, operator, None),
+            (project, P, f"projects/{P}/roles/wfr_test_jobResumer", operator, None),  # wfr resume
             (project, P, "roles/cloudfunctions.viewer", operator, None),
             (project, P, "roles/cloudscheduler.viewer", operator, None),
             (bucket, runs, "roles/storage.objectViewer", operator, None),
@@ -270,6 +289,9 @@ def test_custom_roles_hold_only_the_calls_made(program):
                                         "workflows.executions.get", "workflows.executions.list"),
         (P, "wfr_test_backfill"): ("workflows.executions.create", "workflows.executions.get"),
         (P, "wfr_test_auditReader"): ("cloudscheduler.jobs.pause", "workflows.executions.get", "workflows.executions.list"),
+        # jobs.resume checks cloudscheduler.jobs.enable; there is no jobs.resume permission
+        # (https://cloud.google.com/scheduler/docs/reference/rest/v1beta1/projects.locations.jobs/resume).
+        (P, "wfr_test_jobResumer"): ("cloudscheduler.jobs.enable",),
         ("other-proj", "wfr_test_executionUser"): ("workflows.executions.cancel", "workflows.executions.create",
                                                    "workflows.executions.get", "workflows.executions.list"),
         ("other-proj", "wfr_test_executionReader"): ("workflows.executions.get",)}
@@ -309,7 +331,7 @@ def test_a_build_service_account_of_ones_own_replaces_prefix_build_and_its_role(
     email = "builder@shared-proj.iam.gserviceaccount.com"
     program = declare(lambda: WorkflowsRunner("r", region=R, project=P, build_service_account=email) and None)
     ids = {a.inputs["accountId"] for a in program.of_type("gcp:serviceaccount/account:Account")}
-    assert "workflows-runner-build" not in ids and len(ids) == 5
+    assert "workflows-runner-build" not in ids and len(ids) == 6
     assert not any(r.inputs["member"].startswith("serviceAccount:workflows-runner-build@")
                    for r in program.of_type("gcp:projects/iAMMember:IAMMember"))
     assert {f.inputs["buildConfig"]["serviceAccount"] for f in program.of_type("gcp:cloudfunctionsv2/function:Function")} == {
@@ -335,7 +357,7 @@ def test_no_public_invoker_or_member_anywhere(program):
             assert "allUsers" not in text and "allAuthenticatedUsers" not in text, resource
     members = {grant[3] for grant in iam_grants(program)}
     assert members == {member("proxy"), member("backfill"), member("scheduler"), member("build"), member("audit"),
-                       *OPERATORS}
+                       member("queue"), *OPERATORS}
     # No IAM policy or binding resource (which would replace others' grants), only members.
     assert {r.type for r in program.resources if "iam" in r.type.lower()} == {
         "gcp:projects/iAMMember:IAMMember", "gcp:storage/bucketIAMMember:BucketIAMMember",
@@ -409,7 +431,7 @@ def test_the_example_program_declares_one_runner_and_two_scheduled_workflows():
     program = declare(lambda: runpy.run_path(str(example), run_name="__main__") and None,
                       config={"gcp:project": "example-proj", "workflows-runner-tests:region": "us-central1"})
     assert len(program.of_type("gcp:cloudfunctionsv2/function:Function")) == 3
-    assert len(program.of_type("gcp:workflows/workflow:Workflow")) == 1
+    assert len(program.of_type("gcp:workflows/workflow:Workflow")) == 2  # the backfill and the queue waiter
     jobs = sorted(j.inputs["name"] for j in program.of_type("gcp:cloudscheduler/job:Job"))
     assert jobs == ["workflows-runner-audit", "workflows-runner-orders-hourly", "workflows-runner-sales-nightly",
                     "workflows-runner-sales-nightly-catch-up"]

@@ -110,6 +110,8 @@ DEPLOY_SH_EDITS = {
     "another proxy timeout": ("--timeout=120s", "--timeout=90s", "deploy only"),
     "a flag the component does not set": ("--no-allow-unauthenticated", "--no-allow-unauthenticated --memory=512Mi", "deploy only"),
     "another retry policy": ("--max-retry-attempts=5", "--max-retry-attempts=3", "defaults"),
+    "a proxy that does not know its queue waiter": (";QUEUE_WORKFLOW=projects/$PROJECT/locations/$REGION/workflows/$WF_QUEUE",
+                                                    "", "deploy only"),
 }
 SCENARIOS_FOR_EDITS = {**SCENARIOS, "deploy only": {**SCENARIOS["defaults"], "jobs": []}}
 
@@ -133,6 +135,7 @@ PULUMI_EDITS = {
     "a role more": ("PROJECT_ROLES", (*spec.PROJECT_ROLES, ("scheduler", "roles/workflows.invoker"))),
     "another display name": ("ACCOUNTS", {**spec.ACCOUNTS, "range": "range"}),
     "an invoker more": ("INVOKERS", (*spec.INVOKERS, ("range", "scheduler"))),
+    "a queue waiter that may not log": ("PROJECT_ROLES", tuple(grant for grant in spec.PROJECT_ROLES if grant[0] != "queue")),
 }
 
 

@@ -1,4 +1,4 @@
-"""WorkflowsRunner: the range, proxy and audit functions, the backfill workflow, the runs bucket,
+"""WorkflowsRunner: the range, proxy and audit functions, the backfill and queue workflows, the runs bucket,
 their service accounts and least-privilege grants, the audit's job, log-based metric and alert
 policy, as deploy.sh creates them (names and roles in spec.py).
 """
@@ -36,14 +36,16 @@ def _check(prefix, region, operators, build_service_account, source_dir, notific
             raise RunnerConfigError("operators", "principals such as user:ana@example.com or group:ops@example.com", operator)
     if build_service_account is not None and not spec.BUILD_EMAIL.fullmatch(build_service_account):
         raise RunnerConfigError("build_service_account", "a service account email", build_service_account)
-    if not (source_dir / spec.BACKFILL_SOURCE).is_file():
-        raise RunnerConfigError("source_dir", f"a workflows-runner checkout with {spec.BACKFILL_SOURCE}", str(source_dir))
+    for workflow in (spec.BACKFILL_SOURCE, spec.QUEUE_SOURCE):
+        if not (source_dir / workflow).is_file():
+            raise RunnerConfigError("source_dir", f"a workflows-runner checkout with {workflow}", str(source_dir))
 
 
 class WorkflowsRunner(pulumi.ComponentResource):
     """Everything deploy.sh deploys, as one component.
 
-    Outputs: range_url, proxy_url, backfill_workflow (its id), runs_bucket (its name) and
+    Outputs: range_url, proxy_url, backfill_workflow (its id), queue_workflow (the queue waiter's
+    id), runs_bucket (its name) and
     scheduler_email (the service account ScheduledWorkflow's jobs sign their OIDC tokens as).
     operators: principals who run wfr; they get what every wfr command and wfr ui need
     (docs/deploy.md, "Least privilege"). build_service_account: the email Cloud Build builds the
@@ -80,6 +82,7 @@ class WorkflowsRunner(pulumi.ComponentResource):
         self.functions = self._functions([*apis, *grants])
         invokers = self._invokers()
         self.backfill = self._backfill(apis, invokers)
+        self.queue = self._queue(apis, invokers)
         self.audit_job = self._audit_job(invokers)
         self.alert_metric = self._alert_metric(apis)
         self.alert_policy = self._alert_policy(channels, apis) if channels else None
@@ -88,11 +91,13 @@ class WorkflowsRunner(pulumi.ComponentResource):
         self.proxy_url = self.functions["proxy"].url
         self.backfill_id = self._ids["workflow"]
         self.backfill_workflow = self.backfill.name
+        self.queue_workflow = self.queue.name
         self.runs_bucket_name = self.runs_bucket.name
         self.scheduler_email = self.accounts["scheduler"].email
         self.register_outputs({
             "range_url": self.range_url, "proxy_url": self.proxy_url,
-            "backfill_workflow": self.backfill_workflow, "runs_bucket": self.runs_bucket_name,
+            "backfill_workflow": self.backfill_workflow, "queue_workflow": self.queue_workflow,
+            "runs_bucket": self.runs_bucket_name,
             "scheduler_email": self.scheduler_email,
         })
 
@@ -131,7 +136,7 @@ class WorkflowsRunner(pulumi.ComponentResource):
                                   role=role, member=member, opts=self._child())
 
     def _project_roles(self):
-        for role in (spec.EXECUTIONS_ROLE, spec.BACKFILL_ROLE, spec.AUDIT_ROLE):
+        for role in (spec.EXECUTIONS_ROLE, spec.BACKFILL_ROLE, spec.AUDIT_ROLE, spec.RESUMER_ROLE):
             self._custom_role(role, self.project)
         grants = [self._grant(key, self.accounts[key].member, role, self.project) for key, role in spec.PROJECT_ROLES]
         if "build" in self.accounts:
@@ -180,8 +185,10 @@ class WorkflowsRunner(pulumi.ComponentResource):
         functions = {}
         env = {
             "range": lambda: {},
+            # A queued time waits in an execution of QUEUE_WORKFLOW, which EXECUTIONS_ROLE may start.
             "proxy": lambda: {"GOOGLE_CLOUD_PROJECT": self.project, "ALLOWED_WORKFLOWS": self.allowed_workflows,
-                              "RUNS_BUCKET": self.runs_bucket.name},
+                              "RUNS_BUCKET": self.runs_bucket.name,
+                              "QUEUE_WORKFLOW": spec.queue_workflow(self.project, self.region, self.prefix)},
             # After the two it calls: their URLs are its settings (functions/audit/main.py).
             "audit": lambda: {"GOOGLE_CLOUD_PROJECT": self.project, "LOCATION": self.region,
                               "RUNS_BUCKET": self.runs_bucket.name, "RANGE_URL": functions["range"].url,
@@ -273,3 +280,12 @@ class WorkflowsRunner(pulumi.ComponentResource):
             # Holds no data: removing the stack may remove it, as `deploy.sh destroy` does.
             deletion_protection=False,
             opts=self._child(depends_on=[*apis, *invokers]))
+
+    def _queue(self, apis, invokers):
+        """The queue waiter: re-delivers a queued time to the proxy (OIDC, audience PROXY_URL)."""
+        return workflows.Workflow(
+            f"{self._name}-queue", project=self.project, region=self.region, name=self._ids["queue_workflow"],
+            source_contents=(self._source_dir / spec.QUEUE_SOURCE).read_text(),
+            service_account=self.accounts["queue"].email,
+            user_env_vars={"PROXY_URL": self.functions["proxy"].url},
+            deletion_protection=False, opts=self._child(depends_on=[*apis, *invokers]))

@@ -23,6 +23,7 @@ ACCOUNTS = {
     "scheduler": "workflows-runner Cloud Scheduler jobs",
     "backfill": "workflows-runner backfill workflow",
     "audit": "workflows-runner audit function",
+    "queue": "workflows-runner queue waiter",
     # Not created when the caller names its own build_service_account.
     "build": "workflows-runner function builds",
 }
@@ -64,6 +65,12 @@ AUDIT_ROLE = CustomRole(
     "auditReader", "workflows-runner audit reader",
     "Read and list executions, pause a job: the audit learns the state of runs not yet settled and applies pauseAfter",
     ("cloudscheduler.jobs.pause", "workflows.executions.get", "workflows.executions.list"))
+# wfr resume: jobs.resume checks cloudscheduler.jobs.enable, and Google has no jobs.resume permission
+# (https://cloud.google.com/scheduler/docs/reference/rest/v1beta1/projects.locations.jobs/resume);
+# roles/cloudscheduler.admin would also create, change and delete jobs.
+RESUMER_ROLE = CustomRole(
+    "jobResumer", "workflows-runner job resumer", "Resume a paused Scheduler job, nothing else: wfr resume",
+    ("cloudscheduler.jobs.enable",))
 
 # (account, role) on the project; a CustomRole is created in the project first.
 PROJECT_ROLES = (
@@ -73,15 +80,16 @@ PROJECT_ROLES = (
     # The audit lists the Scheduler jobs (their URIs carry the job settings, docs/alerts.md).
     ("audit", "roles/cloudscheduler.viewer"),
     ("audit", AUDIT_ROLE),
+    ("queue", "roles/logging.logWriter"),  # the queue waiter's sys.log lines
 )
 # The three roles Google documents for a function's build account
 # (https://cloud.google.com/functions/docs/securing/build-custom-sa), not roles/cloudbuild.builds.builder,
 # which may write and delete objects in every bucket of the project.
 BUILD_ROLES = ("roles/logging.logWriter", "roles/artifactregistry.writer", "roles/storage.objectViewer")
 # What every wfr command and wfr ui call (docs/deploy.md, "Least privilege"), besides the
-# functions (INVOKERS) and the bucket (RUNS_BUCKET_ROLES): executions, the functions' URLs
-# (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
-OPERATOR_PROJECT_ROLES = (EXECUTIONS_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer")
+# functions (INVOKERS) and the bucket (RUNS_BUCKET_ROLES): executions, resuming a paused job, the
+# functions' URLs (cloudfunctions.functions.get) and a job's settings (cloudscheduler.jobs.get).
+OPERATOR_PROJECT_ROLES = (EXECUTIONS_ROLE, RESUMER_ROLE, "roles/cloudfunctions.viewer", "roles/cloudscheduler.viewer")
 
 # Bucket roles limited to a prefix: runs/ (the ledger, docs/ledger.md) and backfills/ (the
 # backfill's hand-overs, docs/backfill.md), by an IAM condition on the object's resource name,
@@ -116,9 +124,11 @@ RUNS_BUCKET_ROLES = (
 # (function, caller): roles/run.invoker on the function's Cloud Run service, which is what
 # `gcloud functions add-invoker-policy-binding` grants for 2nd gen
 # (https://cloud.google.com/sdk/gcloud/reference/functions/add-invoker-policy-binding). Operators:
-# wfr status calls the range function, re-runs call the proxy.
+# wfr status calls the range function, re-runs call the proxy. The queue waiter re-delivers queued
+# times to the proxy.
 INVOKERS = (("range", "backfill"), ("proxy", "backfill"), ("proxy", "scheduler"),
-            ("range", "operators"), ("proxy", "operators"), ("range", "audit"), ("audit", "scheduler"))
+            ("range", "operators"), ("proxy", "operators"), ("range", "audit"), ("audit", "scheduler"),
+            ("proxy", "queue"))
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ def alert_policy(prefix, channels):
 
 NOTIFICATION_CHANNEL = re.compile(r"projects/[^/,\s]+/notificationChannels/[0-9]+", re.ASCII)
 BACKFILL_SOURCE = "workflows/backfill.yaml"
+QUEUE_SOURCE = "workflows/queue.yaml"  # the queue waiter (overlap=queue, docs/proxy.md)
 
 
 @dataclass(frozen=True)
@@ -189,7 +200,12 @@ def names(prefix):
     """Resource ids by key, the same as deploy.sh's set_names."""
     return {"function": {key: f"{prefix}-{key}" for key in FUNCTIONS},
             "account": {key: f"{prefix}-{key}" for key in ACCOUNTS},
-            "workflow": f"{prefix}-backfill"}
+            "workflow": f"{prefix}-backfill", "queue_workflow": f"{prefix}-queue"}
+
+
+def queue_workflow(project, region, prefix):
+    """The proxy's QUEUE_WORKFLOW: the full name of the queue waiter it starts."""
+    return f"projects/{project}/locations/{region}/workflows/{prefix}-queue"
 
 
 def runs_bucket(project, prefix):

@@ -55,7 +55,7 @@ class FakeCloud:
         modules = [f"workflows_runner/{line.strip()}" for line in shared.splitlines()
                    if line.strip() and not line.startswith("#")]
         for stub in ("functions/range/main.py", "functions/proxy/main.py", "functions/audit/main.py",
-                     "workflows/backfill.yaml", *modules):
+                     "workflows/backfill.yaml", "workflows/queue.yaml", *modules):
             path = self.checkout / stub
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text("# stub\n")
