@@ -120,9 +120,11 @@ def enqueue(run, position: int, redelivery: Redelivery) -> dict:
         # Sent again after a lost answer: two waiters of one time are harmless (the ledger starts it once).
         waiter = _retrying(run, lambda: workflows_api.call(
             "POST", f"/v1/{quote(waiter_workflow(), safe='/')}/executions", run.create_until, json_body=body))
-    except ApiError:
+    except ApiError as error:
         _delete(run, entry)
-        raise
+        raise ApiError(503 if error.code >= 500 or error.code == 429 else 500,
+                       f"the queue's waiter {waiter_workflow()} could not be started ({error.code} {error.status}); "
+                       "nothing was left waiting", "UNAVAILABLE" if error.code >= 500 or error.code == 429 else None) from None
     log_lines.info(f"queued {run.prefix} behind {position} waiting time(s); waiter {waiter.get('name')}",
                    event="queued", run=run.prefix, waiter=waiter.get("name"), position=position)
     return answer(position, waiter.get("name"))
