@@ -43,9 +43,11 @@ class World:
     def __init__(self, stack, state: Path):
         self.stack, self.state = stack, state
 
-    def deliver(self, case: str, instant: datetime, query: str = "overlap=skip", seconds: int = RUN_SECONDS) -> dict:
-        """What Cloud Scheduler sends for one scheduled time of the job whose body names `case`."""
-        answer = requests.post(f"{self.stack.proxy_url}/v1/{WORKFLOW}/executions?timezone=Etc/UTC&{query}",
+    def deliver(self, case: str, instant: datetime, query: str = "overlap=skip", seconds: int = RUN_SECONDS,
+                via: str | None = None) -> dict:
+        """What Cloud Scheduler sends for one scheduled time of the job whose body names `case`
+        (to the stack's proxy, or to the proxy at `via`)."""
+        answer = requests.post(f"{via or self.stack.proxy_url}/v1/{WORKFLOW}/executions?timezone=Etc/UTC&{query}",
                                data=json.dumps({"case": case, "seconds": seconds}), timeout=60, headers={
             **AUTH, "Content-Type": "application/json", "X-CloudScheduler": "true",
             "X-CloudScheduler-JobName": f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}/jobs/{case}",
@@ -329,32 +331,16 @@ def _cancel(world, execution: str) -> None:
     assert world.wait(execution)["state"] == "CANCELLED"
 
 
-def _unrecord_slot(world, execution: str) -> None:
-    """Put the slot that names `execution` back to the moment between executions.create and the
-    slot's record: taken for its run (within its lease), no execution written yet. The slot
-    layout is docs/proxy.md's: runs/_slots/P/L/W/JOB_DIGEST/k, metadata run, lease, execution."""
-    storage = f"{world.stack.storage.url}/storage/v1/b/{local_stack.RUNS_BUCKET}/o"
-    items = requests.get(storage, params={"prefix": "runs/_slots/"}, headers=AUTH, timeout=10).json()["items"]
-    (slot,) = [item for item in items if item["metadata"].get("execution") == execution]
-    metadata = {key: value for key, value in slot["metadata"].items() if key != "execution"}
-    boundary = "b0undary"
-    body = (f"--{boundary}\r\nContent-Type: application/json\r\n\r\n"
-            f"{json.dumps({'name': slot['name'], 'metadata': metadata})}\r\n"
-            f"--{boundary}\r\nContent-Type: application/json\r\n\r\n{{}}\r\n--{boundary}--\r\n")
-    requests.post(storage.replace("/storage/", "/upload/storage/"), data=body, timeout=10,
-                  params={"uploadType": "multipart", "ifGenerationMatch": slot["generation"]},
-                  headers={**AUTH, "Content-Type": f"multipart/related; boundary={boundary}"}).raise_for_status()
-
-
-def test_a_run_whose_slot_does_not_name_it_yet_is_counted_once(world):
-    """maxActive=2: between a run's executions.create and its slot's record, the run is both its
-    slot's (taken, nothing recorded) and an ACTIVE execution of the job: one run, not two."""
-    t1, t2 = BASE + timedelta(days=70), BASE + timedelta(days=70, minutes=1)
+def test_a_run_holding_a_slot_is_counted_once(world):
+    """maxActive=2: a run is both its slot's (which names its run, not its execution) and an
+    ACTIVE execution of the job: one run, not two, so a second starts and a third is skipped."""
+    t1, t2, t3 = (BASE + timedelta(days=70, minutes=k) for k in range(3))
     first = world.deliver("once", t1, "overlap=skip&maxActive=2")
     assert first["started"] is True
-    _unrecord_slot(world, first["name"])
     second = world.deliver("once", t2, "overlap=skip&maxActive=2")
     assert second["started"] is True, second
+    third = world.deliver("once", t3, "overlap=skip&maxActive=2")
+    assert third.get("skipped") is True and sorted(third["blockedBy"]) == sorted([first["name"], second["name"]])
     assert _active(world, "once") == sorted([first["name"], second["name"]])
 
 
@@ -403,3 +389,30 @@ def test_a_retried_delivery_of_a_failed_time_is_held_to_max_active(world):
     assert again["started"] is False and again["name"] == first["name"], again
     assert _active(world, case) == [second["name"]]
     world.wait(second["name"])
+
+
+def test_a_slot_another_proxy_instance_took_is_never_judged_from_memory(world):
+    """A proxy instance remembers the slot it took (slots.remember) and the next delivery it gets
+    reads the slot from memory. Here two instances take turns with one job (maxActive=1): each
+    time one of them remembers a slot the other has taken since, holding a run still active,
+    and each such delivery is still skipped, never started beside it."""
+    port = local_stack.free_port()
+    other = local_stack.start_function("proxy", "proxy", port, env={
+        "WORKFLOWS_API": world.stack.api.url, "GOOGLE_CLOUD_PROJECT": local_stack.PROJECT,
+        "RUNS_BUCKET": local_stack.RUNS_BUCKET, "STORAGE_API": world.stack.storage.url})
+    try:
+        proxies = [world.stack.proxy_url, f"http://127.0.0.1:{port}"]
+        started = []
+        for k in range(4):   # A starts, B skipped; B starts, A skipped (remembering its own ended slot); ...
+            here, there = proxies[k % 2], proxies[(k + 1) % 2]
+            first = world.deliver("instances", BASE + timedelta(days=80, minutes=2 * k), via=here)
+            assert first["started"] is True, (k, first)
+            started.append(first["name"])
+            blocked = world.deliver("instances", BASE + timedelta(days=80, minutes=2 * k + 1), via=there)
+            assert blocked.get("skipped") is True and blocked["blockedBy"] == [first["name"]], (k, blocked)
+            assert world.wait(first["name"])["state"] == "SUCCEEDED"
+        runs = world.executions("instances")
+        assert sorted(r["name"] for r in runs) == sorted(started)
+        assert _most_at_once(_spans(runs)) == 1
+    finally:
+        local_stack.stop_process(other)

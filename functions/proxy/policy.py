@@ -86,14 +86,14 @@ def start(run, policy: Policy, redelivery: "job_queue.Redelivery | None" = None)
 
 
 def _start_in(run, slot: "slots.Slot", take_waiting: bool = False) -> dict:
-    """Start the run holding `slot`; the slot records its execution, or is given back."""
+    """Start the run holding `slot` (its execution holds it by the run's label), or give the slot back."""
     try:
         execution = claims.start(run, take_waiting)
     except BaseException:
         slots.release(slot, run.deadline)
         raise
     if execution.get("started") and execution.get("name"):
-        slots.record(slot, execution["name"], run.deadline)
+        slots.remember(slot, execution["name"])
     else:  # an existing run answered: counted by the job label, if active
         slots.release(slot, run.deadline)
     return execution

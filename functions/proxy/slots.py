@@ -6,16 +6,20 @@ every execution). Slot k of a job is the object runs/_slots/P/L/W/JOB_DIGEST/k (
 where the proxy may write; `_` sorts apart from every workflow's own prefix, since project ids
 start with a letter). A delivery takes a free slot with ifGenerationMatch (0 when absent, the
 slot's generation when its holder has ended): of concurrent deliveries exactly one wins each
-slot, so maxActive=1 starts one run. A slot is free when its recorded execution is no longer
-active, or when nothing was recorded by its lease's end (a holder that died between slot and
-create). Active runs of the job that hold no slot (backfills, re-runs, runs started under
-overlap=allow) take slots' places: executions.list by the job label counts them, and its
-run_digest labels tell which of them a slot's holder started before recording it.
+slot, so maxActive=1 starts one run. The slot names its run; nothing more is written to it, so a
+slot costs one write. Which execution holds it is read from the one executions.list a delivery
+makes anyway, by the job label: an execution with the slot's run_digest label is its holder.
+A slot is busy while its run has an active execution, and, within its lease, until an execution
+of its run created after the slot was taken has ended (before that, its holder may still be
+creating it); past its lease with no active execution, it is free (a holder that died between
+slot and create). Active runs of the job that hold no slot (backfills, re-runs, runs started
+under overlap=allow) take slots' places: the same listing counts them.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -29,11 +33,16 @@ JOB_LABEL = "job_digest"
 SLOTS = "runs/_slots"
 TRIES = 5   # slot writes lost to concurrent deliveries before this one gives up (and is blocked)
 BEING_STARTED = "(a run being started)"
+KNOWN_SLOTS = 1000  # slots an instance remembers (remember); past it, it starts over
+_known: dict[tuple[str, str], dict] = {}
+_known_lock = threading.Lock()
 # executions.list reads labels only in the FULL view (BASIC has name, times, state and revision:
 # https://cloud.google.com/workflows/docs/reference/executions/rest/v1/projects.locations.workflows.executions/list),
 # which pages by 100; the `fields` system parameter keeps each answer to names and labels
 # (https://cloud.google.com/apis/docs/system-parameters).
-LIST_PARAMS = {"pageSize": "100", "view": "FULL", "fields": "executions(name,labels),nextPageToken"}
+LIST_PARAMS = {"pageSize": "100", "view": "FULL",
+               "fields": "executions(name,labels,state,createTime),nextPageToken"}
+ACTIVE = ("ACTIVE", "QUEUED")
 
 
 def job_digest(workflow: str, argument: dict) -> str:
@@ -45,11 +54,20 @@ def job_digest(workflow: str, argument: dict) -> str:
 
 @dataclass(frozen=True)
 class Slot:
-    """A slot this delivery holds: its object, to record the execution in or to release."""
+    """A slot this delivery holds: its object, to release, or to remember with its execution."""
     bucket: str
     name: str
     generation: str
     metageneration: str
+    run: str
+
+
+@dataclass(frozen=True)
+class Seen:
+    """An execution of the job, as the listing shows it."""
+    run_digest: str
+    active: bool
+    created: datetime | None
 
 
 @dataclass(frozen=True)
@@ -68,11 +86,12 @@ def acquire(bucket: str, workflow: str, job: str, run_prefix: str, max_active: i
     run holds a slot and is active or being started (a repeated delivery: the run's claim answers
     it). A slot naming this run whose execution has ended is no answer: a re-run under reprocess
     is one more run of the job, and takes a slot like any other (that one first)."""
-    for _ in range(TRIES):
-        listing, active = _look(bucket, workflow, job, deadline)
+    for attempt in range(TRIES):
+        listing, seen = _look(bucket, workflow, job, lease, deadline, cached=max_active == 1 and attempt == 0)
         now = listing.server_time or datetime.now(timezone.utc)
+        active = {name for name, execution in seen.items() if execution.active}
         held = {item["name"].rsplit("/", 1)[-1]: item for item in listing.value}
-        holders = {k: _holder(item, active, now, lease) for k, item in held.items()}
+        holders = {k: _holder(item, seen, now, lease) for k, item in held.items()}
         busy = {k: holder for k, holder in holders.items() if holder is not None}
         owns = [k for k, item in held.items() if _run(item) == run_prefix]
         if any(k in busy for k in owns):
@@ -90,18 +109,10 @@ def acquire(bucket: str, workflow: str, job: str, run_prefix: str, max_active: i
                 bucket, prefix(workflow, job) + index, b"{}", {"run": run_prefix, "lease": f"{lease.total_seconds():g}"},
                 deadline, generation), deadline)
         except PreconditionFailed:
+            _forget(bucket, prefix(workflow, job) + index)
             continue  # another delivery took it first: look again
-        return Slot(bucket, resource["name"], str(resource["generation"]), str(resource["metageneration"]))
+        return Slot(bucket, resource["name"], str(resource["generation"]), str(resource["metageneration"]), run_prefix)
     return Blocked(("(slots contended by concurrent deliveries)",))
-
-
-def record(slot: Slot, execution: str, deadline: float) -> None:
-    """Write the execution that holds the slot; losing to a takeover is fine (it judged ours ended)."""
-    try:
-        _retrying(lambda: storage_api.patch_metadata(slot.bucket, slot.name, {"execution": execution}, deadline,
-                                                     slot.generation, slot.metageneration), deadline)
-    except PreconditionFailed:
-        pass
 
 
 def release(slot: Slot, deadline: float) -> None:
@@ -113,52 +124,110 @@ def release(slot: Slot, deadline: float) -> None:
         pass
 
 
-def _look(bucket: str, workflow: str, job: str, deadline: float) -> tuple[storage_api.Dated, dict[str, str]]:
-    """The job's slots, then its active executions: in that order, never at once. A slot whose
-    execution is recorded is free when that execution is not active; only a list asked after
-    the slot was read proves it (asked before, it may predate an execution recorded since)."""
+def remember(slot: Slot, execution: str) -> None:
+    """Keep, in this instance, the slot it just took and the execution it started under it: the
+    next delivery of the job here reads the slot from memory instead of listing it. Sound because
+    that delivery's write of the slot is conditional on this generation: if any other delivery
+    wrote the slot since, the write fails and it lists. Only for maxActive=1, where the one slot
+    is all there is to judge."""
+    with _known_lock:
+        if len(_known) >= KNOWN_SLOTS:
+            _known.clear()
+        _known[(slot.bucket, slot.name)] = {"name": slot.name, "generation": slot.generation,
+                                            "metageneration": slot.metageneration,
+                                            "metadata": {"run": slot.run, "execution": execution}}
+
+
+def _forget(bucket: str, name: str) -> None:
+    with _known_lock:
+        _known.pop((bucket, name), None)
+
+
+def _look(bucket: str, workflow: str, job: str, lease: timedelta, deadline: float,
+          cached: bool = False) -> tuple[storage_api.Dated, dict[str, Seen]]:
+    """The job's slots, then its executions: in that order, never at once. A slot is free once
+    its run's execution has ended; only a list asked after the slot was read proves it (asked
+    before, it may predate an execution created since). The list holds the active executions,
+    and those created since the oldest slot still in its lease (the ones that may have ended).
+    With `cached`, a slot this instance remembers stands for the listing (remember)."""
+    with _known_lock:
+        known = _known.get((bucket, prefix(workflow, job) + "0")) if cached else None
+    if known is not None:
+        return storage_api.Dated([known], None), _executions(workflow, job, None, deadline)
     listing = _retrying(lambda: storage_api.list_objects_dated(bucket, prefix(workflow, job), deadline), deadline)
-    return listing, _active(workflow, job, deadline)
+    now = listing.server_time or datetime.now(timezone.utc)
+    recent = [created for item in listing.value if not (item.get("metadata") or {}).get("execution")
+              and (created := _created(item)) is not None and now - created <= _lease(item, lease)]
+    return listing, _executions(workflow, job, min(recent) if recent else None, deadline)
 
 
 def _run(item: dict) -> str | None:
     return (item.get("metadata") or {}).get("run")
 
 
-def _holder(item: dict, active: dict[str, str], now: datetime, lease: timedelta) -> str | None:
-    """Who keeps the slot busy: its execution, or BEING_STARTED; None when it is free."""
+def _created(item: dict) -> datetime | None:
+    try:
+        return datetime.fromisoformat(item["timeCreated"].replace("Z", "+00:00"))
+    except (KeyError, ValueError):
+        return None
+
+
+def _lease(item: dict, lease: timedelta) -> timedelta:
+    try:
+        return timedelta(seconds=float((item.get("metadata") or {}).get("lease") or lease.total_seconds()))
+    except ValueError:
+        return lease
+
+
+def _holder(item: dict, seen: dict[str, Seen], now: datetime, lease: timedelta) -> str | None:
+    """Who keeps the slot busy: its run's execution, or BEING_STARTED; None when it is free."""
     metadata = item.get("metadata") or {}
-    if metadata.get("execution"):
-        return metadata["execution"] if metadata["execution"] in active else None
-    # Taken, no execution recorded yet. If its run's execution is active already (created, not
-    # yet recorded), that is the holder, counted once: claims allow one active attempt per run.
+    if metadata.get("execution"):  # a slot written by a proxy that recorded its execution in it
+        recorded = seen.get(metadata["execution"])
+        return metadata["execution"] if recorded is not None and recorded.active else None
     digest = (metadata.get("run") or "").rstrip("/").rsplit("/", 1)[-1]
-    started = next((name for name, run_digest in active.items() if digest and run_digest == digest), None)
+    runs = {name: e for name, e in seen.items() if digest and e.run_digest == digest}
+    # Its run active (claims allow one active attempt per run): that execution holds it, counted once.
+    started = next((name for name, e in runs.items() if e.active), None)
     if started is not None:
         return started
-    try:  # else busy until its lease ends (storage's clock): its holder may still create
-        created = datetime.fromisoformat(item["timeCreated"].replace("Z", "+00:00"))
-        held_for = timedelta(seconds=float(metadata.get("lease") or lease.total_seconds()))
-    except (KeyError, ValueError):
+    created = _created(item)
+    if created is None:
         return BEING_STARTED
-    return BEING_STARTED if now - created <= held_for else None
+    if now - created > _lease(item, lease):
+        return None  # no create of its holder can land any more
+    # Within its lease: free once an execution of its run created since the slot was taken has
+    # ended; one created before is an earlier attempt's (a re-run takes its run's slot again).
+    ended = any(e.created is not None and e.created >= created for e in runs.values())
+    return None if ended else BEING_STARTED
 
 
-def _active(workflow: str, job: str, deadline: float) -> dict[str, str]:
-    """The job's executions now ACTIVE or QUEUED, whoever started them, by name, with their
-    run_digest labels (executions.list, AIP-160 filter on the job label and state)."""
-    params = {"filter": f'labels.{JOB_LABEL}="{job}" AND (state="ACTIVE" OR state="QUEUED")', **LIST_PARAMS}
-    found: dict[str, str] = {}
+def _executions(workflow: str, job: str, since: datetime | None, deadline: float) -> dict[str, Seen]:
+    """The job's executions now ACTIVE or QUEUED, whoever started them, and those created since
+    `since`, by name (executions.list, AIP-160 filter on the job label, state and createTime)."""
+    states = 'state="ACTIVE" OR state="QUEUED"'
+    if since is not None:
+        states += f' OR createTime>="{since.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")}"'
+    params = {"filter": f'labels.{JOB_LABEL}="{job}" AND ({states})', **LIST_PARAMS}
+    found: dict[str, Seen] = {}
     while True:
         page = _retrying(lambda: workflows_api.call("GET", f"/v1/{workflow}/executions", deadline, params=params),
                          deadline)
         for execution in page.get("executions") or ():
             if isinstance(execution, dict) and execution.get("name"):
                 labels = execution.get("labels") if isinstance(execution.get("labels"), dict) else {}
-                found[execution["name"]] = str(labels.get(scheduled_time.RUN_DIGEST_LABEL) or "")
+                found[execution["name"]] = Seen(str(labels.get(scheduled_time.RUN_DIGEST_LABEL) or ""),
+                                                execution.get("state") in ACTIVE, _time(execution.get("createTime")))
         if not page.get("nextPageToken"):
             return found
         params = {**params, "pageToken": page["nextPageToken"]}
+
+
+def _time(text) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 def _retrying(attempt, deadline: float):
