@@ -134,13 +134,12 @@ class Executions:
                 raise ApiError(400, f"workflow {self.parent(workflow_id)} does not deploy: {error}",
                                "FAILED_PRECONDITION") from None
         execution_id = str(uuid.uuid4())
-        now = now_rfc3339()
         execution: Execution = {
             "name": f"{self.parent(workflow_id)}/executions/{execution_id}",
-            "startTime": now,
+            "startTime": "",   # both times are stamped on admission, below
             "state": "ACTIVE",
             "workflowRevisionId": f"000001-{revision[:3]}",
-            "createTime": now,
+            "createTime": "",
         }
         for field in sorted(EXECUTION_INPUT_FIELDS):
             # Kept as given, but as proto3 JSON writes a resource: false, empty and the enums'
@@ -157,6 +156,8 @@ class Executions:
         with self._lock:
             if self._stopping:
                 raise ApiError(503, "localcloud is stopping", "UNAVAILABLE")
+            # Stamped in the order of admission, so the backlog's order is createTime's.
+            execution["startTime"] = execution["createTime"] = now_rfc3339()
             queued = self._admit(execution, body)
             self.store.insert(execution)
             self._running[execution["name"]] = (thread, context)
