@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tomllib
 from datetime import datetime, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
