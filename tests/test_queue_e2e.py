@@ -17,27 +17,13 @@ import pytest
 import requests
 
 from localcloud import stack as local_stack
+from tests.test_policies_e2e import TARGET, z  # the target whose runs sleep `seconds`
 
 AUTH = {"Authorization": "Bearer localcloud"}
-TARGET = """\
-main:
-  params: [input]
-  steps:
-    - nap:
-        call: sys.sleep
-        args:
-          seconds: ${input.seconds}
-    - done:
-        return: ok
-"""
 LOCATION = f"projects/{local_stack.PROJECT}/locations/{local_stack.LOCATION}"
 WORKFLOW = f"{LOCATION}/workflows/target"
 BASE = datetime(2026, 3, 2, tzinfo=timezone.utc)
 SCALED = {"QUEUE_POLL_SECONDS": "0.5", "UPSTREAM_DEADLINE_SECONDS": "2", "QUEUE_MAX_WAIT_SECONDS": "8"}
-
-
-def z(instant: datetime) -> str:
-    return instant.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class World:

@@ -121,7 +121,7 @@ def enqueue(run, position: int, redelivery: Redelivery) -> dict:
         waiter = _retrying(run, lambda: workflows_api.call(
             "POST", f"/v1/{quote(waiter_workflow(), safe='/')}/executions", run.create_until, json_body=body))
     except ApiError as error:
-        _delete(run, entry)
+        remove(run, entry)
         raise ApiError(503 if error.code >= 500 or error.code == 429 else 500,
                        f"the queue's waiter {waiter_workflow()} could not be started ({error.code} {error.status}); "
                        "nothing was left waiting", "UNAVAILABLE" if error.code >= 500 or error.code == 429 else None) from None
@@ -148,10 +148,6 @@ def touch(run, entry: Entry) -> Entry:
         return entry
 
 
-def remove(run, entry: Entry) -> None:
-    _delete(run, entry)
-
-
 def _abandon(run, entry: Entry) -> None:
     """An entry whose waiter is gone: its time, if still waiting, is recorded skipped; the entry goes."""
     record = ledger.object_name(entry.run, 1)
@@ -159,7 +155,7 @@ def _abandon(run, entry: Entry) -> None:
     attempt = ledger.Attempt.from_resource(resource) if resource else None
     if attempt is not None and attempt.state == ledger.WAITING:
         mark_skipped(run, attempt, "(its queue's waiter stopped delivering it)")
-    _delete(run, entry)
+    remove(run, entry)
 
 
 def mark_skipped(run, attempt: "ledger.Attempt", why: str) -> bool:
@@ -181,7 +177,8 @@ def _entry(item: dict) -> Entry:
                  (item.get("metadata") or {}).get("run", ""))
 
 
-def _delete(run, entry: Entry) -> None:
+def remove(run, entry: Entry) -> None:
+    """Delete the entry, if it is still as read (the time started, was skipped, or was abandoned)."""
     try:
         _retrying(run, lambda: storage_api.delete_object(run.bucket, entry.name, run.deadline, entry.generation,
                                                          entry.metageneration))
